@@ -1,0 +1,27 @@
+# `make demo` and `make test` each set up their own virtual environment first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,demo]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ttm-distill demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ttm_torchdistill tests benchmarks
+
+test: $(STAMP) lint
+	$(PY) -m pytest -ra
+
+clean:
+	rm -rf $(VENV) build *.egg-info
