@@ -1,0 +1,1 @@
+"""The `ttm-distill` command: recipes in, trained students and readable results out."""

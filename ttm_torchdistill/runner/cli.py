@@ -1,0 +1,84 @@
+"""Command-line interface: `ttm-distill SUBCOMMAND ...`."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from .errors import TrainingDiverged, UsageError
+
+__all__ = ['main']
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('recipe', metavar='RECIPE', help='recipe file, or a shipped recipe name (see `recipes`)')
+    parser.add_argument('--device', choices=('cuda', 'cpu'), help='default: cuda if available, else cpu')
+    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                        help='override a recipe value before anything is built (VALUE is YAML); repeatable')
+    parser.add_argument('--run-log', metavar='PATH', help='also write the log here; metrics go beside it')
+    parser.add_argument('--summary', metavar='PATH', help='write a JSON summary of the run here')
+    parser.add_argument('--seed', type=int, metavar='N', help='seed Python, NumPy and torch (per rank: N + rank)')
+    parser.add_argument('--amp', choices=('bf16', 'fp16'), help='mixed precision forward; fp16 adds a GradScaler')
+    parser.add_argument('--channels-last', action='store_true', help='channels_last models and inputs')
+    parser.add_argument('--debug', action='store_true', help='full tracebacks and torchdistill logs')
+
+
+def _options(args: argparse.Namespace):
+    from .train import RunOptions
+
+    return RunOptions(recipe=args.recipe, overrides=args.overrides, device=args.device, run_log=args.run_log,
+                      summary=args.summary, resume=getattr(args, 'resume', False), seed=args.seed, amp=args.amp,
+                      channels_last=args.channels_last, debug=args.debug)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import run_train
+
+    run_train(_options(args))
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from .train import run_test
+
+    run_test(_options(args))
+    return 0
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from .recipe import list_recipes
+
+    for name in list_recipes():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='ttm-distill', description='Run torchdistill recipes with TTM / WTTM (and any other loss).')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    train = sub.add_parser('train', help='train a student, validating every epoch, then test teacher and student')
+    _add_run_arguments(train)
+    train.add_argument('--resume', action='store_true', help="continue from the recipe's last checkpoint")
+    train.set_defaults(func=_train)
+    test = sub.add_parser('test', help="test the teacher and the recipe's best student checkpoint")
+    _add_run_arguments(test)
+    test.set_defaults(func=_test)
+    sub.add_parser('recipes', help='list the shipped recipes').set_defaults(func=_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # recipes written for GPUs ask for pinned memory; on a CPU-only machine that is only noise
+    warnings.filterwarnings('ignore', message=".*'pin_memory' argument is set as true but no accelerator")
+    try:
+        return args.func(args)
+    except (UsageError, TrainingDiverged) as exc:
+        if getattr(args, 'debug', False):
+            raise
+        print(f'ttm-distill: error: {exc}', file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print('ttm-distill: interrupted', file=sys.stderr)
+        return 130
