@@ -167,7 +167,9 @@ def _setup_logging(ctx: DistContext, run_log: str | None, append: bool, debug: b
 
 
 def _ttm_losses(criterion: nn.Module) -> list[TTMLoss]:
-    return [m for m in criterion.modules() if isinstance(m, TTMLoss)]
+    """TTM/WTTM terms of a high-level loss (torchdistill keeps its terms in a plain dict)."""
+    terms = [term for term, _ in getattr(criterion, 'term_dict', {}).values()]
+    return [m for term in terms if isinstance(term, nn.Module) for m in term.modules() if isinstance(m, TTMLoss)]
 
 
 def _fp16_step(box, loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:

@@ -1,0 +1,62 @@
+"""Test-only plugin, imported by test recipes through `dependencies` (tests/ is on PYTHONPATH).
+
+It uses torchdistill's own extension points: a registered model, a registered post-epoch
+process, and a dataset class built by the recipe's !import_call.
+"""
+import os
+import signal
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from torchdistill.core.interfaces.post_epoch_proc import default_post_epoch_process_with_teacher
+from torchdistill.core.interfaces.registry import register_post_epoch_proc_func
+from torchdistill.models.registry import register_model
+
+
+@register_model
+def tiny_cnn(num_classes=4, batch_norm=False, **kwargs):
+    """A small CNN; without batch-norm, a 2-process step equals a 1-process step on the same global batch."""
+    layers = [nn.Conv2d(3, 8, 3, 2, 1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(8))
+    layers += [nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes)]
+    return nn.Sequential(*layers)
+
+
+class Blobs(Dataset):
+    """Deterministic learnable images: class c has a bright channel c % 3 plus fixed noise."""
+
+    def __init__(self, size=32, num_classes=4, image_size=16, seed=0, nan_from=None, kill_at=None):
+        g = torch.Generator().manual_seed(seed)
+        self.targets = torch.arange(size) % num_classes
+        self.images = 0.5 * torch.randn(size, 3, image_size, image_size, generator=g)
+        for i, c in enumerate(self.targets.tolist()):
+            self.images[i, c % 3] += 1.0 + c // 3
+        self.nan_from = nan_from
+        self.kill_at = int(os.environ.get('TINY_KILL_AT', 0)) if kill_at is None else kill_at
+        self.calls = 0
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        self.calls += 1
+        if self.kill_at and self.calls == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        image = self.images[index]
+        if self.nan_from is not None and index >= self.nan_from:
+            image = torch.full_like(image, float('nan'))
+        return image, int(self.targets[index])
+
+
+@register_post_epoch_proc_func
+def save_student_per_rank(self, metrics=None, **kwargs):
+    """torchdistill's default post-epoch process, then this rank's student weights to $TINY_RANK_DIR."""
+    default_post_epoch_process_with_teacher(self, metrics=metrics, **kwargs)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    model = self.student_model.module if hasattr(self.student_model, 'module') else self.student_model
+    out = Path(os.environ['TINY_RANK_DIR'])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / f'rank{rank}.pt')
