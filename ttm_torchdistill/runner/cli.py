@@ -53,6 +53,16 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from ..tools.demo import run_demo, run_grid
+
+    if args.grid:
+        run_grid(args.out + '/grid', tuple(args.seeds or (0, 1)), args.retrain_teacher)
+    else:
+        run_demo(args.out, tuple(args.seeds or (0, 1, 2)), args.epochs, args.retrain_teacher)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='ttm-distill', description='Run torchdistill recipes with TTM / WTTM (and any other loss).')
@@ -65,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(test)
     test.set_defaults(func=_test)
     sub.add_parser('recipes', help='list the shipped recipes').set_defaults(func=_recipes)
+    demo = sub.add_parser('demo', help='teacher + CE/KD/TTM/WTTM students on the bundled digits, offline')
+    demo.add_argument('--out', default='demo_runs', help='folder for checkpoints, results and the figure')
+    demo.add_argument('--seeds', type=int, nargs='+', metavar='N', help='student seeds (default: 0 1 2)')
+    demo.add_argument('--epochs', type=int, metavar='N', help='student epochs (default: the recipes\' 30)')
+    demo.add_argument('--retrain-teacher', action='store_true', help='train the teacher again instead of reusing it')
+    demo.add_argument('--grid', action='store_true',
+                      help='instead: the validation-split hyperparameter grid behind the demo recipes')
+    demo.set_defaults(func=_demo)
     return parser
 
 

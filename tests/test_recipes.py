@@ -1,0 +1,213 @@
+"""Shipped recipes: they load, run through torchdistill's boxes, and say what the paper says."""
+import re
+
+import pytest
+import torch
+import torchvision
+from conftest import RECIPES, ROOT, make_image_folder
+from torch.nn.parallel import DistributedDataParallel
+from torchdistill.common.main_util import import_dependencies
+from torchdistill.common.yaml_util import load_yaml_file
+from torchdistill.core.distillation import get_distillation_box
+from torchdistill.core.training import get_training_box
+from torchdistill.models.official import get_image_classification_model
+from torchdistill.models.registry import get_model
+
+from ttm_torchdistill.runner.train import RunOptions, run_train
+
+ALL = sorted(p.relative_to(RECIPES).as_posix() for p in RECIPES.rglob('*.yaml'))
+IMAGENET = [name for name in ALL if name.startswith('ilsvrc2012/')]
+PAPER = {  # Table 10 hyperparameters; the TTM beta follows Eq. (19) with lambda = 0.5 (see the recipe header)
+    'resnet18_from_resnet34': dict(teacher='resnet34', student='resnet18', gamma=0.8, beta=1.6, ttm_beta=1.25,
+                                   weights=torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
+    'mobilenet_v1_from_resnet50': dict(teacher='resnet50', student='mobilenet_v1', gamma=0.7, beta=3.5,
+                                       ttm_beta=1.43, weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
+}
+FAST = ['train.num_epochs=1', 'train.train_data_loader.kwargs.batch_size=4',
+        'train.train_data_loader.kwargs.num_workers=0',
+        'train.val_data_loader.kwargs.num_workers=0', 'test.test_data_loader.kwargs.num_workers=0',
+        'train.val_data_loader.kwargs.batch_size=4', 'test.test_data_loader.kwargs.batch_size=4']
+
+
+def test_the_six_imagenet_recipes_exist():
+    assert IMAGENET == sorted(f'ilsvrc2012/{m}/{p}.yaml' for m in ('kd', 'ttm', 'wttm') for p in PAPER)
+
+
+@pytest.fixture
+def imagenet_env(monkeypatch, image_root, torch_home):
+    monkeypatch.setenv('ILSVRC2012_ROOT', str(image_root))
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
+
+
+def _loaded(name):
+    return load_yaml_file(str(RECIPES / name))
+
+
+def _kinds(transform):
+    return [type(t).__name__ for t in transform.transforms]
+
+
+@pytest.mark.parametrize('name', IMAGENET)
+def test_imagenet_recipe_values(name, imagenet_env, image_root):
+    method, pair = name.split('/')[1], name.split('/')[2][:-5]
+    paper = PAPER[pair]
+    config = _loaded(name)
+    text = (RECIPES / name).read_text()
+    assert config['dependencies'] == [{'name': 'ttm_torchdistill'}]
+    teacher, student = config['models']['teacher_model'], config['models']['student_model']
+    assert teacher['key'] == paper['teacher']
+    assert teacher['kwargs'] == {'num_classes': 1000, 'weights': paper['weights']}
+    assert student['key'] == paper['student'] and student['kwargs'] == {'num_classes': 1000}
+    assert not student.get('src_ckpt')
+    assert student['dst_ckpt'] == f'./resource/ckpt/ilsvrc2012/{method}/ilsvrc2012-{pair}.pt'
+    train = config['train']
+    assert train['num_epochs'] == 100
+    assert train['teacher']['requires_grad'] is False and 'wrapper' not in train['teacher']
+    assert train['pre_epoch_process'] == 'pre_epoch_process_with_frozen_teacher'
+    assert train['student']['wrapper'] == 'DistributedDataParallel' and train['student']['requires_grad'] is True
+    assert train['optimizer'] == {'key': 'SGD', 'kwargs': {'lr': 0.1, 'momentum': 0.9, 'weight_decay': 0.0001}}
+    assert train['scheduler'] == {'key': 'MultiStepLR', 'kwargs': {'milestones': [30, 60, 90], 'gamma': 0.1}}
+    batch, gpus = train['train_data_loader']['kwargs']['batch_size'], 8
+    assert batch * gpus == 256 and f'{gpus} GPUs x {batch} = 256' in text
+    assert 'lr = 0.1 * (N * batch_size) / 256' in text
+    terms = train['criterion']['kwargs']['sub_terms']
+    assert train['criterion']['key'] == 'WeightedSumLoss' and len(terms) == 1
+    (term,) = terms.values()
+    kwargs = term['criterion']['kwargs']
+    assert term['weight'] == 1.0
+    if method == 'kd':
+        assert term['criterion']['key'] == 'KDLoss'
+        assert kwargs['temperature'] == 1.0 and kwargs['alpha'] == 0.5
+    else:
+        assert term['criterion']['key'] == {'wttm': 'WTTMLoss', 'ttm': 'TTMLoss'}[method]
+        beta = paper['beta'] if method == 'wttm' else paper['ttm_beta']
+        assert (kwargs['gamma'], kwargs['beta'], kwargs['alpha']) == (paper['gamma'], beta, 1.0)
+        assert kwargs['reduction'] == 'batchmean'
+    if method == 'ttm':
+        assert 'tunes no TTM on ImageNet' in text and 'Eq. (19)' in text
+    datasets = config['datasets']
+    train_set, val_set = datasets['ilsvrc2012/train'], datasets['ilsvrc2012/val']
+    assert train_set.root == str(image_root / 'train') and val_set.root == str(image_root / 'val')
+    assert _kinds(train_set.transform) == ['RandomResizedCrop', 'RandomHorizontalFlip', 'ToTensor', 'Normalize']
+    assert _kinds(val_set.transform) == ['Resize', 'CenterCrop', 'ToTensor', 'Normalize']
+    crop, flip, _, norm = train_set.transform.transforms
+    assert list(crop.size) == [224, 224] and flip.p == 0.5
+    resize, center, _, val_norm = val_set.transform.transforms
+    assert resize.size == 256 and list(center.size) == [224, 224]
+    for n in (norm, val_norm):
+        assert n.mean == [0.485, 0.456, 0.406] and n.std == [0.229, 0.224, 0.225]
+    assert train['val_data_loader']['dataset_id'] == 'ilsvrc2012/val'
+    assert config['test']['test_data_loader']['dataset_id'] == 'ilsvrc2012/val'
+
+
+def test_dataset_root_defaults_to_home_datasets(monkeypatch, tmp_path, torch_home):
+    make_image_folder(tmp_path / 'datasets' / 'ilsvrc2012')
+    monkeypatch.delenv('ILSVRC2012_ROOT', raising=False)
+    monkeypatch.setenv('HOME', str(tmp_path))
+    config = _loaded('ilsvrc2012/wttm/resnet18_from_resnet34.yaml')
+    assert config['datasets']['ilsvrc2012/train'].root == str(tmp_path / 'datasets/ilsvrc2012/train')
+
+
+@pytest.mark.parametrize('name', ALL)
+def test_every_recipe_trains_validates_and_tests_through_the_runner(name, tmp_path, monkeypatch, image_root,
+                                                                   torch_home):
+    """One epoch of a few iterations on tiny data, the validation pass and the test pass."""
+    monkeypatch.setenv('ILSVRC2012_ROOT', str(image_root))
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
+    monkeypatch.chdir(tmp_path)
+    summary = run_train(RunOptions(recipe=name, overrides=FAST, device='cpu', seed=0,
+                                   summary=str(tmp_path / 'summary.json')))
+    assert summary['epochs_run'] == 1
+    assert 0 <= summary['student_test_top1'] <= 100
+    assert (tmp_path / summary['best_ckpt']).is_file()
+    if 'teacher_model' in _loaded(name)['models']:
+        assert summary['teacher_test_top1'] is not None
+
+
+def _torchdistill_runner_steps(config, device):
+    """What torchdistill's examples/torchvision/image_classification.py does before its epoch loop."""
+    import_dependencies(config.get('dependencies'))
+    models = {}
+    for label in ('teacher_model', 'student_model'):
+        model_config = config['models'][label]
+        model = get_image_classification_model(model_config, False)
+        if model is None:
+            model = get_model(model_config['key'], model_config.get('repo_or_dir'), **model_config['kwargs'])
+        models[label] = model.to(device)
+    return models['teacher_model'], models['student_model']
+
+
+@pytest.mark.parametrize('name', ['ilsvrc2012/wttm/mobilenet_v1_from_resnet50.yaml',
+                                  'ilsvrc2012/ttm/resnet18_from_resnet34.yaml'])
+def test_recipes_run_unmodified_in_torchdistills_own_pipeline(name, imagenet_env, torch_home):
+    """torchdistill's loader + its model builders + DistillationBox, with the real teacher-weights path."""
+    config = _loaded(name)
+    device = torch.device('cpu')
+    teacher, student = _torchdistill_runner_steps(config, device)
+    saved = torch.load(next((torch_home / 'hub/checkpoints').glob(f'{config["models"]["teacher_model"]["key"]}-*')))
+    torch.testing.assert_close(teacher.state_dict()['fc.weight'], saved['fc.weight'])  # weights came from TORCH_HOME
+    train_config = config['train']
+    train_config['train_data_loader']['kwargs'].update(batch_size=2, num_workers=0)
+    box = get_distillation_box(teacher, student, config['datasets'], train_config, device, None, False, 1)
+    assert not isinstance(box.student_model, DistributedDataParallel)  # torchdistill wraps on CUDA only
+    box.pre_epoch_process(epoch=0)
+    assert not box.teacher_model.training and box.student_model.training
+    bn = next(m for m in box.teacher_model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    running_mean = bn.running_mean.clone()
+    images, targets, supp = next(iter(box.train_data_loader))
+    before = [p.detach().clone() for p in student.parameters()]
+    loss = box.forward_process(images, targets, supp)
+    box.post_forward_process(loss=loss)
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+    torch.testing.assert_close(bn.running_mean, running_mean)  # the frozen teacher's BN stats do not drift
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_training_box_recipes_build(imagenet_env):
+    """A recipe without a teacher goes through torchdistill's TrainingBox (used by the demo's teacher)."""
+    teacherless = [n for n in ALL if 'teacher_model' not in _loaded(n)['models']]
+    for name in teacherless:
+        config = _loaded(name)
+        model_config = config['models'].get('model') or config['models']['student_model']
+        model = get_model(model_config['key'], **model_config['kwargs']) if get_image_classification_model(
+            model_config) is None else get_image_classification_model(model_config)
+        box = get_training_box(model, config['datasets'], config['train'], torch.device('cpu'), None, False, 1)
+        assert box.train_data_loader is not None
+
+
+def test_readme_table_lists_every_imagenet_recipe_with_reported_top1():
+    readme = (ROOT / 'README.md').read_text()
+    for name in IMAGENET:
+        assert f'`{name[:-5]}`' in readme, name
+    for top1 in ('72.19', '73.09', '70.66', '70.50'):
+        assert re.search(rf'\b{re.escape(top1)}\b', readme), top1
+
+
+def test_mobilenet_v1_size_shape_and_cost():
+    from ttm_torchdistill import mobilenet_v1
+
+    model = mobilenet_v1(num_classes=1000)
+    assert sum(p.numel() for p in model.parameters()) == 4_231_976
+    macs = []
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            macs.append(output.numel() * k * module.in_channels // module.groups)
+        elif isinstance(module, torch.nn.Linear):
+            macs.append(module.in_features * module.out_features)
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 224, 224))
+    for handle in handles:
+        handle.remove()
+    assert sum(macs) == pytest.approx(569e6, rel=0.005)  # multiply-adds for one 224x224 image
+    out = model(torch.randn(2, 3, 224, 224))
+    assert out.shape == (2, 1000)
+    out.logsumexp(1).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert get_model('mobilenet_v1', num_classes=10)(torch.randn(1, 3, 224, 224)).shape == (1, 10)
+    with pytest.raises(ValueError, match='no pretrained weights'):
+        get_model('mobilenet_v1', weights='IMAGENET1K_V1')

@@ -1,0 +1,1 @@
+"""Tools beyond training: the demo, plots, teacher calibration, new recipes."""
