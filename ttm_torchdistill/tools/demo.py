@@ -21,7 +21,6 @@ __all__ = ['GRID', 'METHODS', 'run_demo', 'run_grid']
 METHODS = ('ce', 'kd', 'ttm', 'wttm')
 LABELS = {'ce': 'student alone (CE)', 'kd': 'KD', 'ttm': 'TTM', 'wttm': 'WTTM'}
 COLORS = {'ce': '#999999', 'kd': '#4c72b0', 'ttm': '#dd8452', 'wttm': '#55a868'}
-TEACHER_CKPT = 'teacher/digits_cnn.pt'
 # The validation-split grid behind the demo recipes' hyperparameters (README, "Demo").
 GRID = {
     'kd': {'temperature': (1.0, 2.0, 4.0, 8.0), 'alpha': (0.1, 0.5, 0.9)},
@@ -39,13 +38,14 @@ def _train(recipe: str, run_dir: Path, seed: int, overrides: list[str], test: bo
     """One demo training in its own folder (removed first: the demo owns it)."""
     shutil.rmtree(run_dir, ignore_errors=True)
     key = 'model' if recipe in ('demo/teacher', 'demo/ce') else 'student_model'
-    overrides = [f'models.{key}.dst_ckpt={run_dir / "best.pt"}', *overrides]
+    ckpt = 'digits_cnn.pt' if recipe == 'demo/teacher' else 'digits_mlp.pt'  # the recipes' own file names
+    overrides = [f'models.{key}.dst_ckpt={run_dir / ckpt}', *overrides]
     return run_train(RunOptions(recipe=recipe, overrides=overrides, device='cpu', seed=seed, quiet=True, test=test,
                                 summary=str(run_dir / 'summary.json')))
 
 
 def _teacher(out: Path, retrain: bool) -> tuple[Path, dict]:
-    ckpt = out / 'teacher' / 'best.pt'
+    ckpt = out / 'teacher' / 'digits_cnn.pt'
     summary_path = out / 'teacher' / 'summary.json'
     if ckpt.is_file() and summary_path.is_file() and not retrain:
         _say(f'reusing the trained teacher {ckpt} (--retrain-teacher to train it again)')
