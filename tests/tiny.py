@@ -60,3 +60,32 @@ def save_student_per_rank(self, metrics=None, **kwargs):
     out = Path(os.environ['TINY_RANK_DIR'])
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / f'rank{rank}.pt')
+
+
+@register_model
+def scaled_identity(factor=1.0, **kwargs):
+    """A 'teacher' whose logits are its input times ``factor``: over-confident by ``factor`` on LogitData."""
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer('factor', torch.tensor(float(factor)))
+
+        def forward(self, x):
+            return x * self.factor
+
+    return Scale()
+
+
+class LogitData(Dataset):
+    """Calibrated logits as inputs: labels are drawn from softmax(logits)."""
+
+    def __init__(self, size=20000, num_classes=10, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.logits = 2.0 * torch.randn(size, num_classes, generator=g)
+        self.targets = torch.multinomial(torch.softmax(self.logits, 1), 1, generator=g).squeeze(1)
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return self.logits[index], int(self.targets[index])

@@ -63,6 +63,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from ..tools.plot import plot_runs
+
+    print(f'wrote {plot_runs(args.runs, args.output)}')
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from ..tools.calibrate import calibrate
+
+    calibrate(_options(args), args.split, args.output)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='ttm-distill', description='Run torchdistill recipes with TTM / WTTM (and any other loss).')
@@ -83,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--grid', action='store_true',
                       help='instead: the validation-split hyperparameter grid behind the demo recipes')
     demo.set_defaults(func=_demo)
+    calibrate = sub.add_parser('calibrate', help="teacher NLL/ECE, temperature scaling T*, and gamma = 1/T*")
+    _add_run_arguments(calibrate)
+    calibrate.add_argument('--split', choices=('val', 'test'), default='val')
+    calibrate.add_argument('-o', '--output', default='calibration', metavar='DIR', help='folder for JSON and PNG')
+    calibrate.set_defaults(func=_calibrate)
+    plot = sub.add_parser('plot', help='per-epoch curves (loss, lr, val top-1, TTM diagnostics) of runs, as a PNG')
+    plot.add_argument('runs', nargs='+', metavar='RUN', help='metrics .jsonl, run log, --summary JSON or run folder')
+    plot.add_argument('-o', '--output', default='runs.png', metavar='PNG')
+    plot.set_defaults(func=_plot)
     return parser
 
 

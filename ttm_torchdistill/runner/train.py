@@ -354,6 +354,10 @@ class _Trainer:
             logger.info('epoch %d/%d  val top-1 %.2f  top-5 %.2f  (best %.2f%s)  train loss %.4f  %.1f img/s',
                         epoch + 1, box.num_epochs, val.top1, val.top5, self.best_val_top1,
                         ', saved' if improved else '', stats['train_loss'], stats['train_images_per_s'])
+            if self.ttm_losses:
+                logger.info('epoch %d/%d  diagnostics: student entropy %.4f  D(p_hat||q) %.4f  U_gamma %.4f  CE %.4f',
+                            epoch + 1, box.num_epochs, stats['student_entropy'], stats['divergence'],
+                            stats['u_gamma'], stats['cross_entropy'])
             epochs_run += 1
             rates.append(stats['train_images_per_s'])
         return epochs_run, (sum(rates) / len(rates) if rates else math.nan)

@@ -1,0 +1,116 @@
+"""`ttm-distill calibrate`: how calibrated is a recipe's teacher, and which gamma calibrates it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..calibration import expected_calibration_error, fit_temperature, nll, reliability_bins
+from ..functional import power_sum
+from ..losses import resolve_gamma
+from ..runner.distributed import DistContext
+from ..runner.errors import UsageError
+from ..runner.evaluate import build_eval_loader
+from ..runner.train import RunOptions, _Run, _with_context, logger
+
+__all__ = ['calibrate']
+
+SPLITS = {'val': ('train', 'val_data_loader'), 'test': ('test', 'test_data_loader')}
+
+
+def _recipe_gamma(config: dict) -> float | None:
+    """gamma of the recipe's TTMLoss / WTTMLoss term, if it has one."""
+    terms = ((config.get('train') or {}).get('criterion') or {}).get('kwargs', {}).get('sub_terms') or {}
+    for term in terms.values():
+        criterion = term.get('criterion') or {}
+        if criterion.get('key') in ('TTMLoss', 'WTTMLoss'):
+            kwargs = criterion.get('kwargs') or {}
+            return resolve_gamma(kwargs.get('gamma'), kwargs.get('temperature'))
+    return None
+
+
+@torch.inference_mode()
+def _teacher_logits(run: _Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    section, key = SPLITS[split]
+    loader_config = (run.config.get(section) or {}).get(key)
+    if not isinstance(loader_config, dict):
+        raise UsageError(f'{run.recipe_path}: {section}.{key} is required for --split {split}')
+    loader = build_eval_loader(run.config['datasets'], loader_config, run.ctx, f'{section}.{key}')
+    run.teacher.eval()
+    logits, targets = [], []
+    for batch in loader:
+        with run.autocast():
+            logits.append(run.teacher(batch[0].to(run.ctx.device, memory_format=run.memory_format)).float().cpu())
+        targets.append(batch[1])
+    return torch.cat(logits), torch.cat(targets)
+
+
+def _diagram(logits: torch.Tensor, targets: torch.Tensor, temperature: float, path: Path) -> Path | None:
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, t, title in ((axes[0], 1.0, 'before: T = 1'), (axes[1], temperature, f'after: T* = {temperature:.3f}')):
+        count, confidence, accuracy = reliability_bins(logits / t, targets)
+        centers = (torch.arange(15) + 0.5) / 15
+        ax.bar(centers, accuracy.where(count > 0, torch.zeros_like(accuracy)), width=1 / 15, edgecolor='black',
+               label='accuracy')
+        ax.plot([0, 1], [0, 1], 'k--', label='perfect calibration')
+        ax.scatter(confidence[count > 0], accuracy[count > 0], color='red', s=12, zorder=3, label='(confidence, acc)')
+        ax.set_title(f'{title}   ECE {expected_calibration_error(logits / t, targets):.4f}')
+        ax.set_xlabel('confidence')
+        ax.set_ylabel('accuracy')
+        ax.set_xlim(0, 1), ax.set_ylim(0, 1)
+        ax.legend(loc='upper left', fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calibration') -> dict:
+    """Teacher top-1, NLL and ECE before/after temperature scaling; JSON report and reliability diagram."""
+    def body(ctx: DistContext) -> dict:
+        if ctx.distributed:
+            raise UsageError('calibrate runs in one process: launch it without torchrun/srun')
+        run = _Run(opts, ctx)
+        if run.teacher is None:
+            raise UsageError(f'{run.recipe_path}: the recipe has no models.teacher_model to calibrate')
+        logits, targets = _teacher_logits(run, split)
+        t_star = fit_temperature(logits, targets)
+        gamma = _recipe_gamma(run.config)
+        report = {
+            'recipe': run.name, 'split': split, 'samples': len(targets),
+            'top1': 100.0 * logits.argmax(1).eq(targets).double().mean().item(),
+            'nll': nll(logits, targets), 'ece': expected_calibration_error(logits, targets),
+            'temperature': t_star,
+            'nll_scaled': nll(logits, targets, t_star),
+            'ece_scaled': expected_calibration_error(logits / t_star, targets),
+            'gamma_calibrated': 1.0 / t_star,
+            'recipe_gamma': gamma,
+            'u_gamma_recipe': power_sum(logits.double(), gamma).mean().item() if gamma else None,
+            'u_gamma_calibrated': power_sum(logits.double(), 1.0 / t_star).mean().item(),
+        }
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        # shipped recipes by name (ilsvrc2012-wttm-...), files by their stem
+        stem = run.recipe_path.stem if run.name.endswith('.yaml') else run.name.replace('/', '-')
+        report_path = out / f'{stem}.calibration.json'
+        report_path.write_text(json.dumps(report, indent=2) + '\n')
+        figure = _diagram(logits, targets, t_star, out / f'{stem}.reliability.png')
+        logger.info('teacher %s on %s (%d images): top-1 %.2f', run.teacher_config.get('key'), split,
+                    report['samples'], report['top1'])
+        logger.info('T = 1      NLL %.4f  ECE %.4f', report['nll'], report['ece'])
+        logger.info('T* = %.4f NLL %.4f  ECE %.4f  -> calibrated gamma = 1/T* = %.4f', t_star,
+                    report['nll_scaled'], report['ece_scaled'], report['gamma_calibrated'])
+        if gamma:
+            logger.info('mean U_gamma: %.4f at the recipe gamma %.4g, %.4f at gamma 1/T*', report['u_gamma_recipe'],
+                        gamma, report['u_gamma_calibrated'])
+        logger.info('report %s%s', report_path, f'; reliability diagram {figure}' if figure else '')
+        return report
+
+    return _with_context(opts, body)
