@@ -373,7 +373,7 @@ def _report(run: _Run, results: dict, wall_s: float, extra: dict) -> dict:
         'wall_s': wall_s,
         'best_ckpt': str(run.best_ckpt),
         'last_ckpt': str(run.last_ckpt),
-        'metrics': str(run.metrics_path),
+        'metrics': str(run.metrics_path.resolve()),
         'amp': run.opts.amp,
         'channels_last': run.opts.channels_last,
         'seed': run.opts.seed,
