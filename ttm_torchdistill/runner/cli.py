@@ -77,6 +77,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_recipe(args: argparse.Namespace) -> int:
+    from ..tools.new_recipe import new_recipe
+
+    path = new_recipe(args.base, args.teacher, args.student, args.method, args.gamma, args.beta, args.output,
+                      args.force)
+    print(f'wrote {path}')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='ttm-distill', description='Run torchdistill recipes with TTM / WTTM (and any other loss).')
@@ -102,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument('--split', choices=('val', 'test'), default='val')
     calibrate.add_argument('-o', '--output', default='calibration', metavar='DIR', help='folder for JSON and PNG')
     calibrate.set_defaults(func=_calibrate)
+    new = sub.add_parser('new-recipe', help='write a recipe for another teacher-student pair from an existing one')
+    new.add_argument('--from', dest='base', required=True, metavar='RECIPE', help='base recipe (file or name)')
+    new.add_argument('--teacher', required=True, metavar='KEY[:WEIGHTS]',
+                     help='torchvision key[:weights name, default DEFAULT] or registry key:checkpoint file')
+    new.add_argument('--student', required=True, metavar='KEY')
+    new.add_argument('--method', required=True, choices=('wttm', 'ttm', 'kd'))
+    new.add_argument('--gamma', type=float, help="default: the base recipe's, else 0.8 (kd: temperature = 1/gamma)")
+    new.add_argument('--beta', type=float, help="default: the base recipe's, else 1.0")
+    new.add_argument('-o', '--output', metavar='PATH', help='default: STUDENT_from_TEACHER.METHOD.yaml')
+    new.add_argument('--force', action='store_true', help='overwrite PATH if it exists')
+    new.set_defaults(func=_new_recipe)
     plot = sub.add_parser('plot', help='per-epoch curves (loss, lr, val top-1, TTM diagnostics) of runs, as a PNG')
     plot.add_argument('runs', nargs='+', metavar='RUN', help='metrics .jsonl, run log, --summary JSON or run folder')
     plot.add_argument('-o', '--output', default='runs.png', metavar='PNG')
