@@ -182,3 +182,15 @@ def test_malformed_yaml_and_missing_dataset(tmp_path, image_root):
 def test_debug_shows_the_traceback(tmp_path):
     result = run_cli(['train', TINY, '--set', 'models.student_model.key=no_such_net', '--debug'], tmp_path)
     assert result.returncode != 0 and 'Traceback' in result.stderr
+
+
+@pytest.mark.parametrize('flags', [['--amp', 'bf16', '--channels-last'], ['--amp', 'fp16']])
+def test_mixed_precision_and_channels_last_train(tmp_path, flags):
+    result = _ok(run_cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--summary', 's.json', *flags], tmp_path))
+    summary = json.loads((tmp_path / 's.json').read_text())
+    assert summary['amp'] == flags[1] and summary['channels_last'] == ('--channels-last' in flags)
+    assert summary['epochs_run'] == 2 and summary['student_test_top1'] is not None
+    ckpt = torch.load(tmp_path / last_ckpt_path(BEST), weights_only=False)
+    assert (ckpt['scaler'] is not None) == (flags[1] == 'fp16')
+    assert all(torch.isfinite(v).all() for v in ckpt['model'].values() if v.is_floating_point())
+    assert 'non-finite' not in result.stderr
