@@ -19,7 +19,7 @@ from common import machine, write
 from PIL import Image
 
 from ttm_torchdistill.runner.distributed import setup_distributed, teardown
-from ttm_torchdistill.runner.train import RunOptions, _Run, _Trainer
+from ttm_torchdistill.runner.train import Run, RunOptions, Trainer
 
 RECIPE = 'ilsvrc2012/wttm/resnet18_from_resnet34'
 MODES = {'fp32': [], 'bf16 + channels_last': ['--amp', 'bf16', '--channels-last']}
@@ -64,7 +64,7 @@ def synthetic(args, root: Path, flags: list[str], iters: int) -> float:
                           quiet=True, amp='bf16' if flags else None, channels_last=bool(flags))
         ctx = setup_distributed(args.device)
         try:
-            trainer = _Trainer(_Run(opts, ctx))
+            trainer = Trainer(Run(opts, ctx))
             fmt = torch.channels_last if flags else torch.contiguous_format
             x = torch.randn(args.batch, 3, args.size, args.size, device=ctx.device).to(memory_format=fmt)
             y = torch.randint(0, 1000, (args.batch,), device=ctx.device)

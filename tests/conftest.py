@@ -12,6 +12,11 @@ from PIL import Image
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 RECIPES = ROOT / 'recipes'
+# one short epoch on tiny data, for any recipe with the shipped recipes' loader layout
+FAST = ['train.num_epochs=1', 'train.train_data_loader.kwargs.batch_size=4',
+        'train.train_data_loader.kwargs.num_workers=0', 'train.val_data_loader.kwargs.num_workers=0',
+        'test.test_data_loader.kwargs.num_workers=0', 'train.val_data_loader.kwargs.batch_size=4',
+        'test.test_data_loader.kwargs.batch_size=4']
 
 
 def make_image_folder(root: Path, classes=('a', 'b'), per_split=None, size=(40, 48)) -> Path:

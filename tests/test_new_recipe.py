@@ -1,7 +1,7 @@
 """`ttm-distill new-recipe`: recipes for new pairs that keep the base's tags, anchors and schedule."""
 import pytest
 import torchvision
-from conftest import run_cli
+from conftest import FAST, run_cli
 
 from ttm_torchdistill.runner.errors import UsageError
 from ttm_torchdistill.runner.recipe import load_recipe, resolve_recipe
@@ -9,10 +9,6 @@ from ttm_torchdistill.runner.train import RunOptions, run_train
 from ttm_torchdistill.tools.new_recipe import new_recipe
 
 BASE = 'ilsvrc2012/wttm/resnet18_from_resnet34'
-FAST = ['train.num_epochs=1', 'train.train_data_loader.kwargs.batch_size=4',
-        'train.train_data_loader.kwargs.num_workers=0', 'train.val_data_loader.kwargs.num_workers=0',
-        'test.test_data_loader.kwargs.num_workers=0', 'train.val_data_loader.kwargs.batch_size=4',
-        'test.test_data_loader.kwargs.batch_size=4']
 
 
 @pytest.fixture

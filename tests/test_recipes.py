@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import RECIPES, ROOT, make_image_folder
+from conftest import FAST, RECIPES, ROOT, make_image_folder
 from torch.nn.parallel import DistributedDataParallel
 from torchdistill.common.main_util import import_dependencies
 from torchdistill.common.yaml_util import load_yaml_file
@@ -24,10 +24,6 @@ PAPER = {  # Table 10 hyperparameters; the TTM beta follows Eq. (19) with lambda
     'mobilenet_v1_from_resnet50': dict(teacher='resnet50', student='mobilenet_v1', gamma=0.7, beta=3.5,
                                        ttm_beta=1.43, weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
 }
-FAST = ['train.num_epochs=1', 'train.train_data_loader.kwargs.batch_size=4',
-        'train.train_data_loader.kwargs.num_workers=0',
-        'train.val_data_loader.kwargs.num_workers=0', 'test.test_data_loader.kwargs.num_workers=0',
-        'train.val_data_loader.kwargs.batch_size=4', 'test.test_data_loader.kwargs.batch_size=4']
 
 
 def test_the_six_imagenet_recipes_exist():

@@ -30,7 +30,7 @@ from .distributed import DistContext, all_gather_objects, all_reduce_sum, barrie
 from .errors import TrainingDiverged, UsageError
 from .evaluate import build_eval_loader, evaluate
 
-__all__ = ['RunOptions', 'run_test', 'run_train']
+__all__ = ['Run', 'RunOptions', 'Trainer', 'run_test', 'run_train', 'with_context']
 
 logger = logging.getLogger('ttm_torchdistill.runner')
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -55,7 +55,7 @@ class RunOptions:
     """False skips the test pass (hyperparameter searches must not look at the test split)"""
 
 
-class _Run:
+class Run:
     """Everything one command needs: context, recipe, models and output paths."""
 
     def __init__(self, opts: RunOptions, ctx: DistContext) -> None:
@@ -197,8 +197,8 @@ def _eta(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
 
-class _Trainer:
-    def __init__(self, run: _Run) -> None:
+class Trainer:
+    def __init__(self, run: Run) -> None:
         self.run, self.ctx, self.opts = run, run.ctx, run.opts
         train_config = run.config.get('train')
         if not isinstance(train_config, dict):
@@ -363,7 +363,7 @@ class _Trainer:
         return epochs_run, (sum(rates) / len(rates) if rates else math.nan)
 
 
-def _report(run: _Run, results: dict, wall_s: float, extra: dict) -> dict:
+def _report(run: Run, results: dict, wall_s: float, extra: dict) -> dict:
     summary = {
         'recipe': run.name,
         'world_size': run.ctx.world_size,
@@ -398,7 +398,7 @@ def _report(run: _Run, results: dict, wall_s: float, extra: dict) -> dict:
     return summary
 
 
-def _with_context(opts: RunOptions, body) -> dict:
+def with_context(opts: RunOptions, body) -> dict:
     ctx = setup_distributed(opts.device)
     try:
         _setup_logging(ctx, opts.run_log, append=opts.resume, debug=opts.debug, quiet=opts.quiet)
@@ -411,8 +411,8 @@ def run_train(opts: RunOptions) -> dict:
     """Train with validation every epoch, keep the best checkpoint, then test teacher and student."""
     def body(ctx: DistContext) -> dict:
         start = time.perf_counter()
-        run = _Run(opts, ctx)
-        trainer = _Trainer(run)
+        run = Run(opts, ctx)
+        trainer = Trainer(run)
         if opts.resume:
             trainer.resume()
         elif opts.seed is not None:
@@ -426,17 +426,17 @@ def run_train(opts: RunOptions) -> dict:
         extra = {'epochs_run': epochs_run, 'best_val_top1': trainer.best_val_top1, 'train_images_per_s': rate}
         return _report(run, results, time.perf_counter() - start, extra)
 
-    return _with_context(opts, body)
+    return with_context(opts, body)
 
 
 def run_test(opts: RunOptions) -> dict:
     """Evaluate the teacher and the best student checkpoint on the recipe's test loader."""
     def body(ctx: DistContext) -> dict:
         start = time.perf_counter()
-        run = _Run(opts, ctx)
+        run = Run(opts, ctx)
         best = torch.load(run.best_ckpt, map_location='cpu', weights_only=False) if run.best_ckpt.is_file() else {}
         results = run.test()
         return _report(run, results, time.perf_counter() - start, {'best_val_top1': best.get('best_value')})
 
-    return _with_context(opts, body)
+    return with_context(opts, body)
 

@@ -12,7 +12,7 @@ from ..losses import resolve_gamma
 from ..runner.distributed import DistContext
 from ..runner.errors import UsageError
 from ..runner.evaluate import build_eval_loader
-from ..runner.train import RunOptions, _Run, _with_context, logger
+from ..runner.train import Run, RunOptions, logger, with_context
 
 __all__ = ['calibrate']
 
@@ -31,7 +31,7 @@ def _recipe_gamma(config: dict) -> float | None:
 
 
 @torch.inference_mode()
-def _teacher_logits(run: _Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _teacher_logits(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     section, key = SPLITS[split]
     loader_config = (run.config.get(section) or {}).get(key)
     if not isinstance(loader_config, dict):
@@ -77,7 +77,7 @@ def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calib
     def body(ctx: DistContext) -> dict:
         if ctx.distributed:
             raise UsageError('calibrate runs in one process: launch it without torchrun/srun')
-        run = _Run(opts, ctx)
+        run = Run(opts, ctx)
         if run.teacher is None:
             raise UsageError(f'{run.recipe_path}: the recipe has no models.teacher_model to calibrate')
         logits, targets = _teacher_logits(run, split)
@@ -113,4 +113,4 @@ def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calib
         logger.info('report %s%s', report_path, f'; reliability diagram {figure}' if figure else '')
         return report
 
-    return _with_context(opts, body)
+    return with_context(opts, body)
