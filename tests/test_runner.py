@@ -110,6 +110,17 @@ def test_nan_loss_stops_with_exit_1_and_keeps_the_last_checkpoint(tmp_path):
 
 
 
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
+    # DistributedSampler(shuffle=False), 4 per rank: sample 9 is rank 1's second batch, rank 0 never sees it
+    result = run_cli(['train', TINY, '--device', 'cpu', '--set', 'train.train_data_loader.kwargs.batch_size=4',
+                      '--set', 'train.train_data_loader.sampler.kwargs={shuffle: false}',
+                      '--set', 'datasets.blobs/train.init.kwargs.nan_at=[9]'], tmp_path, torchrun_nproc=2)
+    assert result.returncode != 0
+    assert result.stderr.count('ttm-distill: error: non-finite loss (nan) at epoch 1, iteration 2') == 2, \
+        result.stderr[-3000:]
+    assert not (tmp_path / last_ckpt_path(BEST)).exists() and not (tmp_path / BEST).exists()
+
+
 def test_two_cpu_processes_average_gradients_like_one_process(tmp_path):
     one, two = tmp_path / 'one', tmp_path / 'two'
     one.mkdir(), two.mkdir()

@@ -79,6 +79,7 @@ class TTMLoss(nn.Module):
     """
 
     weighted = False
+    PART_NAMES = ('cross_entropy', 'distill', 'divergence', 'u_gamma', 'student_entropy')
 
     def __init__(self, student_module_path: str = '.', student_module_io: str = 'output',
                  teacher_module_path: str = '.', teacher_module_io: str = 'output',
@@ -105,25 +106,30 @@ class TTMLoss(nn.Module):
         self._last = parts
         return F.combine(parts, self.alpha, self.beta, self.reduction)
 
-    @property
-    def last_parts(self) -> dict[str, float]:
-        """Batch means of the last forward: 'cross_entropy' (NaN without targets), 'distill'
-        (the term beta multiplies), 'divergence' D(p_hat_t || q), 'u_gamma' U_gamma(p_t) and
-        'student_entropy' H(q). Empty before the first forward. Derived from tensors the
-        forward already computed, on first access."""
+    def last_part_means(self) -> Tensor | None:
+        """Batch means of the last forward's parts, in :attr:`PART_NAMES` order, as one float tensor on
+        the logits' device (no host synchronisation); None before the first forward. Derived from
+        tensors the forward already computed."""
         parts = self._last
         if parts is None:
-            return {}
+            return None
         with torch.no_grad():
             log_q = parts.terms.student_log_probs
-            values = torch.stack([
+            return torch.stack([
                 parts.cross_entropy.mean() if parts.cross_entropy is not None else log_q.new_tensor(math.nan),
                 parts.distill.mean(),
                 parts.terms.divergence.mean(),
                 parts.terms.log_power_sum.exp().mean(),
                 -(log_q.exp() * log_q).sum(dim=-1).mean(),
-            ]).tolist()
-        return dict(zip(('cross_entropy', 'distill', 'divergence', 'u_gamma', 'student_entropy'), values, strict=True))
+            ])
+
+    @property
+    def last_parts(self) -> dict[str, float]:
+        """:meth:`last_part_means` by name: 'cross_entropy' (NaN without targets), 'distill' (the term
+        beta multiplies), 'divergence' D(p_hat_t || q), 'u_gamma' U_gamma(p_t) and 'student_entropy'
+        H(q). Empty before the first forward."""
+        means = self.last_part_means()
+        return {} if means is None else dict(zip(self.PART_NAMES, means.tolist(), strict=True))
 
     def extra_repr(self) -> str:
         return f'gamma={self.gamma:g}, alpha={self.alpha:g}, beta={self.beta:g}, reduction={self.reduction!r}'

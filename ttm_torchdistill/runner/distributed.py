@@ -56,6 +56,8 @@ def setup_distributed(device: str | None) -> DistContext:
             raise UsageError('--device cuda: no CUDA device is available here (use --device cpu)')
         index = local_rank % torch.cuda.device_count()
         torch.cuda.set_device(index)
+        # like torchdistill's example runner: pick the fastest convolution algorithms once per input shape
+        torch.backends.cudnn.benchmark = True
         torch_device = torch.device('cuda', index)
     else:
         torch_device = torch.device('cpu')

@@ -34,7 +34,9 @@ __all__ = ['Run', 'RunOptions', 'Trainer', 'run_test', 'run_train', 'with_contex
 
 logger = logging.getLogger('ttm_torchdistill.runner')
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-PART_NAMES = ('cross_entropy', 'distill', 'divergence', 'u_gamma', 'student_entropy')
+PART_NAMES = TTMLoss.PART_NAMES
+CHECK_EVERY = 50
+"""iterations between checks for a non-finite loss (each one host synchronisation)"""
 
 
 @dataclass
@@ -279,52 +281,69 @@ class Trainer:
         logger.info('resumed from %s after epoch %d (best val top-1 %.2f)', self.run.last_ckpt, self.start_epoch,
                     self.best_val_top1)
 
+    def _check_finite(self, losses: torch.Tensor, first: int, end: int, epoch: int) -> None:
+        """Average ``losses[first:end]`` over ranks in place and stop at the first non-finite one.
+
+        Every rank checks the same rank-averaged values at the same iterations, so all stop together.
+        """
+        window = losses[first:end]
+        all_reduce_sum(window).div_(self.ctx.world_size)
+        bad = (~torch.isfinite(window)).nonzero()
+        if len(bad):
+            it = first + int(bad[0])
+            last = self.run.last_ckpt
+            raise TrainingDiverged(
+                f'non-finite loss ({losses[it].item()}) at epoch {epoch + 1}, iteration {it + 1}: training stopped; '
+                f'the last good checkpoint is kept' + (f' ({last})' if last.is_file() else '')
+            )
+
     def train_epoch(self, epoch: int) -> dict:
+        """One epoch. Losses and diagnostics stay on the device; the host waits for them only every
+        CHECK_EVERY iterations and at log lines, so it keeps queueing work ahead of the GPU."""
         box, ctx, run = self.box, self.ctx, self.run
         loader = box.train_data_loader
         num_iters = len(loader)
-        # [loss sum, batches, images, part sums...], summed over ranks at the end of the epoch
-        totals = torch.zeros(3 + len(PART_NAMES), dtype=torch.float64)
+        losses = torch.zeros(num_iters, dtype=torch.float32, device=ctx.device)
+        part_sums = torch.zeros(len(PART_NAMES), dtype=torch.float64, device=ctx.device)
+        images_seen = images_since_log = checked = logged = 0
         start = last_log = time.perf_counter()
-        images_since_log = 0
         for it, (images, targets, supp_dict) in enumerate(loader):
             images = images.to(ctx.device, non_blocking=True, memory_format=run.memory_format)
             targets = targets.to(ctx.device, non_blocking=True)
             with run.autocast():
                 loss = box.forward_process(images, targets, supp_dict)
-            mean_loss = all_reduce_sum(loss.detach().float().reshape(1).clone()).item() / ctx.world_size
-            if not math.isfinite(mean_loss):
-                raise TrainingDiverged(
-                    f'non-finite loss ({mean_loss}) at epoch {epoch + 1}, iteration {it + 1}: training stopped; '
-                    f'the last good checkpoint is kept' + (f' ({run.last_ckpt})' if run.last_ckpt.is_file() else '')
-                )
+            losses[it] = loss.detach()
             if self.scaler is not None:
                 _fp16_step(box, loss, self.scaler)
             else:
                 box.post_forward_process(loss=loss)
-            parts = self.ttm_losses[0].last_parts if self.ttm_losses else {}
-            totals += torch.tensor([mean_loss, 1, len(images)] + [parts.get(k, math.nan) for k in PART_NAMES],
-                                   dtype=torch.float64)
+            if self.ttm_losses:
+                part_sums += self.ttm_losses[0].last_part_means()
+            images_seen += len(images)
             images_since_log += len(images)
-            if (it + 1) % self.log_freq == 0 or it + 1 == num_iters:
+            done = it + 1
+            log_now = done % self.log_freq == 0 or done == num_iters
+            if log_now or done - checked >= CHECK_EVERY:
+                self._check_finite(losses, checked, done, epoch)
+                checked = done
+            if log_now:
                 now = time.perf_counter()
                 rate = images_since_log * ctx.world_size / max(now - last_log, 1e-9)
-                eta = (now - start) / (it + 1) * (num_iters - it - 1)
+                eta = (now - start) / done * (num_iters - done)
                 logger.info('epoch %d/%d [%d/%d] eta %s  loss %.4f  lr %.5g  img/s %.1f', epoch + 1, box.num_epochs,
-                            it + 1, num_iters, _eta(eta), mean_loss, box.optimizer.param_groups[0]['lr'], rate)
-                last_log, images_since_log = now, 0
+                            done, num_iters, _eta(eta), losses[logged:done].mean().item(),
+                            box.optimizer.param_groups[0]['lr'], rate)
+                last_log, images_since_log, logged = now, 0, done
         seconds = time.perf_counter() - start
-        totals[0] *= 1.0 / ctx.world_size  # each rank added the global mean: keep one copy
-        all_reduce_sum(totals)
-        batches = totals[1].item() / ctx.world_size
         stats = {
-            'train_loss': totals[0].item() / batches,
+            'train_loss': losses.mean().item(),
             'lr': box.optimizer.param_groups[0]['lr'],
-            'train_images_per_s': totals[2].item() / seconds,
+            'train_images_per_s': images_seen * ctx.world_size / seconds,
             'train_s': seconds,
         }
         if self.ttm_losses:
-            stats.update({k: totals[3 + i].item() / (batches * ctx.world_size) for i, k in enumerate(PART_NAMES)})
+            means = all_reduce_sum(part_sums).div_(num_iters * ctx.world_size).tolist()
+            stats.update(zip(PART_NAMES, means, strict=True))
         return stats
 
     def fit(self) -> tuple[int, float]:
