@@ -48,13 +48,13 @@ def plot_runs(runs: list[str], output: str | Path = 'runs.png') -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError("plot needs matplotlib: pip install 'ttm-torchdistill[plot]'") from None
-    series = [(find_metrics(run), run) for run in runs]
-    labels = [load_metrics(path)[0].get('recipe', run) if load_metrics(path) else run for path, run in series]
+    paths = [find_metrics(run) for run in runs]
+    loaded = [load_metrics(path) for path in paths]
+    labels = [records[0].get('recipe', run) if records else run for records, run in zip(loaded, runs, strict=True)]
     if len(set(labels)) < len(labels):  # the same recipe twice: tell the runs apart by file
-        labels = [f'{label} ({path.parent.name}/{path.name})' for label, (path, _) in zip(labels, series, strict=True)]
+        labels = [f'{label} ({path.parent.name}/{path.name})' for label, path in zip(labels, paths, strict=True)]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    for i, ((path, _), label) in enumerate(zip(series, labels, strict=True)):
-        records = load_metrics(path)
+    for i, (records, label) in enumerate(zip(loaded, labels, strict=True)):
         epochs = [r['epoch'] for r in records]
         for ax, (key, _) in zip(axes.flat, PANELS, strict=True):
             values = [r.get(key) for r in records]
