@@ -73,6 +73,7 @@ def test_train_writes_summary_metrics_and_checkpoints(tmp_path):
     tested = json.loads((tmp_path / 'test.json').read_text())
     assert tested['student_test_top1'] == summary['student_test_top1']
     assert tested['teacher_test_top1'] == summary['teacher_test_top1']
+    assert tested['best_val_top1'] == summary['best_val_top1']  # read from the best checkpoint
 
 
 def test_kill_after_first_epoch_then_resume_matches_uninterrupted_run(tmp_path):

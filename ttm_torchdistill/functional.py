@@ -17,6 +17,7 @@ __all__ = [
     'combine',
     'cross_entropy_from_log_probs',
     'distill_terms',
+    'entropy_from_log_probs',
     'loss_parts',
     'log_power_sum',
     'power_sum',
@@ -49,10 +50,14 @@ def power_sum(logits: Tensor, gamma: float) -> Tensor:
     return log_power_sum(logits, gamma).exp()
 
 
+def entropy_from_log_probs(log_p: Tensor) -> Tensor:
+    """H(p) = -sum_j p_j log p_j from log p, per sample."""
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
 def shannon_entropy(logits: Tensor) -> Tensor:
     """H(p) = -sum_j p_j log p_j for p = softmax(logits), per sample."""
-    log_p = torch.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(dim=-1)
+    return entropy_from_log_probs(torch.log_softmax(logits, dim=-1))
 
 
 def renyi_entropy(logits: Tensor, order: float) -> Tensor:

@@ -120,7 +120,7 @@ class TTMLoss(nn.Module):
                 parts.distill.mean(),
                 parts.terms.divergence.mean(),
                 parts.terms.log_power_sum.exp().mean(),
-                -(log_q.exp() * log_q).sum(dim=-1).mean(),
+                F.entropy_from_log_probs(log_q).mean(),
             ])
 
     @property

@@ -128,11 +128,11 @@ class Run:
             raise UsageError(f'{self.recipe_path}: test.test_data_loader is required')
         return build_eval_loader(self.config['datasets'], test_config, self.ctx, 'test.test_data_loader')
 
-    def test(self) -> dict:
-        """Teacher and student (from the best checkpoint) on the test loader."""
+    def test(self) -> tuple[dict, float]:
+        """Teacher and student (from the best checkpoint) on the test loader; also the checkpoint's best value."""
         if not self.best_ckpt.is_file():
             raise UsageError(f'no best checkpoint at {self.best_ckpt}: train the recipe first')
-        load_ckpt(str(self.best_ckpt), model=self.student, strict=True)
+        best_value, _ = load_ckpt(str(self.best_ckpt), model=self.student, strict=True)
         loader = self.test_loader()
         results = {}
         for role, model in (('teacher', self.teacher), ('student', self.student)):
@@ -142,7 +142,7 @@ class Run:
             acc = evaluate(model, loader, self.ctx.device, self.amp_dtype, self.opts.channels_last)
             results[f'{role}_test_top1'], results[f'{role}_test_top5'] = acc.top1, acc.top5
             logger.info('%s test: top-1 %.2f  top-5 %.2f  (%d images)', role, acc.top1, acc.top5, acc.samples)
-        return results
+        return results, best_value
 
 
 def seed_everything(seed: int) -> None:
@@ -441,7 +441,7 @@ def run_train(opts: RunOptions) -> dict:
         epochs_run, rate = trainer.fit()
         trainer.box.clean_modules()
         skipped = {f'{role}_test_top{k}': None for role in ('teacher', 'student') for k in (1, 5)}
-        results = run.test() if opts.test else skipped
+        results = run.test()[0] if opts.test else skipped
         extra = {'epochs_run': epochs_run, 'best_val_top1': trainer.best_val_top1, 'train_images_per_s': rate}
         return _report(run, results, time.perf_counter() - start, extra)
 
@@ -453,9 +453,8 @@ def run_test(opts: RunOptions) -> dict:
     def body(ctx: DistContext) -> dict:
         start = time.perf_counter()
         run = Run(opts, ctx)
-        best = torch.load(run.best_ckpt, map_location='cpu', weights_only=False) if run.best_ckpt.is_file() else {}
-        results = run.test()
-        return _report(run, results, time.perf_counter() - start, {'best_val_top1': best.get('best_value')})
+        results, best_value = run.test()
+        return _report(run, results, time.perf_counter() - start, {'best_val_top1': best_value})
 
     return with_context(opts, body)
 
