@@ -13,6 +13,7 @@ from ..runner.distributed import DistContext
 from ..runner.errors import UsageError
 from ..runner.evaluate import build_eval_loader
 from ..runner.train import Run, RunOptions, logger, with_context
+from .figures import pyplot
 
 __all__ = ['calibrate']
 
@@ -47,11 +48,8 @@ def _teacher_logits(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _diagram(logits: torch.Tensor, targets: torch.Tensor, temperature: float, path: Path) -> Path | None:
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     for ax, t, title in ((axes[0], 1.0, 'before: T = 1'), (axes[1], temperature, f'after: T* = {temperature:.3f}')):

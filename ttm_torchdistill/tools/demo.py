@@ -15,6 +15,7 @@ from ..data import DigitsDataset
 from ..functional import shannon_entropy
 from ..models import digits_mlp
 from ..runner.train import RunOptions, run_train
+from .figures import pyplot
 
 __all__ = ['GRID', 'METHODS', 'run_demo', 'run_grid']
 
@@ -125,11 +126,8 @@ def format_table(result: dict) -> str:
 
 
 def _figure(result: dict, path: Path) -> Path | None:
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4))
     rows = result['rows']

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from ..runner.errors import UsageError
+from .figures import pyplot
 
 __all__ = ['find_metrics', 'load_metrics', 'plot_runs']
 
@@ -42,12 +43,9 @@ def load_metrics(path: Path) -> list[dict]:
 
 def plot_runs(runs: list[str], output: str | Path = 'runs.png') -> Path:
     """Train loss, lr, validation top-1 and the TTM diagnostics per epoch, one line per run."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("plot needs matplotlib: pip install 'ttm-torchdistill[plot]'") from None
+    plt = pyplot()
+    if plt is None:
+        raise UsageError("plot needs matplotlib: pip install 'ttm-torchdistill[plot]'")
     paths = [find_metrics(run) for run in runs]
     loaded = [load_metrics(path) for path in paths]
     labels = [records[0].get('recipe', run) if records else run for records, run in zip(loaded, runs, strict=True)]
