@@ -47,10 +47,66 @@ def torch_home(tmp_path_factory) -> Path:
     ckpts.mkdir(parents=True)
     torch.manual_seed(0)
     for name, weights in (('resnet34', torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
-                          ('resnet50', torchvision.models.ResNet50_Weights.IMAGENET1K_V1)):
+                          ('resnet50', torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
+                          ('resnet101', torchvision.models.ResNet101_Weights.IMAGENET1K_V1),
+                          ('resnet152', torchvision.models.ResNet152_Weights.IMAGENET1K_V1)):
         state = getattr(torchvision.models, name)(num_classes=1000).state_dict()
         torch.save(state, ckpts / os.path.basename(weights.url))
     return home
+
+
+def make_cifar100(root: Path, train: int = 8, test: int = 4, seed: int = 0) -> Path:
+    """root/cifar-100-python/{train,test,meta} in torchvision's CIFAR-100 file format, random pixels."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder = root / 'cifar-100-python'
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in (('train', train), ('test', test)):
+        entry = {'data': rng.integers(0, 256, (count, 3 * 32 * 32), dtype=np.uint8),
+                 'fine_labels': [i % 100 for i in range(count)], 'coarse_labels': [i % 20 for i in range(count)],
+                 'filenames': [f'{split}_{i}.png' for i in range(count)]}
+        (folder / split).write_bytes(pickle.dumps(entry))
+    meta = {'fine_label_names': [f'class{i}' for i in range(100)],
+            'coarse_label_names': [f'super{i}' for i in range(20)]}
+    (folder / 'meta').write_bytes(pickle.dumps(meta))
+    return root
+
+
+@pytest.fixture(scope='session')
+def cifar100_root(tmp_path_factory) -> Path:
+    return make_cifar100(tmp_path_factory.mktemp('cifar100'))
+
+
+@pytest.fixture
+def cifar100_env(monkeypatch, cifar100_root) -> Path:
+    """$CIFAR100_ROOT at the generated files, whose md5 sums torchvision cannot know: its integrity check is
+    replaced by a file-exists check in this test process only (users' real files pass the real check)."""
+    import torchvision.datasets.cifar
+
+    monkeypatch.setenv('CIFAR100_ROOT', str(cifar100_root))
+    monkeypatch.setattr(torchvision.datasets.cifar, 'check_integrity', lambda path, md5=None: os.path.isfile(path))
+    return cifar100_root
+
+
+def torchdistill_runner_models(config: dict, device: torch.device) -> tuple:
+    """What torchdistill's examples/torchvision/image_classification.py does before its epoch loop: import the
+    recipe's dependencies, build teacher and student (torchvision first, then the registry), load src_ckpt."""
+    from torchdistill.common.main_util import import_dependencies, load_ckpt
+    from torchdistill.models.official import get_image_classification_model
+    from torchdistill.models.registry import get_model
+
+    import_dependencies(config.get('dependencies'))
+    models = {}
+    for label in ('teacher_model', 'student_model'):
+        model_config = config['models'][label]
+        model = get_image_classification_model(model_config, False)
+        if model is None:
+            model = get_model(model_config['key'], model_config.get('repo_or_dir'), **model_config['kwargs'])
+        if model_config.get('src_ckpt'):
+            load_ckpt(model_config['src_ckpt'], model=model, strict=True)
+        models[label] = model.to(device)
+    return models['teacher_model'], models['student_model']
 
 
 def cli_env(**extra) -> dict:
