@@ -1,7 +1,10 @@
 """TTM and WTTM (Zheng & Yang, ICLR 2024) for torchdistill.
 
 Importing this package registers ``TTMLoss`` and ``WTTMLoss`` in torchdistill's mid-level loss
-registry and ``mobilenet_v1`` in its model registry; list it under ``dependencies`` in a recipe.
+registry, and ``mobilenet_v1`` and the CRD benchmark's CIFAR-100 models (``resnet8x4``, ``resnet32x4``,
+``wrn_16_2``, ``wrn_40_1``, ``wrn_40_2``, ``vgg8_cifar``, ``vgg13_cifar``, ``mobilenetv2_cifar``,
+``shufflenetv1_cifar``, ``shufflenetv2_cifar``, ``resnet50_cifar``; see :mod:`ttm_torchdistill.models.cifar`)
+in its model registry; list it under ``dependencies`` in a recipe.
 """
 from . import functional, processes
 from .losses import TTMLoss, WTTMLoss
