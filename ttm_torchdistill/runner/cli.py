@@ -63,6 +63,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(args: argparse.Namespace) -> int:
+    from ..tools.table import table
+
+    text = table(args.paths, args.format, args.output)
+    print(f'wrote {args.output}' if args.output else text)
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from ..tools.plot import plot_runs
 
@@ -126,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument('runs', nargs='+', metavar='RUN', help='metrics .jsonl, run log, --summary JSON or run folder')
     plot.add_argument('-o', '--output', default='runs.png', metavar='PNG')
     plot.set_defaults(func=_plot)
+    table = sub.add_parser('table', help='mean +- std of runs per recipe from --summary JSONs, beside the paper\'s '
+                                         'top-1; or a sweep folder by grid point')
+    table.add_argument('paths', nargs='+', metavar='PATH', help='--summary JSON files, or folders searched recursively')
+    table.add_argument('--format', choices=('markdown', 'csv', 'json'), default='markdown')
+    table.add_argument('-o', '--output', metavar='FILE', help='write the table here instead of printing it')
+    table.add_argument('--debug', action='store_true', help='full tracebacks')
+    table.set_defaults(func=_table)
     return parser
 
 

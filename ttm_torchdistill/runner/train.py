@@ -396,6 +396,8 @@ def _report(run: Run, results: dict, wall_s: float, extra: dict) -> dict:
         'amp': run.opts.amp,
         'channels_last': run.opts.channels_last,
         'seed': run.opts.seed,
+        'overrides': list(run.opts.overrides),
+        'paper_top1': (run.config.get('paper') or {}).get('top1'),
     }
 
     def fmt(value):
