@@ -28,7 +28,8 @@ def _options(args: argparse.Namespace):
 
     return RunOptions(recipe=args.recipe, overrides=args.overrides, device=args.device, run_log=args.run_log,
                       summary=args.summary, resume=getattr(args, 'resume', False), seed=args.seed, amp=args.amp,
-                      channels_last=args.channels_last, debug=args.debug)
+                      channels_last=args.channels_last, debug=args.debug,
+                      test=not getattr(args, 'no_test', False), tensorboard=getattr(args, 'tensorboard', None))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -61,6 +62,13 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         run_demo(args.out, tuple(args.seeds or (0, 1, 2)), args.epochs, args.retrain_teacher)
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ..tools.sweep import run_sweep
+
+    return run_sweep(args.recipe, args.grid, args.seeds, args.overrides, args.output, launcher=args.launcher,
+                     parallel=args.parallel, slurm=args.slurm, dry_run=args.dry_run, wait=args.wait)
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -101,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser('train', help='train a student, validating every epoch, then test teacher and student')
     _add_run_arguments(train)
     train.add_argument('--resume', action='store_true', help="continue from the recipe's last checkpoint")
+    train.add_argument('--no-test', action='store_true', help='skip the test pass (searches choose on validation)')
+    train.add_argument('--tensorboard', metavar='DIR', help='write per-epoch curves for TensorBoard here')
     train.set_defaults(func=_train)
     test = sub.add_parser('test', help="test the teacher and the recipe's best student checkpoint")
     _add_run_arguments(test)
@@ -141,6 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument('-o', '--output', metavar='FILE', help='write the table here instead of printing it')
     table.add_argument('--debug', action='store_true', help='full tracebacks')
     table.set_defaults(func=_table)
+    sweep = sub.add_parser('sweep', help='grid search over recipe values x seeds, locally or as a SLURM job array')
+    sweep.add_argument('recipe', metavar='RECIPE', help='recipe file, or a shipped recipe name')
+    sweep.add_argument('--grid', action='append', default=[], metavar='NAME=V1,V2,...',
+                       help='gamma, beta, alpha, temperature (the recipe\'s TTM/WTTM/KD term) or a full --set key; '
+                            'repeatable: the grid is the cross product')
+    sweep.add_argument('--seeds', type=int, nargs='+', default=[0, 1], metavar='N', help='seeds per point (0 1)')
+    sweep.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                       help='override a recipe value in every run (VALUE is YAML); repeatable')
+    sweep.add_argument('-o', '--output', required=True, metavar='DIR', help='sweep folder; re-running continues it')
+    sweep.add_argument('--launcher', choices=('local', 'slurm'), default='local')
+    sweep.add_argument('--parallel', type=int, metavar='N',
+                       help='runs at a time (local default: one per visible GPU, 1 on CPU; slurm: array %%N)')
+    sweep.add_argument('--slurm', action='append', default=[], metavar='KEY=VALUE',
+                       help='submitit SlurmExecutor parameter: partition, time (minutes), gpus_per_node, '
+                            'cpus_per_task, mem, account, additional_parameters, ...; repeatable')
+    sweep.add_argument('--wait', action='store_true', help='slurm: follow the array until it ends, then the table')
+    sweep.add_argument('--dry-run', action='store_true', help='print the runs (and SLURM parameters), change nothing')
+    sweep.add_argument('--debug', action='store_true', help='full tracebacks')
+    sweep.set_defaults(func=_sweep)
     return parser
 
 

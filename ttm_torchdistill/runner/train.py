@@ -29,6 +29,7 @@ from .checkpoint import atomic_save, last_ckpt_path, rng_state, set_rng_state
 from .distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, setup_distributed, teardown
 from .errors import TrainingDiverged, UsageError
 from .evaluate import build_eval_loader, evaluate
+from .tensorboard import EpochWriter
 
 __all__ = ['Run', 'RunOptions', 'Trainer', 'run_test', 'run_train', 'with_context']
 
@@ -55,6 +56,8 @@ class RunOptions:
     """log warnings only (the demo runs many short trainings)"""
     test: bool = True
     """False skips the test pass (hyperparameter searches must not look at the test split)"""
+    tensorboard: str | None = None
+    """folder for TensorBoard per-epoch curves (needs the tensorboard package)"""
 
 
 class Run:
@@ -234,6 +237,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.ctx.device.type) if self.opts.amp == 'fp16' else None
         self.ttm_losses = _ttm_losses(self.box.criterion)
         self.start_epoch, self.best_val_top1 = 0, -math.inf
+        self.curves = EpochWriter(self.opts.tensorboard) if self.opts.tensorboard and self.ctx.is_main else None
 
     def _device_ids(self) -> list[int] | None:
         return [self.ctx.device.index] if self.ctx.device.type == 'cuda' else None
@@ -369,6 +373,8 @@ class Trainer:
                 record = {'epoch': epoch + 1, **stats, 'val_top1': val.top1, 'val_top5': val.top5}
                 with run.metrics_path.open('a') as f:
                     f.write(json.dumps(dict(record, recipe=run.name)) + '\n')
+                if self.curves is not None:
+                    self.curves.log(record)
             barrier()
             logger.info('epoch %d/%d  val top-1 %.2f  top-5 %.2f  (best %.2f%s)  train loss %.4f  %.1f img/s',
                         epoch + 1, box.num_epochs, val.top1, val.top5, self.best_val_top1,
@@ -379,6 +385,8 @@ class Trainer:
                             stats['u_gamma'], stats['cross_entropy'])
             epochs_run += 1
             rates.append(stats['train_images_per_s'])
+        if self.curves is not None:
+            self.curves.close()
         return epochs_run, (sum(rates) / len(rates) if rates else math.nan)
 
 

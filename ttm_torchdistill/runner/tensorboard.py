@@ -1,0 +1,61 @@
+"""TensorBoard curves for `train --tensorboard DIR` and hparams for sweeps (the optional `tensorboard` package)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from .errors import UsageError
+
+__all__ = ['EpochWriter', 'available', 'write_hparams']
+
+INSTALL = "pip install 'ttm-torchdistill[tensorboard]'"
+# per-epoch metrics record key -> TensorBoard tag
+TAGS = {
+    'train_loss': 'train/loss',
+    'lr': 'train/lr',
+    'train_images_per_s': 'train/images_per_s',
+    'val_top1': 'val/top1',
+    'val_top5': 'val/top5',
+    'cross_entropy': 'loss_parts/cross_entropy',
+    'distill': 'loss_parts/distill',
+    'divergence': 'loss_parts/divergence',
+    'u_gamma': 'diagnostics/u_gamma',
+    'student_entropy': 'diagnostics/student_entropy',
+}
+
+
+def available() -> bool:
+    """Whether the tensorboard package is installed."""
+    return importlib.util.find_spec('tensorboard') is not None
+
+
+def _summary_writer(log_dir: str | os.PathLike, flag: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError(f'{flag}: the tensorboard package is not installed ({INSTALL})') from None
+    return SummaryWriter(log_dir=str(Path(log_dir).expanduser()))
+
+
+class EpochWriter:
+    """Writes one point per epoch for each metric of the runner's per-epoch record."""
+
+    def __init__(self, log_dir: str | os.PathLike) -> None:
+        self.writer = _summary_writer(log_dir, '--tensorboard')
+
+    def log(self, record: dict) -> None:
+        for key, tag in TAGS.items():
+            value = record.get(key)
+            if isinstance(value, (int, float)):
+                self.writer.add_scalar(tag, value, record['epoch'])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def write_hparams(log_dir: str | os.PathLike, hparams: dict, metrics: dict) -> None:
+    """One hparams session in ``log_dir`` itself, so TensorBoard's HParams view lines it up with the curves."""
+    with _summary_writer(log_dir, 'sweep') as writer:
+        writer.add_hparams(hparams, metrics, run_name='.')

@@ -1,0 +1,147 @@
+"""The sweep's local launcher: N `ttm-distill train` processes at a time, each pinned to one visible GPU."""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from ..runner.errors import UsageError
+from .sweep import RunSpec, Sweep, record_exit, start_run, sweep_table, write_manifest
+
+__all__ = ['LocalLauncher']
+
+STOP_WAIT_S = 120
+"""how long Ctrl-C waits for the runs to stop before killing them"""
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process sees, as CUDA_VISIBLE_DEVICES entries."""
+    import torch
+
+    count = torch.cuda.device_count()
+    listed = os.environ.get('CUDA_VISIBLE_DEVICES')
+    ids = [d.strip() for d in listed.split(',') if d.strip()] if listed else [str(i) for i in range(count)]
+    return ids[:count]
+
+
+@contextlib.contextmanager
+def _sweep_lock(directory: Path):
+    """One launcher per sweep folder at a time."""
+    with (directory / '.sweep.lock').open('w') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f'{directory}: another `ttm-distill sweep` is running on this folder') from None
+        yield
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _eta(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+class LocalLauncher:
+    def __init__(self, sweep: Sweep, parallel: int | None) -> None:
+        self.sweep = sweep
+        self.gpus = visible_gpus()
+        self.parallel = parallel or max(len(self.gpus), 1)
+
+    def describe(self) -> None:
+        where = f'GPUs {",".join(self.gpus)}, one per run' if self.gpus else 'CPU'
+        print(f'local launcher: {self.parallel} run(s) at a time on {where}')
+
+    def _env(self, slot: int) -> dict:
+        env = dict(os.environ)
+        if self.gpus:
+            env['CUDA_VISIBLE_DEVICES'] = self.gpus[slot % len(self.gpus)]
+        elif self.parallel > 1 and 'OMP_NUM_THREADS' not in env:  # share the cores instead of oversubscribing
+            env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // self.parallel))
+        return env
+
+    def _start(self, run: RunSpec, slot: int):
+        cmd = start_run(run)
+        out = run.output_path.open('ab')
+        # a session of its own: a terminal's Ctrl-C reaches the sweep only, which forwards it once
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=self._env(slot), start_new_session=True)
+        return proc, run, time.monotonic(), out
+
+    def launch(self) -> int:
+        with _sweep_lock(self.sweep.directory):
+            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+            try:
+                return self._run()
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run(self) -> int:
+        sweep = self.sweep
+        todo = deque(r for r in sweep.runs if r.state()[0] != 'finished')
+        total = len(sweep.runs)
+        done = total - len(todo)
+        if todo:
+            print(f'{len(todo)} of {total} run(s) to do, {self.parallel} at a time; runs in {sweep.directory}',
+                  flush=True)
+        running: dict[int, tuple] = {}
+        start, ended, failed = time.monotonic(), 0, 0
+        try:
+            while todo or running:
+                for slot in range(self.parallel):
+                    if slot not in running and todo:
+                        running[slot] = self._start(todo.popleft(), slot)
+                time.sleep(0.1)
+                for slot, (proc, run, t0, out) in list(running.items()):
+                    if proc.poll() is None:
+                        continue
+                    out.close()
+                    del running[slot]
+                    state = record_exit(run, proc.returncode)
+                    done, ended = done + 1, ended + 1
+                    eta = (time.monotonic() - start) / ended * (len(todo) + len(running))
+                    _, best, error = run.state()
+                    if state == 'finished':
+                        what = f'best val top-1 {best:.2f}'
+                    else:
+                        failed += 1
+                        what = f'FAILED ({error})'
+                    print(f'[{done}/{total}] {run.describe()}: {what} ({time.monotonic() - t0:.1f} s), '
+                          f'eta {_eta(eta)}', flush=True)
+                    write_manifest(sweep)
+        except KeyboardInterrupt:
+            stopped = self._stop(running)
+            write_manifest(sweep)
+            print(f'ttm-distill: interrupted: {stopped} run(s) stopped, {done}/{total} done; the same command '
+                  'resumes the sweep', file=sys.stderr, flush=True)
+            return 130
+        write_manifest(sweep)
+        print(sweep_table(sweep.directory), flush=True)
+        return 1 if failed else 0
+
+    def _stop(self, running: dict) -> int:
+        """Forward the interrupt to every run and wait for them: each keeps its last epoch's checkpoint."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for proc, *_ in running.values():
+                proc.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + STOP_WAIT_S
+            for proc, run, _, out in running.values():
+                try:
+                    proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                out.close()
+                record_exit(run, proc.returncode)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return len(running)
