@@ -55,6 +55,18 @@ def torch_home(tmp_path_factory) -> Path:
     return home
 
 
+@pytest.fixture(scope='session')
+def slurm_cluster(tmp_path_factory):
+    """A real one-node SLURM cluster (tests/slurm_cluster.py) for the session; skipped where it cannot start."""
+    from slurm_cluster import start_cluster, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with start_cluster(tmp_path_factory.mktemp('slurm')) as cluster:
+        yield cluster
+
+
 def make_cifar100(root: Path, train: int = 8, test: int = 4, seed: int = 0) -> Path:
     """root/cifar-100-python/{train,test,meta} in torchvision's CIFAR-100 file format, random pixels."""
     import pickle
