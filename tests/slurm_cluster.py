@@ -22,6 +22,7 @@ How to use it (e.g. for `ttm-distill sweep --launcher slurm`):
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -41,11 +42,16 @@ CRED_EXPIRE = 5
 SOCKET_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the final NUL
 
 
+def _which(name: str) -> str | None:
+    """Path of a binary on PATH or in the sbin folders (where Debian puts the daemons)."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get('PATH', ''), '/usr/sbin', '/sbin']))
+
+
 def unavailable_reason() -> str | None:
     """Why a cluster cannot start here (to skip the SLURM tests), or None when it can."""
     if not hasattr(os, 'geteuid') or os.geteuid() != 0:
         return 'the test SLURM cluster runs slurmctld, slurmd and munged as root; run the tests as root'
-    missing = [name for name in BINARIES if shutil.which(name) is None]
+    missing = [name for name in BINARIES if _which(name) is None]
     if missing:
         packages = ' '.join(dict.fromkeys(BINARIES[name] for name in missing))
         return f"SLURM binaries not found: {', '.join(missing)} (apt-get install {packages})"
@@ -68,10 +74,15 @@ def _free_ports(count: int) -> list[int]:
 
 def _node_hardware() -> dict[str, str]:
     """CPUs, boards, sockets, cores, threads and RealMemory as `slurmd -C` detects them."""
-    out = subprocess.run(['slurmd', '-C'], capture_output=True, text=True, check=True, timeout=30).stdout
+    out = subprocess.run([_which('slurmd'), '-C'], capture_output=True, text=True, check=True, timeout=30).stdout
     fields = dict(item.split('=', 1) for item in out.split('\n', 1)[0].split() if '=' in item)
     keys = ('CPUs', 'Boards', 'SocketsPerBoard', 'CoresPerSocket', 'ThreadsPerCore', 'RealMemory')
     return {k: fields[k] for k in keys if k in fields}
+
+
+def _die_with_parent() -> None:
+    """In a daemon's child process: get SIGTERM when the test process dies, even if it is killed."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -173,7 +184,8 @@ class SlurmCluster:
     def _spawn(self, name: str, cmd: list[str]) -> None:
         with open(self.root / f'{name}.out', 'w') as out:
             self._daemons[name] = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
-                                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                                   preexec_fn=_die_with_parent)
 
     def _wait(self, what: str, ready, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -198,12 +210,12 @@ class SlurmCluster:
         key.chmod(0o400)
         # --force: munged refuses sockets whose parent folders others cannot search (pytest's temp folders are 0700);
         # every client here runs as root
-        self._spawn('munged', ['munged', '--foreground', '--force', f'--socket={sock}', f'--key-file={key}',
+        self._spawn('munged', [_which('munged'), '--foreground', '--force', f'--socket={sock}', f'--key-file={key}',
                                f'--pid-file={self.root / "munged.pid"}', f'--log-file={self.root / "munged.log"}',
                                f'--seed-file={self.root / "munged.seed"}'])
         self._wait('munged did not create its socket', sock.exists, timeout)
-        self._spawn('slurmctld', ['slurmctld', '-D', '-f', str(self.conf)])
-        self._spawn('slurmd', ['slurmd', '-D', '-f', str(self.conf), '-N', self.node])
+        self._spawn('slurmctld', [_which('slurmctld'), '-D', '-f', str(self.conf)])
+        self._spawn('slurmd', [_which('slurmd'), '-D', '-f', str(self.conf), '-N', self.node])
         self._wait(f'node {self.node} did not become idle', self._node_idle, timeout)
 
     def stop(self, timeout: float = 15) -> None:

@@ -4,6 +4,8 @@ import time
 from pathlib import Path
 
 import pytest
+import slurm_cluster as cluster_module
+import submitit
 
 TESTS = Path(__file__).resolve().parent
 
@@ -42,6 +44,15 @@ def submitit_env(slurm_cluster, monkeypatch):
     monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(TESTS), os.environ.get('PYTHONPATH')])))
 
 
+def test_unavailable_reason_names_the_package(monkeypatch):
+    monkeypatch.setattr(cluster_module, '_which', lambda name: None if name in ('munged', 'sinfo') else f'/x/{name}')
+    monkeypatch.setattr(os, 'geteuid', lambda: 0)
+    assert cluster_module.unavailable_reason() == (
+        'SLURM binaries not found: munged, sinfo (apt-get install munge slurm-client)')
+    monkeypatch.setattr(os, 'geteuid', lambda: 1000)
+    assert 'as root' in cluster_module.unavailable_reason()
+
+
 def test_node_is_this_host(slurm_cluster):
     node = dict(item.split('=', 1) for item in
                 slurm_cluster.run('scontrol', '--oneliner', 'show', 'node', slurm_cluster.node).stdout.split()
@@ -65,7 +76,6 @@ def test_throttled_job_array(slurm_cluster, tmp_path):
 
 
 def test_submitit_job_and_map_array(slurm_cluster, submitit_env, tmp_path):
-    submitit = pytest.importorskip('submitit')
     executor = submitit.AutoExecutor(folder=tmp_path / 'submitit', cluster='slurm')
     executor.update_parameters(slurm_partition=slurm_cluster.partition, timeout_min=5, cpus_per_task=1)
     job = executor.submit(timed_square, 7, str(tmp_path))
