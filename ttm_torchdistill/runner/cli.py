@@ -5,9 +5,12 @@ import argparse
 import sys
 import warnings
 
-from .errors import TrainingDiverged, UsageError
+from .errors import DataFileError, TrainingDiverged, UsageError
 
 __all__ = ['main']
+
+CHECK_HELP = ('validate the recipe and build everything (data, models, loss, optimizer, scheduler; train: the loss on '
+              'one batch), then exit without training or writing anything')
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +31,7 @@ def _options(args: argparse.Namespace):
 
     return RunOptions(recipe=args.recipe, overrides=args.overrides, device=args.device, run_log=args.run_log,
                       summary=args.summary, resume=getattr(args, 'resume', False), seed=args.seed, amp=args.amp,
-                      channels_last=args.channels_last, debug=args.debug,
+                      channels_last=args.channels_last, debug=args.debug, check=getattr(args, 'check', False),
                       test=not getattr(args, 'no_test', False), tensorboard=getattr(args, 'tensorboard', None))
 
 
@@ -109,13 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser('train', help='train a student, validating every epoch, then test teacher and student')
     _add_run_arguments(train)
     train.add_argument('--resume', action='store_true', help="continue from the recipe's last checkpoint")
+    train.add_argument('--check', action='store_true', help=CHECK_HELP)
     train.add_argument('--no-test', action='store_true', help='skip the test pass (searches choose on validation)')
     train.add_argument('--tensorboard', metavar='DIR', help='write per-epoch curves for TensorBoard here')
     train.set_defaults(func=_train)
     test = sub.add_parser('test', help="test the teacher and the recipe's best student checkpoint")
     _add_run_arguments(test)
+    test.add_argument('--check', action='store_true', help=CHECK_HELP)
     test.set_defaults(func=_test)
-    sub.add_parser('recipes', help='list the shipped recipes').set_defaults(func=_recipes)
+    recipes = sub.add_parser('recipes', help='list the shipped recipes')
+    recipes.add_argument('--debug', action='store_true', help='full tracebacks')
+    recipes.set_defaults(func=_recipes)
     demo = sub.add_parser('demo', help='teacher + CE/KD/TTM/WTTM students on the bundled digits, offline')
     demo.add_argument('--out', default='demo_runs', help='folder for checkpoints, results and the figure')
     demo.add_argument('--seeds', type=int, nargs='+', metavar='N', help='student seeds (default: 0 1 2)')
@@ -123,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--retrain-teacher', action='store_true', help='train the teacher again instead of reusing it')
     demo.add_argument('--grid', action='store_true',
                       help='instead: the validation-split hyperparameter grid behind the demo recipes')
+    demo.add_argument('--debug', action='store_true', help='full tracebacks')
     demo.set_defaults(func=_demo)
     calibrate = sub.add_parser('calibrate', help="teacher NLL/ECE, temperature scaling T*, and gamma = 1/T*")
     _add_run_arguments(calibrate)
@@ -139,10 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument('--beta', type=float, help="default: the base recipe's, else 1.0")
     new.add_argument('-o', '--output', metavar='PATH', help='default: STUDENT_from_TEACHER.METHOD.yaml')
     new.add_argument('--force', action='store_true', help='overwrite PATH if it exists')
+    new.add_argument('--debug', action='store_true', help='full tracebacks')
     new.set_defaults(func=_new_recipe)
     plot = sub.add_parser('plot', help='per-epoch curves (loss, lr, val top-1, TTM diagnostics) of runs, as a PNG')
     plot.add_argument('runs', nargs='+', metavar='RUN', help='metrics .jsonl, run log, --summary JSON or run folder')
     plot.add_argument('-o', '--output', default='runs.png', metavar='PNG')
+    plot.add_argument('--debug', action='store_true', help='full tracebacks')
     plot.set_defaults(func=_plot)
     table = sub.add_parser('table', help='mean +- std of runs per recipe from --summary JSONs, beside the paper\'s '
                                          'top-1; or a sweep folder by grid point')
@@ -179,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings('ignore', message=".*'pin_memory' argument is set as true but no accelerator")
     try:
         return args.func(args)
-    except (UsageError, TrainingDiverged) as exc:
+    except (UsageError, TrainingDiverged, DataFileError) as exc:
         if getattr(args, 'debug', False):
             raise
         print(f'ttm-distill: error: {exc}', file=sys.stderr)

@@ -13,7 +13,8 @@ import torch.distributed as dist
 
 from .errors import UsageError
 
-__all__ = ['DistContext', 'all_gather_objects', 'all_reduce_sum', 'barrier', 'setup_distributed', 'teardown']
+__all__ = ['DistContext', 'all_gather_objects', 'all_reduce_sum', 'barrier', 'broadcast_object', 'setup_distributed',
+           'teardown']
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,12 @@ def all_gather_objects(obj: object) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj: object) -> object:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in a single process)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -2,7 +2,7 @@
 
 
 class UsageError(Exception):
-    """Bad input (recipe, override, flag, data): one line, exit code 2."""
+    """Bad input (recipe, override, flag, checkpoint): one line, exit code 2."""
 
     exit_code = 2
 
@@ -11,3 +11,21 @@ class TrainingDiverged(Exception):
     """A non-finite loss: one line, exit code 1; the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+class DataFileError(Exception):
+    """An unreadable data file (a truncated or corrupt image): one line naming it, exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        # torch's DataLoader re-raises a worker's exception as type(exc)(its formatted traceback):
+        # keep the original message, the text after the traceback's last "DataFileError: "
+        if 'Traceback' in message:
+            message = message.rstrip().rsplit(f'{type(self).__name__}: ', 1)[-1]
+        super().__init__(message)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message with its whitespace (newlines included) collapsed."""
+    return ' '.join(str(exc).split())

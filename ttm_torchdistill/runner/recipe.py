@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 from torchdistill.common import yaml_util
 from torchdistill.common.main_util import import_dependencies
 
-from .errors import UsageError
+from .errors import UsageError, one_line
+from .validate import validate_recipe
 
 __all__ = ['list_recipes', 'load_recipe', 'parse_overrides', 'resolve_recipe']
 
@@ -55,7 +57,7 @@ def parse_overrides(pairs: list[str]) -> list[tuple[list[str], yaml.Node]]:
         try:
             node = yaml.compose(value, Loader=yaml.FullLoader)
         except yaml.YAMLError as exc:
-            raise UsageError(f'--set {pair!r}: VALUE is not valid YAML ({_one_line(exc)})') from None
+            raise UsageError(f'--set {pair!r}: VALUE is not valid YAML ({one_line(exc)})') from None
         parsed.append((keys, node if node is not None else yaml.ScalarNode('tag:yaml.org,2002:null', 'null')))
     return parsed
 
@@ -101,12 +103,31 @@ def _apply(root: yaml.Node, keys: list[str], value: yaml.Node, source: Path) -> 
     _replace_everywhere(root, node, value)
 
 
-def _one_line(exc: BaseException) -> str:
-    return ' '.join(str(exc).split())
+def _build_datasets(root: yaml.MappingNode, loader: yaml.FullLoader, source: Path) -> None:
+    """Construct each entry of ``datasets`` (torchdistill's tags build it); a failure names the dataset."""
+    found = _child(root, 'datasets')
+    datasets = found[0][found[1]][1] if found else None
+    if not isinstance(datasets, yaml.MappingNode):
+        return
+    for key_node, node in datasets.value:
+        found = _child(node, 'key')
+        class_key = found[0][found[1]][1] if found else None
+        label = f'datasets.{key_node.value}'
+        if isinstance(class_key, yaml.ScalarNode):
+            label += f' ({class_key.value})'
+        try:
+            loader.construct_object(node, deep=True)
+        except FileNotFoundError as exc:
+            raise UsageError(f'{source}: {label}: missing file or directory while building the recipe: '
+                             f'{one_line(exc)}') from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f'{source}: {label}: {type(exc).__name__}: {one_line(exc)}') from None
 
 
-def load_recipe(path: Path, overrides: list[tuple[list[str], yaml.Node]] = ()) -> dict:
-    """Compose the YAML, apply overrides, import ``dependencies``, then construct (torchdistill's tags run here)."""
+def load_recipe(path: Path, overrides: list[tuple[list[str], yaml.Node]] = (),
+                on_valid: Callable[[dict[str, object]], None] | None = None) -> dict:
+    """Compose the YAML, apply overrides, import ``dependencies``, validate, then construct (torchdistill's tags
+    run here). ``on_valid`` gets validate_recipe's checked values before anything is constructed."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -116,7 +137,7 @@ def load_recipe(path: Path, overrides: list[tuple[list[str], yaml.Node]] = ()) -
         try:
             root = loader.get_single_node()
         except yaml.YAMLError as exc:
-            raise UsageError(f'{path}: malformed YAML: {_one_line(exc)}') from None
+            raise UsageError(f'{path}: malformed YAML: {one_line(exc)}') from None
         if not isinstance(root, yaml.MappingNode):
             raise UsageError(f'{path}: a recipe must be a YAML mapping with datasets, models, train and test')
         for keys, value in overrides:
@@ -125,10 +146,14 @@ def load_recipe(path: Path, overrides: list[tuple[list[str], yaml.Node]] = ()) -
         try:
             if deps is not None:
                 import_dependencies(loader.construct_object(deps[0][deps[1]][1], deep=True))
+            checked = validate_recipe(root, loader, path)
+            if on_valid is not None:
+                on_valid(checked)
+            _build_datasets(root, loader, path)
             return loader.construct_document(root)
         except FileNotFoundError as exc:
-            raise UsageError(f'{path}: missing file or directory while building the recipe: {_one_line(exc)}') from None
+            raise UsageError(f'{path}: missing file or directory while building the recipe: {one_line(exc)}') from None
         except (ImportError, AttributeError, TypeError, ValueError, KeyError, yaml.YAMLError) as exc:
-            raise UsageError(f'{path}: cannot build the recipe: {type(exc).__name__}: {_one_line(exc)}') from None
+            raise UsageError(f'{path}: cannot build the recipe: {type(exc).__name__}: {one_line(exc)}') from None
     finally:
         loader.dispose()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -16,20 +17,30 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torchdistill.common.main_util import load_ckpt
 from torchdistill.common.module_util import check_if_wrapped
-from torchdistill.core.distillation import get_distillation_box
-from torchdistill.core.training import get_training_box
 from torchdistill.models.official import get_image_classification_model
 from torchdistill.models.registry import get_model
 
 from ..losses import TTMLoss
 from . import recipe as recipes
-from .checkpoint import atomic_save, last_ckpt_path, rng_state, set_rng_state
+from .build import build_box
+from .checkpoint import (
+    atomic_save,
+    last_ckpt_path,
+    load_checkpoint,
+    load_model_state,
+    model_state,
+    remove_stale_temporaries,
+    rng_state,
+    set_rng_state,
+)
+from .datafiles import guard_datasets
 from .distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, setup_distributed, teardown
-from .errors import TrainingDiverged, UsageError
+from .errors import DataFileError, TrainingDiverged, UsageError, one_line
 from .evaluate import build_eval_loader, evaluate
+from .lock import acquire_run_lock
 from .tensorboard import EpochWriter
+from .validate import check_output_folder
 
 __all__ = ['Run', 'RunOptions', 'Trainer', 'run_test', 'run_train', 'with_context']
 
@@ -37,6 +48,7 @@ logger = logging.getLogger('ttm_torchdistill.runner')
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 PART_NAMES = TTMLoss.PART_NAMES
 CHECK_EVERY = 50
+RESUME_KEYS = ('model', 'optimizer', 'lr_scheduler', 'scaler', 'epoch', 'best_value', 'stage_grad_count', 'rng')
 """iterations between checks for a non-finite loss (each one host synchronisation)"""
 
 
@@ -56,6 +68,8 @@ class RunOptions:
     """log warnings only (the demo runs many short trainings)"""
     test: bool = True
     """False skips the test pass (hyperparameter searches must not look at the test split)"""
+    check: bool = False
+    """validate and build everything, then stop: no training, nothing written"""
     tensorboard: str | None = None
     """folder for TensorBoard per-epoch curves (needs the tensorboard package)"""
 
@@ -63,13 +77,39 @@ class RunOptions:
 class Run:
     """Everything one command needs: context, recipe, models and output paths."""
 
-    def __init__(self, opts: RunOptions, ctx: DistContext) -> None:
+    def __init__(self, opts: RunOptions, ctx: DistContext, lock: bool = False) -> None:
+        """``lock``: hold dst_ckpt's run lock from right after validation (see release)."""
         self.opts, self.ctx = opts, ctx
+        self.lock = None
         self.recipe_path = recipes.resolve_recipe(opts.recipe)
         overrides = recipes.parse_overrides(opts.overrides)
         if opts.seed is not None:
             seed_everything(opts.seed)
-        self.config = recipes.load_recipe(self.recipe_path, overrides)
+        try:
+            self.config = recipes.load_recipe(self.recipe_path, overrides, self._take_lock if lock else None)
+            self._build()
+        except BaseException:
+            self.release()
+            raise
+
+    def _take_lock(self, checked: dict) -> None:
+        dst = checked.get('models.student_model.dst_ckpt') or checked.get('models.model.dst_ckpt')
+        if not dst:
+            return  # _build says dst_ckpt is required
+        best = Path(dst).expanduser()
+        self.lock = acquire_run_lock(best, self.ctx)
+        if self.ctx.is_main:
+            for tmp in remove_stale_temporaries(best, last_ckpt_path(best)):
+                logger.info('removed %s, a temporary file of an interrupted save', tmp)
+
+    def release(self) -> None:
+        """Free the run lock (the process's end frees it too)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _build(self) -> None:
+        opts = self.opts
         for key in ('datasets', 'models', 'test'):
             if not isinstance(self.config.get(key), dict):
                 raise UsageError(f'{self.recipe_path}: missing or empty top-level key {key!r}')
@@ -88,8 +128,11 @@ class Run:
         self.metrics_path = log_base.with_name(log_base.stem + '.metrics.jsonl')
         self.amp_dtype = AMP_DTYPES.get(opts.amp) if opts.amp else None
         self.memory_format = torch.channels_last if opts.channels_last else torch.preserve_format
+        guard_datasets(self.config['datasets'])
         self.teacher = self._build_model('teacher_model', self.teacher_config) if self.teacher_config else None
         self.student = self._build_model(self.student_key, self.student_config)
+        if self.teacher is not None:
+            self._check_outputs_agree()
 
     @property
     def name(self) -> str:
@@ -115,10 +158,49 @@ class Run:
             raise UsageError(f'{where}: cannot build {key!r}: {" ".join(str(exc).split())}') from None
         src = model_config.get('src_ckpt')
         if src:
-            if not Path(src).expanduser().is_file():
-                raise UsageError(f'{where}.src_ckpt: no file at {src}')
-            load_ckpt(str(Path(src).expanduser()), model=model, strict=True)
+            path = Path(src).expanduser()
+            load_model_state(model, model_state(load_checkpoint(path, f'{where}.src_ckpt')), path,
+                             f'models.{label}: {key}')
         return model.to(self.ctx.device, memory_format=self.memory_format)
+
+    def _sample_batch(self) -> tuple[str, torch.Tensor] | None:
+        """(dataset id, a batch of one sample) from the validation (else test, else training) dataset."""
+        for section, name in (('train', 'val_data_loader'), ('test', 'test_data_loader'),
+                              ('train', 'train_data_loader')):
+            dataset_id = ((self.config.get(section) or {}).get(name) or {}).get('dataset_id')
+            dataset = self.config['datasets'].get(dataset_id)
+            if dataset is not None and len(dataset) > 0:
+                sample = dataset[0]
+                sample = sample[0] if isinstance(sample, (tuple, list)) else sample
+                return (dataset_id, sample[None]) if isinstance(sample, torch.Tensor) else None
+        return None
+
+    @torch.no_grad()
+    def _check_outputs_agree(self) -> None:
+        """One forward of teacher and student (eval mode) on one sample: their outputs must have one size."""
+        found = self._sample_batch()
+        if found is None:
+            return
+        dataset_id, batch = found
+        shapes = {}
+        for label, model, config in (('teacher_model', self.teacher, self.teacher_config),
+                                     (self.student_key, self.student, self.student_config)):
+            training = model.training
+            model.eval()
+            try:
+                out = model(batch.to(self.ctx.device))
+            except (RuntimeError, TypeError, ValueError) as exc:
+                raise UsageError(f'{self.recipe_path}: models.{label} ({config.get("key")}): a forward pass on one '
+                                 f'sample of datasets.{dataset_id} fails: {one_line(exc)[:300]}') from None
+            finally:
+                model.train(training)
+            shapes[label] = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        teacher, student = shapes['teacher_model'], shapes[self.student_key]
+        if teacher is not None and student is not None and teacher != student:
+            raise UsageError(f'{self.recipe_path}: models.teacher_model ({self.teacher_config.get("key")}) outputs '
+                             f'{list(teacher)} but models.{self.student_key} ({self.student_config.get("key")}) '
+                             f'outputs {list(student)} on a sample of datasets.{dataset_id}: teacher and student must '
+                             'predict the same classes (check kwargs.num_classes)')
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -131,11 +213,18 @@ class Run:
             raise UsageError(f'{self.recipe_path}: test.test_data_loader is required')
         return build_eval_loader(self.config['datasets'], test_config, self.ctx, 'test.test_data_loader')
 
-    def test(self) -> tuple[dict, float]:
-        """Teacher and student (from the best checkpoint) on the test loader; also the checkpoint's best value."""
+    def load_best(self) -> float | None:
+        """Load the best checkpoint into the student; returns its best validation value."""
         if not self.best_ckpt.is_file():
             raise UsageError(f'no best checkpoint at {self.best_ckpt}: train the recipe first')
-        best_value, _ = load_ckpt(str(self.best_ckpt), model=self.student, strict=True)
+        ckpt = load_checkpoint(self.best_ckpt, 'test')
+        load_model_state(self.student, model_state(ckpt), self.best_ckpt,
+                         f'models.{self.student_key}: {self.student_config.get("key")}')
+        return ckpt.get('best_value') if isinstance(ckpt, dict) else None
+
+    def test(self) -> tuple[dict, float]:
+        """Teacher and student (from the best checkpoint) on the test loader; also the checkpoint's best value."""
+        best_value = self.load_best()
         loader = self.test_loader()
         results = {}
         for role, model in (('teacher', self.teacher), ('student', self.student)):
@@ -154,25 +243,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _setup_logging(ctx: DistContext, run_log: str | None, append: bool, debug: bool, quiet: bool) -> None:
+LOG_FORMAT = logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S')
+
+
+def _setup_logging(ctx: DistContext, debug: bool, quiet: bool) -> None:
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(logging.INFO if ctx.is_main and not quiet else logging.WARNING)
-    fmt = logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S')
     console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(fmt)
-    handlers = [console]
-    if run_log and ctx.is_main:
-        path = Path(run_log).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode='a' if append else 'w'))
-        handlers[-1].setFormatter(fmt)
+    console.setFormatter(LOG_FORMAT)
     torchdistill_logger = logging.getLogger('torchdistill')
+    torchdistill_logger.handlers.clear()
     torchdistill_logger.setLevel(logging.INFO if debug else logging.WARNING)
-    for handler in handlers:
-        logger.addHandler(handler)
-        if debug:
-            torchdistill_logger.addHandler(handler)
+    _add_handler(console, debug)
+
+
+def _add_handler(handler: logging.Handler, debug: bool) -> None:
+    logger.addHandler(handler)
+    if debug:
+        logging.getLogger('torchdistill').addHandler(handler)
+
+
+def _log_to_file(ctx: DistContext, opts: RunOptions) -> None:
+    """Also write the log to ``--run-log`` (rank 0; appended to when resuming)."""
+    if opts.run_log and ctx.is_main:
+        path = Path(opts.run_log).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(path, mode='a' if opts.resume else 'w')
+        except OSError as exc:
+            raise UsageError(f'--run-log {opts.run_log}: cannot write there: {exc.strerror}') from None
+        handler.setFormatter(LOG_FORMAT)
+        _add_handler(handler, opts.debug)
 
 
 def _ttm_losses(criterion: nn.Module) -> list[TTMLoss]:
@@ -216,16 +318,9 @@ class Trainer:
         if not self.opts.resume and run.last_ckpt.is_file():
             raise UsageError(f'{run.last_ckpt} exists from an earlier run: pass --resume to continue it, or point '
                              f'models.{run.student_key}.dst_ckpt elsewhere with --set for a new run')
-        self.log_freq = int(train_config.get('log_freq', 1000)) or 1000
-        try:
-            if run.teacher is None:
-                self.box = get_training_box(run.student, run.config['datasets'], train_config, self.ctx.device,
-                                            self._device_ids(), self.ctx.distributed, 1)
-            else:
-                self.box = get_distillation_box(run.teacher, run.student, run.config['datasets'], train_config,
-                                                self.ctx.device, self._device_ids(), self.ctx.distributed, 1)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f'{run.recipe_path}: train: {type(exc).__name__}: {" ".join(str(exc).split())}') from None
+        self.log_freq = train_config.get('log_freq', 1000)
+        self.box = build_box(run.recipe_path, run.teacher, run.student, run.config['datasets'], train_config,
+                             self.ctx.device, self._device_ids(), self.ctx.distributed)
         if self.box.train_data_loader is None:
             raise UsageError(f'{run.recipe_path}: train.train_data_loader.dataset_id is not a key of datasets')
         self.distill = run.teacher is not None
@@ -268,22 +363,29 @@ class Trainer:
         }
 
     def resume(self) -> None:
-        ckpt = torch.load(self.run.last_ckpt, map_location='cpu', weights_only=False)
+        path = self.run.last_ckpt
+        ckpt = load_checkpoint(path, '--resume')
+        missing = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+        if missing:
+            raise UsageError(f'--resume: {path} is not a checkpoint of ttm-distill train (no {", ".join(missing)})')
         saved_world = len(ckpt['rng'])
         if saved_world != self.ctx.world_size:
             logger.warning('resuming a %d-process run with %d processes: data order and RNG streams differ',
                            saved_world, self.ctx.world_size)
-        self.run.student.load_state_dict(ckpt['model'])
-        self.box.optimizer.load_state_dict(ckpt['optimizer'])
-        if self.box.lr_scheduler is not None and ckpt['lr_scheduler'] is not None:
-            self.box.lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
+        load_model_state(self.run.student, ckpt['model'], path,
+                         f'models.{self.run.student_key}: {self.run.student_config.get("key")}')
+        try:
+            self.box.optimizer.load_state_dict(ckpt['optimizer'])
+            if self.box.lr_scheduler is not None and ckpt['lr_scheduler'] is not None:
+                self.box.lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f'--resume: the optimizer or scheduler state in {path} does not fit the recipe\'s '
+                             f'train.optimizer / train.scheduler: {one_line(exc)}') from None
         if self.scaler is not None and ckpt['scaler'] is not None:
             self.scaler.load_state_dict(ckpt['scaler'])
         self.box.stage_grad_count = ckpt['stage_grad_count']
         self.start_epoch, self.best_val_top1 = ckpt['epoch'], ckpt['best_value']
         set_rng_state(ckpt['rng'][self.ctx.rank % saved_world])
-        logger.info('resumed from %s after epoch %d (best val top-1 %.2f)', self.run.last_ckpt, self.start_epoch,
-                    self.best_val_top1)
 
     def _check_finite(self, losses: torch.Tensor, first: int, end: int, epoch: int) -> None:
         """Average ``losses[first:end]`` over ranks in place and stop at the first non-finite one.
@@ -358,8 +460,13 @@ class Trainer:
             box.pre_epoch_process(epoch=epoch)
             if self.distill and not box.teacher_updatable:
                 box.teacher_model.eval()
-            stats = self.train_epoch(epoch)
-            val = evaluate(run.student, self.val_loader, ctx.device, run.amp_dtype, self.opts.channels_last)
+            try:
+                stats = self.train_epoch(epoch)
+                val = evaluate(run.student, self.val_loader, ctx.device, run.amp_dtype, self.opts.channels_last)
+            except DataFileError as exc:
+                last = run.last_ckpt
+                raise DataFileError(f'{exc}: training stopped in epoch {epoch + 1}' + (
+                    f'; the last good checkpoint is kept ({last})' if last.is_file() else '')) from None
             improved = val.top1 > self.best_val_top1
             box.post_epoch_process()
             if improved:
@@ -427,23 +534,71 @@ def _report(run: Run, results: dict, wall_s: float, extra: dict) -> dict:
     return summary
 
 
-def with_context(opts: RunOptions, body) -> dict:
+def with_context(opts: RunOptions, body, log_file: bool = True) -> dict:
+    """Set up processes and logging, run ``body(ctx)``; ``log_file=False``: the body opens --run-log itself."""
     ctx = setup_distributed(opts.device)
     try:
-        _setup_logging(ctx, opts.run_log, append=opts.resume, debug=opts.debug, quiet=opts.quiet)
+        _setup_logging(ctx, debug=opts.debug, quiet=opts.quiet)
+        for path, flag in ((opts.run_log, '--run-log'), (opts.summary, '--summary')):
+            if path:
+                check_output_folder(Path(path), flag)
+        if log_file:
+            _log_to_file(ctx, opts)
         return body(ctx)
     finally:
         teardown()
 
 
+def _check_passed(run: Run, what: str) -> dict:
+    logger.info('check passed: %s builds (%s); nothing was trained or written', run.name, what)
+    return {'recipe': run.name, 'check': 'passed'}
+
+
+@torch.no_grad()
+def _check_one_batch(trainer: Trainer) -> None:
+    """The loss on one training batch (no update): the models' and the loss's inputs and outputs fit."""
+    box, run = trainer.box, trainer.run
+    images, targets, supp_dict = next(iter(box.train_data_loader))
+    criterion = (run.config['train'].get('criterion') or {}).get('key')
+    try:
+        with run.autocast():
+            loss = box.forward_process(images.to(trainer.ctx.device, memory_format=run.memory_format),
+                                       targets.to(trainer.ctx.device), supp_dict)
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        raise UsageError(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch fails: '
+                         f'{type(exc).__name__}: {one_line(exc)[:300]}') from None
+    if not torch.isfinite(loss).all():
+        raise UsageError(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch is '
+                         f'{loss.item()}')
+
+
 def run_train(opts: RunOptions) -> dict:
-    """Train with validation every epoch, keep the best checkpoint, then test teacher and student."""
+    """Train with validation every epoch, keep the best checkpoint, then test teacher and student.
+
+    ``opts.check``: build everything, compute the loss on one batch, then stop; nothing is written.
+    """
+    if opts.check:
+        opts = dataclasses.replace(opts, run_log=None, summary=None, tensorboard=None)
+
     def body(ctx: DistContext) -> dict:
-        start = time.perf_counter()
-        run = Run(opts, ctx)
+        run = Run(opts, ctx, lock=not opts.check)
+        try:
+            return train(run)
+        finally:
+            run.release()
+
+    def train(run: Run) -> dict:
+        start, ctx = time.perf_counter(), run.ctx
         trainer = Trainer(run)
         if opts.resume:
             trainer.resume()
+        if opts.check:
+            _check_one_batch(trainer)
+            return _check_passed(run, f'{len(trainer.box.train_data_loader)} training batches per epoch')
+        _log_to_file(ctx, opts)
+        if opts.resume:
+            logger.info('resumed from %s after epoch %d (best val top-1 %.2f)', run.last_ckpt, trainer.start_epoch,
+                        trainer.best_val_top1)
         elif opts.seed is not None:
             seed_everything(opts.seed + ctx.rank)  # per-rank augmentation streams after identical model init
         logger.info('training %s on %d process(es), device %s, %d epochs', run.name, ctx.world_size,
@@ -455,7 +610,7 @@ def run_train(opts: RunOptions) -> dict:
         extra = {'epochs_run': epochs_run, 'best_val_top1': trainer.best_val_top1, 'train_images_per_s': rate}
         return _report(run, results, time.perf_counter() - start, extra)
 
-    return with_context(opts, body)
+    return with_context(opts, body, log_file=False)
 
 
 def run_test(opts: RunOptions) -> dict:
@@ -463,8 +618,14 @@ def run_test(opts: RunOptions) -> dict:
     def body(ctx: DistContext) -> dict:
         start = time.perf_counter()
         run = Run(opts, ctx)
+        if opts.check:
+            run.load_best()
+            run.test_loader()
+            return _check_passed(run, f'best checkpoint {run.best_ckpt}')
         results, best_value = run.test()
         return _report(run, results, time.perf_counter() - start, {'best_val_top1': best_value})
 
+    if opts.check:
+        opts = dataclasses.replace(opts, run_log=None, summary=None)
     return with_context(opts, body)
 

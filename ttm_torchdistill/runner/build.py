@@ -1,0 +1,117 @@
+"""torchdistill's training / distillation box for a recipe, where a failing part names itself.
+
+torchdistill builds loaders, models' wrappers, the loss, the optimizer and the scheduler in one
+``setup``; here each stage is wrapped (the optimizer and scheduler are first built on a throwaway
+parameter with torchdistill's own getters), so a TypeError/ValueError/KeyError raised while
+constructing a part becomes one line: its key path, its key and the message.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchdistill.core.distillation import DistillationBox
+from torchdistill.core.training import TrainingBox
+from torchdistill.datasets.util import build_data_loaders
+from torchdistill.losses.registry import get_mid_level_loss
+from torchdistill.optim.registry import get_optimizer, get_scheduler
+
+from .errors import UsageError, one_line
+
+__all__ = ['build_box', 'recipe_part']
+
+
+@contextlib.contextmanager
+def recipe_part(source: Path, where: str, key: object = None) -> Iterator[None]:
+    """Re-raise a TypeError/ValueError/KeyError of the enclosed construction as UsageError naming the part."""
+    label = f'{where} ({key})' if isinstance(key, str) else where
+    try:
+        yield
+    except KeyError as exc:
+        raise UsageError(f'{source}: {label}: missing key {one_line(exc)}') from None
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f'{source}: {label}: {one_line(exc)}') from None
+
+
+def _key(config: object) -> object:
+    return config.get('key') if isinstance(config, dict) else None
+
+
+class _NamedParts:
+    """Mixin for torchdistill's boxes: loaders one by one, and the loss, each inside recipe_part."""
+
+    source: Path
+
+    def setup_data_loaders(self, train_config: dict) -> None:
+        for name in ('train_data_loader', 'val_data_loader'):
+            config = train_config.get(name, {})
+            if name == 'train_data_loader':
+                config.setdefault('requires_supp', True)
+            with recipe_part(self.source, f'train.{name}'):
+                loader = build_data_loaders(self.dataset_dict, [config], self.distributed, self.accelerator)[0]
+            if loader is not None:
+                setattr(self, name, loader)
+
+    def setup_loss(self, train_config: dict) -> None:
+        criterion = train_config.get('criterion')
+        try:
+            with recipe_part(self.source, 'train.criterion', _key(criterion)):
+                super().setup_loss(train_config)
+        except UsageError:
+            _name_failing_term(self.source, criterion)
+            raise
+
+
+def _name_failing_term(source: Path, criterion: object) -> None:
+    """Build each sub-term alone; the first one that fails raises UsageError with its own key path."""
+    sub_terms = ((criterion or {}).get('kwargs') or {}).get('sub_terms') if isinstance(criterion, dict) else None
+    for name, term in (sub_terms or {}).items():
+        config = term.get('criterion') if isinstance(term, dict) else None
+        with recipe_part(source, f'train.criterion.kwargs.sub_terms.{name}.criterion', _key(config)):
+            get_mid_level_loss(config, term.get('criterion_wrapper'))
+
+
+class _DistillationBox(_NamedParts, DistillationBox):
+    def __init__(self, source: Path, *args) -> None:
+        self.source = source
+        super().__init__(*args)
+
+    def setup_teacher_student_models(self, teacher_config: dict, student_config: dict) -> None:
+        with recipe_part(self.source, 'train.teacher / train.student'):
+            super().setup_teacher_student_models(teacher_config, student_config)
+
+
+class _TrainingBox(_NamedParts, TrainingBox):
+    def __init__(self, source: Path, *args) -> None:
+        self.source = source
+        super().__init__(*args)
+
+    def setup_model(self, model_config: dict) -> None:
+        with recipe_part(self.source, 'train.model'):
+            super().setup_model(model_config)
+
+
+def _check_optimizer_and_scheduler(source: Path, train_config: dict) -> None:
+    """Build the recipe's optimizer and scheduler on one throwaway parameter, as torchdistill will."""
+    optim_config = train_config.get('optimizer') or {}
+    if not optim_config:
+        return
+    with recipe_part(source, 'train.optimizer', _key(optim_config)):
+        optimizer = get_optimizer(nn.Linear(1, 1), optim_config['key'], **optim_config['kwargs'])
+    scheduler_config = train_config.get('scheduler') or {}
+    if scheduler_config:
+        with recipe_part(source, 'train.scheduler', _key(scheduler_config)):
+            get_scheduler(optimizer, scheduler_config['key'], **scheduler_config['kwargs'])
+
+
+def build_box(source: Path, teacher: nn.Module | None, student: nn.Module, datasets: dict, train_config: dict,
+              device: torch.device, device_ids: list[int] | None, distributed: bool):
+    """torchdistill's DistillationBox (with a teacher) or TrainingBox for a single-stage ``train`` config."""
+    _check_optimizer_and_scheduler(source, train_config)
+    with recipe_part(source, 'train'):  # what the stages above do not cover (wrappers, processes)
+        if teacher is None:
+            return _TrainingBox(source, student, datasets, train_config, device, device_ids, distributed, 1)
+        return _DistillationBox(source, teacher, student, datasets, train_config, device, device_ids, distributed, 1)

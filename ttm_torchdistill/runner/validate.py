@@ -1,0 +1,165 @@
+"""Checks of a recipe's runner keys on the composed YAML graph, before anything is built.
+
+RULES maps key paths (``*`` matches any key of a mapping) to what they accept. Only keys that are
+present are checked; a value is constructed from its node alone, so datasets are never built here.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import UsageError
+
+__all__ = ['RULES', 'Rule', 'check_output_folder', 'validate_recipe']
+
+
+@dataclass(frozen=True)
+class Rule:
+    accepts: Callable[[object], bool]
+    expected: str
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _optional(rule: Rule) -> Rule:
+    return Rule(lambda v: v is None or rule.accepts(v), rule.expected + ' (or null)')
+
+
+COUNT = Rule(lambda v: _int(v) and v >= 1, 'an integer >= 1')
+INDEX = Rule(lambda v: _int(v) and v >= 0, 'an integer >= 0')
+POSITIVE = Rule(lambda v: _number(v) and v > 0, 'a number > 0')
+NON_NEGATIVE = Rule(lambda v: _number(v) and v >= 0, 'a number >= 0')
+NUMBER = Rule(_number, 'a finite number')
+FLAG = Rule(lambda v: isinstance(v, bool), 'true or false')
+NAME = Rule(lambda v: isinstance(v, str) and v.strip() != '', 'a non-empty string')
+PATH = _optional(NAME)
+EPOCHS = Rule(lambda v: isinstance(v, list) and all(_int(e) and e >= 0 for e in v),
+              'a list of integers >= 0, e.g. [30, 60, 90]')
+
+LOADER_RULES = {
+    'dataset_id': NAME,
+    'kwargs.batch_size': COUNT,
+    'kwargs.num_workers': INDEX,
+    'kwargs.pin_memory': FLAG,
+    'kwargs.drop_last': FLAG,
+    'kwargs.shuffle': FLAG,
+    'kwargs.persistent_workers': FLAG,
+    'kwargs.prefetch_factor': _optional(COUNT),
+    'kwargs.timeout': NON_NEGATIVE,
+}
+LOADERS = ('train.train_data_loader', 'train.val_data_loader', 'test.test_data_loader')
+
+RULES: dict[str, Rule] = {
+    'models.*.key': NAME,
+    'models.*.kwargs.num_classes': COUNT,
+    'models.*.src_ckpt': PATH,
+    'models.*.dst_ckpt': PATH,
+    'train.num_epochs': COUNT,
+    'train.log_freq': COUNT,
+    'train.pre_epoch_process': NAME,
+    'train.pre_forward_process': NAME,
+    'train.post_forward_process': NAME,
+    'train.post_epoch_process': NAME,
+    'train.teacher.forward_proc': NAME,
+    'train.student.forward_proc': NAME,
+    'train.teacher.requires_grad': FLAG,
+    'train.student.requires_grad': FLAG,
+    'train.optimizer.key': NAME,
+    'train.optimizer.kwargs.lr': POSITIVE,
+    'train.optimizer.kwargs.momentum': NON_NEGATIVE,
+    'train.optimizer.kwargs.dampening': NUMBER,
+    'train.optimizer.kwargs.weight_decay': NON_NEGATIVE,
+    'train.optimizer.kwargs.nesterov': FLAG,
+    'train.optimizer.kwargs.eps': POSITIVE,
+    'train.optimizer.grad_accum_step': COUNT,
+    'train.optimizer.max_grad_norm': _optional(POSITIVE),
+    'train.optimizer.filters_params': FLAG,
+    'train.scheduler.key': NAME,
+    'train.scheduler.kwargs.milestones': EPOCHS,
+    'train.scheduler.kwargs.gamma': POSITIVE,
+    'train.scheduler.kwargs.step_size': COUNT,
+    'train.scheduler.kwargs.T_max': COUNT,
+    'train.scheduler.kwargs.eta_min': NON_NEGATIVE,
+    'train.scheduler.scheduling_step': INDEX,
+    'train.criterion.key': NAME,
+    'train.criterion.kwargs.sub_terms.*.criterion.key': NAME,
+    'train.criterion.kwargs.sub_terms.*.weight': NUMBER,
+    **{f'{loader}.{key}': rule for loader in LOADERS for key, rule in LOADER_RULES.items()},
+}
+
+
+def _get(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        return next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+    return None
+
+
+def _matches(node: yaml.Node, keys: list[str], path: str = '') -> Iterator[tuple[str, yaml.Node]]:
+    """(key path, node) of every node at ``keys`` below ``node``; ``*`` matches any mapping key."""
+    if not keys:
+        yield path, node
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and keys[0] in ('*', k.value):
+            yield from _matches(v, keys[1:], f'{path}.{k.value}' if path else k.value)
+
+
+def check_output_folder(path: Path, what: str) -> None:
+    """``path``'s folder exists or can be created, and files can be written there."""
+    folder = path.expanduser().absolute().parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f'{what}={str(path)!r}: {existing} is a file, not a folder, so {folder} cannot be created')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f'{what}={str(path)!r}: no permission to write in {existing}')
+
+
+def validate_recipe(root: yaml.MappingNode, loader: yaml.FullLoader, source: Path) -> dict[str, object]:
+    """Raise UsageError for the first runner key whose value is of the wrong type or out of range.
+
+    Values are constructed with ``loader`` (the recipe's own), so later construction reuses them;
+    returns the checked values by key path.
+    """
+    def value(node: yaml.Node) -> object:
+        return loader.construct_object(node, deep=True)
+
+    checked = {}
+    for pattern, rule in RULES.items():
+        for path, node in _matches(root, pattern.split('.')):
+            if not rule.accepts(found := value(node)):
+                raise UsageError(f'{source}: {path}={found!r}: expected {rule.expected}')
+            checked[path] = found
+    datasets = _get(root, 'datasets')
+    ids = [k.value for k, _ in datasets.value] if isinstance(datasets, yaml.MappingNode) else []
+    for loader_path in LOADERS:
+        section, name = loader_path.split('.')
+        node = _get(_get(_get(root, section), name), 'dataset_id')
+        if node is not None and (found := value(node)) not in ids:
+            raise UsageError(f'{source}: {loader_path}.dataset_id={found!r}: expected a key of datasets '
+                             f'({", ".join(map(str, ids))})')
+    models = _get(root, 'models')
+    for path, node in _matches(root, ['models', '*', 'dst_ckpt']):
+        if (found := value(node)) is not None:
+            check_output_folder(Path(found), f'{source}: {path}')
+    classes = {label: value(node) for label in ('teacher_model', 'student_model')
+               if (node := _get(_get(_get(models, label), 'kwargs'), 'num_classes')) is not None}
+    if len(classes) == 2 and classes['teacher_model'] != classes['student_model']:
+        raise UsageError(f'{source}: models.student_model.kwargs.num_classes={classes["student_model"]!r} differs '
+                         f'from models.teacher_model.kwargs.num_classes={classes["teacher_model"]!r}: teacher and '
+                         'student must predict the same classes')
+    return checked
