@@ -10,13 +10,17 @@ How to use it (e.g. for `ttm-distill sweep --launcher slurm`):
 - SLURM client commands need `SLURM_CONF=<cluster.conf>` in their environment: `cluster.env` is a copy of
   os.environ with it set (and inherited SLURM_* job variables removed). Give it to subprocesses, or
   `monkeypatch.setenv('SLURM_CONF', str(cluster.conf))` when submitit runs in the test process. sbatch exports the
-  submitter's environment to the job, so put PYTHONPATH (tests/, for test-module functions) there too.
+  submitter's environment to the job, so put PYTHONPATH (tests/, for test-module functions) there too; for the CLI
+  in a subprocess, `cli_env(SLURM_CONF=cluster.conf)` from conftest does both.
 - submitit: `submitit.AutoExecutor(folder=tmp)` (or `cluster='slurm'` to insist), then
   `update_parameters(slurm_partition=cluster.partition, timeout_min=5, cpus_per_task=1, slurm_array_parallelism=N)`.
-  Do not ask for GPUs or for more memory than the node has (`mem_gb`, off by default). Jobs run `sys.executable`
-  (the venv's Python). `job.result()` works without sacct (submitit reads the result pickle; it logs "Bypassing
-  sacct error" warnings, which are harmless), but it waits forever for a job that died without a result: bound waits
-  with `cluster.wait_for`.
+  That yields `sbatch --partition=debug --time=5 --cpus-per-task=1 --nodes=1 --signal=USR2@90 --wckey=submitit` and
+  `srun` inside the job, which all work here (the wckey is ignored without accounting). Do not ask for GPUs or for
+  more memory than the node has (`mem_gb`, off by default); keep `timeout_min` above 1.5 (the USR2 signal comes
+  90 s before the end). Jobs run `sys.executable` (the venv's Python). `job.result()` works without sacct (submitit
+  reads the result pickle, and a function's exception comes back as FailedJobError; it logs "Bypassing sacct error"
+  warnings, which are harmless), but it waits forever for a job killed before writing a result (scancel, node
+  failure): bound waits with `cluster.wait_for`.
 - `scontrol requeue` works (JobRequeue=1); AuthInfo's cred_expire is short so a requeued job starts again within
   seconds instead of SLURM's default two minutes.
 """
@@ -205,6 +209,7 @@ class SlurmCluster:
         key, sock = self.root / 'munge.key', self.root / 'munge.socket'
         if len(str(sock)) > SOCKET_PATH_MAX:
             raise ValueError(f'test SLURM cluster: munge socket path {sock} is longer than {SOCKET_PATH_MAX} bytes')
+        self.root.mkdir(parents=True, exist_ok=True)
         self._write_config()
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
