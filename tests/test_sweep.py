@@ -1,0 +1,256 @@
+"""`ttm-distill sweep` with the local launcher on the tiny recipe, and `table` on a sweep folder."""
+import hashlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import TESTS, cli_env, run_cli
+
+from ttm_torchdistill.runner.cli import main
+from ttm_torchdistill.tools.sweep import sweep_table
+
+TINY = TESTS / 'tiny_recipe.yaml'
+LOSS = 'train.criterion.kwargs.sub_terms.wttm.criterion.kwargs'
+GRID = ['--grid', 'gamma=0.5,0.8', '--grid', 'train.optimizer.kwargs.lr=0.1,0.01']
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _weights(path):
+    return torch.load(path, map_location='cpu', weights_only=False)['model']
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def _digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+@pytest.fixture(scope='module')
+def grid_sweep(tmp_path_factory):
+    """A finished 2 x 2 grid x 2 seeds sweep, run 2 at a time: (cwd, DIR, the command's arguments, its output)."""
+    cwd = tmp_path_factory.mktemp('sweep')
+    args = ['sweep', TINY, *GRID, '--seeds', '0', '1', '-o', 'out', '--parallel', '2']
+    start = time.perf_counter()
+    result = _ok(run_cli(args, cwd))
+    print(f'2 x 2 x 2 sweep: {time.perf_counter() - start:.1f} s')
+    return cwd, cwd / 'out', args, result
+
+
+def test_grid_sweep_runs_every_point_and_seed_without_the_test_pass(grid_sweep):
+    cwd, out, _, result = grid_sweep
+    manifest = json.loads((out / 'sweep.json').read_text())
+    assert [a['key'] for a in manifest['grid']] == [f'{LOSS}.gamma', 'train.optimizer.kwargs.lr']
+    assert [a['label'] for a in manifest['grid']] == ['gamma', 'lr']
+    assert len(manifest['runs']) == 8 and manifest['seeds'] == [0, 1]
+    summaries = sorted(out.glob('*/seed*/summary.json'))
+    assert len(summaries) == 8
+    for entry in manifest['runs']:
+        run_dir = out / entry['dir']
+        assert entry['state'] == 'finished' and entry['error'] is None
+        assert entry['command'].startswith('ttm-distill train ') and '--no-test' in entry['command']
+        assert f'--seed {entry["seed"]}' in entry['command']
+        assert f'{LOSS}.gamma={entry["values"]["gamma"]}' in entry['command']
+        summary = json.loads((run_dir / 'summary.json').read_text())
+        assert summary['seed'] == entry['seed'] and entry['best_val_top1'] == summary['best_val_top1']
+        assert summary['student_test_top1'] is None and summary['teacher_test_top1'] is None  # no test pass
+        assert summary['best_ckpt'] == str(run_dir / 'student.pt') and (run_dir / 'student.last.pt').is_file()
+        assert 'test  top-1 n/a' in (run_dir / 'run.log').read_text()
+    assert not (cwd / 'ckpt').exists()  # the recipe's own checkpoint folder is never written
+    progress = [line for line in result.stdout.splitlines() if line.startswith('[')]
+    assert len(progress) == 8 and progress[-1].startswith('[8/8]') and all('eta' in p for p in progress)
+    assert 'validates on its test set' in result.stderr  # tiny's val loader is its test loader
+
+
+def test_table_ranks_points_by_mean_validation_top1(grid_sweep):
+    cwd, out, _, result = grid_sweep
+    by_point = {}
+    for path in out.glob('*/seed*/summary.json'):
+        by_point.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text())['best_val_top1'])
+    expected = {point: statistics.fmean(v) for point, v in by_point.items()}
+    data = json.loads(sweep_table(out, 'json'))
+    rows = data['rows']
+    assert [r['point'] for r in rows] == sorted(expected, key=lambda p: -expected[p])  # stable: grid order on ties
+    for row in rows:
+        assert row['val_top1_mean'] == pytest.approx(expected[row['point']])
+        assert row['val_top1_std'] == pytest.approx(statistics.stdev(by_point[row['point']]))
+        assert (row['finished'], row['failed'], row['seeds']) == (2, 0, 2)
+    best = data['best']
+    assert best['point'] == rows[0]['point'] and [r['best'] for r in rows] == [True, False, False, False]
+    assert best['command'] == (f'ttm-distill train {TINY} --set {LOSS}.gamma={best["values"]["gamma"]} '
+                               f'--set train.optimizer.kwargs.lr={best["values"]["lr"]}')
+    assert '--no-test' not in best['command'] and '--seed' not in best['command']
+    markdown = sweep_table(out, 'markdown')
+    assert best['command'] in markdown and markdown in result.stdout
+    first = next(line for line in markdown.splitlines() if line.startswith('| *'))
+    assert f'| {best["values"]["gamma"]} | {best["values"]["lr"]} | 2/2 | 0 |' in first
+    csv_lines = sweep_table(out, 'csv').splitlines()
+    assert csv_lines[0].startswith('best,gamma,lr,seeds,finished,failed,val_top1_mean') and len(csv_lines) == 5
+    # the same through `ttm-distill table DIR`
+    printed = _ok(run_cli(['table', out, '--format', 'json'], cwd)).stdout
+    assert [r['point'] for r in json.loads(printed)['rows']] == [r['point'] for r in rows]
+
+
+def test_rerunning_a_finished_sweep_changes_no_run(grid_sweep):
+    cwd, out, args, _ = grid_sweep
+    runs = {p: _digest(p) for p in out.glob('*/seed*')}
+    result = _ok(run_cli(args, cwd))
+    assert '[1/' not in result.stdout and '| * |' in result.stdout
+    assert {p: _digest(p) for p in out.glob('*/seed*')} == runs
+
+
+def test_tensorboard_gets_every_run_with_hparams(grid_sweep):
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out, _, _ = grid_sweep
+    run_dir = out / 'tensorboard' / 'gamma0.8_lr0.01' / 'seed1'
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    summary = json.loads((out / 'gamma0.8_lr0.01/seed1/summary.json').read_text())
+    assert [e.value for e in events.Scalars('best_val_top1')] == [pytest.approx(summary['best_val_top1'])]
+    assert [e.step for e in events.Scalars('val/top1')] == [1, 2]
+    hparams = events.PluginTagToContent('hparams')
+    assert hparams and any(b'gamma' in blob and b'seed' in blob for blob in hparams.values())
+    assert len(list((out / 'tensorboard').glob('*/seed*'))) == 8
+
+
+def _wait_for(predicate, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.02)
+
+
+def test_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path):
+    # 256 iterations per epoch: a run is still training for a while after its first checkpoint appears
+    args = ['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '--parallel', '1',
+            '--set', 'train.num_epochs=3', '--set', 'datasets.blobs/train.init.kwargs.size=2048', '-o', 'out']
+    env = cli_env(OMP_NUM_THREADS=1)
+    (tmp_path / 'a').mkdir(), (tmp_path / 'b').mkdir()
+    out = tmp_path / 'a' / 'out'
+    proc = subprocess.Popen([sys.executable, '-m', 'ttm_torchdistill', *map(str, args)], cwd=tmp_path / 'a',
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first, second = out / 'gamma0.5/seed0', out / 'gamma0.8/seed0'
+    _wait_for(lambda: (second / 'student.last.pt').is_file(), proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    lines = [line for line in stderr.splitlines() if line.strip() and 'validates on its test set' not in line]
+    assert len(lines) == 1 and lines[0].startswith('ttm-distill: interrupted: 1 run(s) stopped, 1/2 done'), stderr
+    states = {e['point']: e['state'] for e in json.loads((out / 'sweep.json').read_text())['runs']}
+    assert states == {'gamma0.5': 'finished', 'gamma0.8': 'interrupted'}
+    assert torch.load(second / 'student.last.pt', weights_only=False)['epoch'] < 3
+    finished = _digest(first)
+    resumed = _ok(run_cli(args, tmp_path / 'a', env=env))
+    assert '[2/2] gamma=0.8 seed 0' in resumed.stdout and '[1/2]' not in resumed.stdout
+    assert _digest(first) == finished  # the finished run was not run again
+    assert 'resumed from' in (second / 'run.log').read_text()
+    straight = tmp_path / 'b' / 'out'
+    _ok(run_cli(args, tmp_path / 'b', env=env))
+    for point in ('gamma0.5', 'gamma0.8'):
+        _assert_same(_weights(out / point / 'seed0/student.last.pt'), _weights(straight / point / 'seed0/student.last.pt'))
+
+
+def test_a_diverging_run_is_recorded_as_failed_and_the_others_finish(tmp_path):
+    result = run_cli(['sweep', TINY, '--grid', 'datasets.blobs/train.init.kwargs.nan_from=null,0', '--seeds', '0',
+                      '-o', 'out'], tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    runs = {e['point']: e for e in json.loads((tmp_path / 'out/sweep.json').read_text())['runs']}
+    assert runs['nan_fromnull']['state'] == 'finished'
+    failed = runs['nan_from0']
+    assert failed['state'] == 'failed' and 'non-finite loss' in failed['error'] and 'exit code 1' in failed['error']
+    data = json.loads(sweep_table(tmp_path / 'out', 'json'))
+    assert [(r['point'], r['finished'], r['failed']) for r in data['rows']] == [('nan_fromnull', 1, 0),
+                                                                              ('nan_from0', 0, 1)]
+    assert data['rows'][1]['val_top1_mean'] is None and 'non-finite loss' in data['rows'][1]['errors'][0]
+    assert 'failed nan_from0/seed0: exit code 1: ttm-distill: error: non-finite loss' in result.stdout
+
+
+def _ambiguous_recipe(tmp_path):
+    text = TINY.read_text()
+    kd = ("        kd:\n          criterion:\n            key: 'KDLoss'\n            kwargs:\n"
+          "              student_module_path: '.'\n              student_module_io: 'output'\n"
+          "              teacher_module_path: '.'\n              teacher_module_io: 'output'\n"
+          "              temperature: 4.0\n              alpha: 0.5\n          weight: 1.0\n")
+    path = tmp_path / 'two_terms.yaml'
+    path.write_text(text.replace('\ntest:\n', kd + '\ntest:\n'))
+    return path
+
+
+@pytest.mark.parametrize('grid, fragments', [
+    ([], ['no --grid given']),
+    (['--grid', 'gamma'], ["--grid 'gamma': expected NAME=V1,V2"]),
+    (['--grid', 'gamma='], ['empty value']),
+    (['--grid', 'gamma=0.5,,0.8'], ['empty value']),
+    (['--grid', 'gamma=[1'], ["'[1' is not valid YAML"]),
+    (['--grid', 'gamma=0.5,0.5'], ['repeated']),
+    (['--grid', 'gamma=-1'], ['--grid gamma=-1: WTTMLoss', 'gamma=-1 is invalid', 'accepted range']),
+    (['--grid', 'temperature=2'], ["does not set 'temperature'", 'it sets: gamma, beta, alpha']),
+    (['--grid', 'train.num_epoch=1,2'], ["--grid train.num_epoch: ", "no key 'num_epoch' under train"]),
+    (['--grid', 'gamma=0.5', '--grid', f'{LOSS}.gamma=0.8'], ['resolve to the same key']),
+    (['--grid', 'gamma=0.5', '--slurm', 'partition=x'], ['need --launcher slurm']),
+    (['--grid', 'gamma=0.5', '--parallel', '0'], ['--parallel 0']),
+])
+def test_bad_grid_gives_one_line_exit_2_and_creates_nothing(tmp_path, capsys, grid, fragments):
+    _refused(capsys, ['sweep', str(TINY), *grid, '-o', str(tmp_path / 'out')], fragments)
+    assert not (tmp_path / 'out').exists()
+
+
+def _refused(capsys, args, fragments):
+    capsys.readouterr()
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith('ttm-distill: error: '), captured.err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_short_names_need_exactly_one_distillation_term(tmp_path, capsys):
+    _refused(capsys, ['sweep', 'demo/ce', '--grid', 'beta=1,2', '-o', str(tmp_path / 'a')],
+             ['has no TTMLoss, WTTMLoss or KDLoss term', 'give the full key'])
+    _refused(capsys, ['sweep', str(_ambiguous_recipe(tmp_path)), '--grid', 'alpha=1,2', '-o', str(tmp_path / 'b')],
+             ['several loss terms', 'wttm (WTTMLoss), kd (KDLoss)', 'sub_terms.wttm.criterion.kwargs.alpha'])
+    _refused(capsys, ['sweep', 'no/such/recipe', '--grid', 'gamma=1', '-o', str(tmp_path / 'c')],
+             ['recipe not found'])
+    assert not any((tmp_path / d).exists() for d in 'abc')
+
+
+def test_a_folder_with_another_sweep_or_foreign_files_is_refused_untouched(tmp_path, capsys, grid_sweep):
+    _, out, _, _ = grid_sweep
+    before = _digest(out)
+    _refused(capsys, ['sweep', str(TINY), '--grid', 'gamma=0.5,0.9', '--grid', 'train.optimizer.kwargs.lr=0.1,0.01',
+                      '--seeds', '0', '1', '-o', str(out)], [f'-o {out} holds another sweep (different grid)'])
+    _refused(capsys, ['sweep', str(TINY), *GRID, '--seeds', '0', '-o', str(out)], ['different seeds'])
+    assert _digest(out) == before
+    foreign = tmp_path / 'mine'
+    foreign.mkdir()
+    (foreign / 'notes.txt').write_text('keep me\n')
+    _refused(capsys, ['sweep', str(TINY), '--grid', 'gamma=0.5', '-o', str(foreign)], ['holds files but no sweep.json'])
+    assert [p.name for p in foreign.iterdir()] == ['notes.txt']
+
+
+def test_dry_run_lists_the_runs_and_changes_nothing(tmp_path, capsys):
+    assert main(['sweep', str(TINY), *GRID, '--seeds', '3', '-o', str(tmp_path / 'out'), '--dry-run']) == 0
+    out = capsys.readouterr().out
+    runs = [line for line in out.splitlines() if '/seed3 ' in line]
+    assert len(runs) == 4 and all('pending' in r and '--seed 3' in r and '--no-test' in r for r in runs)
+    assert 'local launcher: 1 run(s) at a time on CPU' in out
+    assert not (tmp_path / 'out').exists()
+    assert os.listdir(tmp_path) == []
