@@ -475,9 +475,13 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
         raise UsageError('--slurm and --wait need --launcher slurm')
     sweep = plan_sweep(recipe, grid, seeds, overrides, output)
     old = check_directory(sweep)
+    from .sweep_slurm import SlurmLauncher, array_in_queue
+    array = (old or {}).get('slurm', {}).get('job_id')
+    if array and array_in_queue(array):
+        raise UsageError(f'{sweep.directory}: its SLURM array {array} is still queued or running (squeue -j {array}); '
+                         'wait for it or scancel it first')
     if launcher == 'slurm':
-        from .sweep_slurm import SlurmLauncher
-        runner = SlurmLauncher(sweep, parallel, slurm, old)
+        runner = SlurmLauncher(sweep, parallel, slurm, wait)
     else:
         from .sweep_local import LocalLauncher
         runner = LocalLauncher(sweep, parallel)
