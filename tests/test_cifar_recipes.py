@@ -224,3 +224,26 @@ def test_recipes_run_unmodified_in_torchdistills_own_pipeline(name, cifar100_env
     assert all(p.grad is None for p in teacher.parameters())
     if embed is not None:  # CRD trains the teacher's embedding, not the teacher
         assert not torch.equal(embed, embed_before)
+
+
+def test_wttm_crd_resume_restores_the_embeddings_and_memory_bank(tmp_path, monkeypatch, cifar100_env,
+                                                                  teacher_ckpts):
+    """CRD trains more than the student (both embeddings, the memory bank): a resumed run must equal an
+    uninterrupted one in all of it."""
+    name = 'cifar100/wttm_crd/resnet20_from_resnet56'
+    common = [*FAST, f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']
+    last = 'resource/ckpt/cifar100/wttm_crd/cifar100-resnet20_from_resnet56.last.pt'
+    for folder, epochs in (('straight', [2]), ('resumed', [1, 2])):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        for i, n in enumerate(epochs):
+            run_train(RunOptions(recipe=name, overrides=[*common, f'train.num_epochs={n}'], device='cpu', seed=0,
+                                 quiet=True, resume=i > 0, test=False))
+    straight, resumed = (torch.load(tmp_path / f / last, weights_only=False) for f in ('straight', 'resumed'))
+    assert resumed['epoch'] == straight['epoch'] == 2
+    assert set(straight['aux']) == {'student_wrapper', 'teacher_wrapper', 'loss.crd'}
+    for part in ('student_wrapper', 'teacher_wrapper', 'loss.crd'):
+        for key, value in straight['aux'][part].items():
+            assert torch.equal(value, resumed['aux'][part][key]), (part, key)
+    for key, value in straight['model'].items():
+        assert torch.equal(value, resumed['model'][key]), key

@@ -362,6 +362,22 @@ class Trainer:
             'overrides': list(self.opts.overrides),
         }
 
+    def _aux_modules(self) -> dict[str, nn.Module]:
+        """What training changes besides the student: the boxes' auxiliary wrappers (e.g. CRD's embeddings,
+        the teacher's included when it learns) and stateful loss terms (e.g. CRD's memory bank)."""
+        box = self.box
+        modules = {}
+        student = getattr(box, self.model_attr)
+        student = student.module if check_if_wrapped(student) else student
+        if student is not self.run.student:
+            modules['student_wrapper'] = student
+        if self.distill and box.teacher_updatable:
+            modules['teacher_wrapper'] = box.teacher_model
+        for name, (term, _) in getattr(box.criterion, 'term_dict', {}).items():
+            if isinstance(term, nn.Module) and term.state_dict():
+                modules[f'loss.{name}'] = term
+        return modules
+
     def resume(self) -> None:
         path = self.run.last_ckpt
         ckpt = load_checkpoint(path, '--resume')
@@ -381,6 +397,9 @@ class Trainer:
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f'--resume: the optimizer or scheduler state in {path} does not fit the recipe\'s '
                              f'train.optimizer / train.scheduler: {one_line(exc)}') from None
+        for name, module in self._aux_modules().items():
+            if name in ckpt.get('aux', {}):
+                load_model_state(module, ckpt['aux'][name], path, name)
         if self.scaler is not None and ckpt['scaler'] is not None:
             self.scaler.load_state_dict(ckpt['scaler'])
         self.box.stage_grad_count = ckpt['stage_grad_count']
@@ -476,7 +495,8 @@ class Trainer:
                 state = self._state(epoch + 1)
                 if improved:
                     atomic_save(state, run.best_ckpt)
-                atomic_save(dict(state, rng=rngs), run.last_ckpt)
+                aux = {name: module.state_dict() for name, module in self._aux_modules().items()}
+                atomic_save(dict(state, rng=rngs, aux=aux), run.last_ckpt)
                 record = {'epoch': epoch + 1, **stats, 'val_top1': val.top1, 'val_top5': val.top5}
                 with run.metrics_path.open('a') as f:
                     f.write(json.dumps(dict(record, recipe=run.name)) + '\n')
