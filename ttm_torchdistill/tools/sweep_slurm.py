@@ -124,7 +124,10 @@ class SlurmLauncher:
             executor = submitit.SlurmExecutor(folder=sweep.directory / 'slurm')
         except RuntimeError as exc:
             raise UsageError(f'--launcher slurm: {exc}') from None
-        executor.update_parameters(**self.params)
+        try:
+            executor.update_parameters(**self.params)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f'--slurm: {" ".join(str(exc).split())}') from None
         try:
             with executor.batch():
                 jobs = [executor.submit(SweepTask(run)) for run in self.todo]
