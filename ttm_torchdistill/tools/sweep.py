@@ -27,7 +27,7 @@ from ..losses import TTMLoss, WTTMLoss
 from ..runner import tensorboard
 from ..runner.checkpoint import last_ckpt_path
 from ..runner.errors import UsageError
-from ..runner.recipe import _apply, _child, parse_overrides, resolve_recipe
+from ..runner.recipe import _child, apply_override, parse_overrides, resolve_recipe
 
 __all__ = ['RunSpec', 'Sweep', 'plan_sweep', 'run_sweep', 'sweep_table']
 
@@ -251,7 +251,7 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
     parsed = parse_overrides(list(overrides))
     root = _compose(path)
     for keys, value in parsed:
-        _apply(root, keys, value, path)
+        apply_override(root, keys, value, path)
     for axis in axes:
         axis.key = _resolve_key(axis.name, root, path)
     if len({a.key for a in axes}) < len(axes):
@@ -272,7 +272,7 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
     for values in itertools.product(*(a.values for a in axes)):
         for axis, value in zip(axes, values, strict=True):
             try:
-                _apply(root, axis.key.split('.'), yaml.compose(value, Loader=yaml.FullLoader), path)
+                apply_override(root, axis.key.split('.'), yaml.compose(value, Loader=yaml.FullLoader), path)
             except UsageError as exc:
                 raise UsageError(str(exc).replace('--set ', '--grid ', 1)) from None
         point = '_'.join(_folder(a.label, v) for a, v in zip(axes, values, strict=True))
