@@ -1,0 +1,109 @@
+"""`ttm-distill sweep --launcher slurm` on the real one-node SLURM cluster of the `slurm_cluster` fixture."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import TESTS, cli_env, run_cli
+
+pytest.importorskip('submitit')
+
+TINY = TESTS / 'tiny_recipe.yaml'
+SLURM = ['--launcher', 'slurm', '--parallel', '2', '--slurm', 'cpus_per_task=1', '--slurm', 'time=10']
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _env(cluster):
+    # one thread per run: identical arithmetic under SLURM and in the local reference sweep
+    return cli_env(SLURM_CONF=cluster.conf, OMP_NUM_THREADS=1)
+
+
+def _weights(path):
+    return torch.load(path, map_location='cpu', weights_only=False)['model']
+
+
+def test_a_2x2_sweep_is_one_throttled_array_and_the_table_is_right(tmp_path, slurm_cluster):
+    args = ['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--grid', 'beta=1,2', '--seeds', '0', '-o', 'out', *SLURM,
+            '--slurm', f'partition={slurm_cluster.partition}']
+    dry = _ok(run_cli([*args, '--dry-run'], tmp_path, env=_env(slurm_cluster)))
+    assert 'one job array of 4 task(s)' in dry.stdout and 'array_parallelism=2' in dry.stdout
+    assert not (tmp_path / 'out').exists()
+    result = _ok(run_cli([*args, '--wait'], tmp_path, env=_env(slurm_cluster), timeout=300))
+    out = tmp_path / 'out'
+    manifest = json.loads((out / 'sweep.json').read_text())
+    job_id = manifest['slurm']['job_id']
+    assert f'submitted SLURM job array {job_id}: 4 task(s), at most 2 at a time' in result.stdout
+    assert sorted(manifest['slurm']['tasks']) == [f'{job_id}_{i}' for i in range(4)]
+    script = (out / 'slurm' / f'{job_id}_submission.sh').read_text()
+    assert '#SBATCH --array=0-3%2' in script and '#SBATCH --cpus-per-task=1' in script
+    assert 'ArrayTaskThrottle=2' in slurm_cluster.run('scontrol', 'show', 'job', job_id).stdout
+    assert [e['state'] for e in manifest['runs']] == ['finished'] * 4
+    scores = {p.parent.parent.name: json.loads(p.read_text())['best_val_top1']
+              for p in out.glob('*/seed0/summary.json')}
+    assert len(scores) == 4
+    rows = json.loads(_ok(run_cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
+    grid_order = [e['point'] for e in manifest['runs']]  # ties keep the grid's order
+    assert [r['point'] for r in rows] == sorted(grid_order, key=lambda p: -scores[p])
+    assert [r['val_top1_mean'] for r in rows] == [scores[r['point']] for r in rows]
+    assert all(r['finished'] == 1 and r['failed'] == 0 for r in rows)
+    assert '[4/4]' in result.stdout and '| * |' in result.stdout
+
+
+def test_requeued_and_usr2_signalled_tasks_resume_and_match_an_undisturbed_sweep(tmp_path, slurm_cluster):
+    # 384 iterations per epoch, 4 epochs: a run keeps training for a while after its first checkpoint
+    args = ['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '-o', 'out',
+            '--set', 'train.num_epochs=4', '--set', 'datasets.blobs/train.init.kwargs.size=3072']
+    (tmp_path / 'slurm').mkdir(), (tmp_path / 'local').mkdir()
+    env = _env(slurm_cluster)
+    result = _ok(run_cli([*args, *SLURM, '--slurm', f'partition={slurm_cluster.partition}'], tmp_path / 'slurm',
+                         env=env))
+    assert 'watch it: squeue -j' in result.stdout
+    out = tmp_path / 'slurm' / 'out'
+    job_id = json.loads((out / 'sweep.json').read_text())['slurm']['job_id']
+    # task 0: requeued by the administrator; task 1: the USR2 that SLURM sends before the time limit
+    disturb = {0: ('scontrol', 'requeue', f'{job_id}_0'), 1: ('scancel', '--signal=USR2', f'{job_id}_1')}
+    points = {0: out / 'gamma0.5/seed0', 1: out / 'gamma0.8/seed0'}
+    deadline = time.monotonic() + 180
+    while disturb:
+        for task in list(disturb):
+            if (points[task] / 'student.last.pt').is_file():
+                assert not (points[task] / 'summary.json').exists(), 'the run ended before it could be disturbed'
+                slurm_cluster.run(*disturb.pop(task))
+        assert time.monotonic() < deadline, slurm_cluster.log_tails()
+        time.sleep(0.05)
+    slurm_cluster.wait_for(job_id, timeout=240)
+    for task, run_dir in points.items():
+        assert (run_dir / 'summary.json').is_file(), (run_dir / 'output.log').read_text()[-3000:]
+        log = (run_dir / 'run.log').read_text()
+        assert 'resumed from' in log, (task, log[-2000:])
+        assert not (run_dir / 'error.txt').exists()
+    assert 'Requeued job' in ''.join(p.read_text() for p in (out / 'slurm').glob(f'{job_id}_1_*_log.*'))
+    _ok(run_cli(args, tmp_path / 'local', env=env, timeout=300))
+    for run_dir in points.values():
+        reference = tmp_path / 'local' / 'out' / run_dir.relative_to(out)
+        mine, theirs = _weights(run_dir / 'student.last.pt'), _weights(reference / 'student.last.pt')
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    rows = json.loads(_ok(run_cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
+    assert all(r['finished'] == 1 for r in rows)
+
+
+def test_without_submitit_the_slurm_launcher_says_how_to_install_it(tmp_path):
+    blocker = tmp_path / 'blocker'
+    blocker.mkdir()
+    (blocker / 'submitit.py').write_text("raise ImportError('blocked for this test')\n")
+    env = cli_env()
+    env['PYTHONPATH'] = f'{blocker}:{env["PYTHONPATH"]}'
+    result = subprocess.run([sys.executable, '-m', 'ttm_torchdistill', 'sweep', str(TINY), '--grid', 'gamma=0.5',
+                             '-o', 'out', '--launcher', 'slurm'], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ttm-distill: error: --launcher slurm needs submitit, which is not installed "
+        "(pip install 'ttm-torchdistill[slurm]')")
+    assert not (tmp_path / 'out').exists()
