@@ -1,7 +1,6 @@
 """`ttm-distill demo`: CE, KD, TTM and WTTM students of one teacher on the bundled digits, 3 seeds each."""
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import shutil
@@ -16,6 +15,7 @@ from ..functional import shannon_entropy
 from ..models import digits_mlp
 from ..runner.train import RunOptions, run_train
 from .figures import pyplot
+from .sweep import run_sweep, sweep_table
 
 __all__ = ['GRID', 'METHODS', 'run_demo', 'run_grid']
 
@@ -28,20 +28,19 @@ GRID = {
     'ttm': {'gamma': (0.25, 0.5, 0.8), 'beta': (0.5, 1.0, 2.0, 4.0)},
     'wttm': {'gamma': (0.25, 0.5, 0.8), 'beta': (0.5, 1.0, 2.0, 4.0)},
 }
-_LOSS_KWARGS = 'train.criterion.kwargs.sub_terms.{method}.criterion.kwargs.{name}'
 
 
 def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _train(recipe: str, run_dir: Path, seed: int, overrides: list[str], test: bool = True) -> dict:
+def _train(recipe: str, run_dir: Path, seed: int, overrides: list[str]) -> dict:
     """One demo training in its own folder (removed first: the demo owns it)."""
     shutil.rmtree(run_dir, ignore_errors=True)
     key = 'model' if recipe in ('demo/teacher', 'demo/ce') else 'student_model'
     ckpt = 'digits_cnn.pt' if recipe == 'demo/teacher' else 'digits_mlp.pt'  # the recipes' own file names
     overrides = [f'models.{key}.dst_ckpt={run_dir / ckpt}', *overrides]
-    return run_train(RunOptions(recipe=recipe, overrides=overrides, device='cpu', seed=seed, quiet=True, test=test,
+    return run_train(RunOptions(recipe=recipe, overrides=overrides, device='cpu', seed=seed, quiet=True,
                                 summary=str(run_dir / 'summary.json')))
 
 
@@ -159,25 +158,23 @@ def _figure(result: dict, path: Path) -> Path | None:
 
 
 def run_grid(out: str | Path = 'demo_runs/grid', seeds: tuple[int, ...] = (0, 1),
-             retrain_teacher: bool = False) -> list[dict]:
-    """Validation top-1 of every GRID point (the test split is not evaluated)."""
+             retrain_teacher: bool = False, parallel: int | None = None) -> list[dict]:
+    """Validation top-1 of every GRID point, one `ttm-distill sweep` per method (the test split is not evaluated)."""
     out = Path(out)
     teacher_ckpt, _ = _teacher(out, retrain_teacher)
     results = []
     for method, grid in GRID.items():
-        names = list(grid)
-        for values in itertools.product(*grid.values()):
-            point = dict(zip(names, values, strict=True))
-            overrides = _student_overrides(method, teacher_ckpt, None)
-            overrides += [f'{_LOSS_KWARGS.format(method=method, name=k)}={v}' for k, v in point.items()]
-            tag = '_'.join(f'{k}{v}' for k, v in point.items())
-            vals = [_train(f'demo/{method}', out / method / tag / f'seed{s}', s, overrides, test=False)['best_val_top1']
-                    for s in seeds]
-            results.append({'method': method, **point, 'val_top1_mean': statistics.fmean(vals)})
-            _say(f'{method:<5} {tag:<28} val top-1 {statistics.fmean(vals):.2f}')
+        axes = [f'{name}={",".join(map(str, values))}' for name, values in grid.items()]
+        _say(f'{method}: ttm-distill sweep demo/{method} ' + ' '.join(f'--grid {a}' for a in axes))
+        if run_sweep(f'demo/{method}', axes, list(seeds), _student_overrides(method, teacher_ckpt, None),
+                     str(out / method), parallel=parallel) == 130:
+            raise KeyboardInterrupt  # the sweep stopped its runs; `demo --grid` again resumes them
+        for row in json.loads(sweep_table(out / method, 'json'))['rows']:
+            point = {name: float(row['values'][name]) for name in grid}
+            results.append({'method': method, **point, 'val_top1_mean': row['val_top1_mean']})
     (out / 'grid.json').write_text(json.dumps(results, indent=2) + '\n')
     for method in GRID:
-        best = max((r for r in results if r['method'] == method), key=lambda r: r['val_top1_mean'])
-        _say(f'best {method}: ' + ', '.join(f'{k}={best[k]}' for k in GRID[method]) +
-             f' (val top-1 {best["val_top1_mean"]:.2f})')
+        best = next(r for r in results if r['method'] == method)  # the sweep's table lists the best point first
+        score = 'no run finished' if best['val_top1_mean'] is None else f'val top-1 {best["val_top1_mean"]:.2f}'
+        _say(f'best {method}: ' + ', '.join(f'{k}={best[k]}' for k in GRID[method]) + f' ({score})')
     return results
