@@ -5,6 +5,7 @@ process, and a dataset class built by the recipe's !import_call.
 """
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -28,7 +29,8 @@ def tiny_cnn(num_classes=4, batch_norm=False, **kwargs):
 class Blobs(Dataset):
     """Deterministic learnable images: class c has a bright channel c % 3 plus fixed noise."""
 
-    def __init__(self, size=32, num_classes=4, image_size=16, seed=0, nan_from=None, nan_at=(), kill_at=None):
+    def __init__(self, size=32, num_classes=4, image_size=16, seed=0, nan_from=None, nan_at=(), kill_at=None,
+                 delay=0.0):
         g = torch.Generator().manual_seed(seed)
         self.targets = torch.arange(size) % num_classes
         self.images = 0.5 * torch.randn(size, 3, image_size, image_size, generator=g)
@@ -37,6 +39,7 @@ class Blobs(Dataset):
         self.nan_from, self.nan_at = nan_from, set(nan_at or ())
         self.kill_at = int(os.environ.get('TINY_KILL_AT', 0)) if kill_at is None else kill_at
         self.calls = 0
+        self.delay = delay  # seconds per sample: keeps a run alive long enough for concurrency tests
 
     def __len__(self):
         return len(self.targets)
@@ -45,6 +48,7 @@ class Blobs(Dataset):
         self.calls += 1
         if self.kill_at and self.calls == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(self.delay)
         image = self.images[index]
         if (self.nan_from is not None and index >= self.nan_from) or index in self.nan_at:
             image = torch.full_like(image, float('nan'))

@@ -17,7 +17,7 @@ from torchdistill.common.main_util import import_dependencies
 from .errors import UsageError, one_line
 from .validate import validate_recipe
 
-__all__ = ['list_recipes', 'load_recipe', 'parse_overrides', 'resolve_recipe']
+__all__ = ['apply_override', 'list_recipes', 'load_recipe', 'parse_overrides', 'resolve_recipe']
 
 # torchdistill registers its YAML constructors on yaml.FullLoader inside load_yaml_file; loading
 # an empty document once registers them without copying its table of tags.
@@ -91,7 +91,7 @@ def _replace_everywhere(root: yaml.Node, old: yaml.Node, new: yaml.Node) -> None
             stack.extend(node.value)
 
 
-def _apply(root: yaml.Node, keys: list[str], value: yaml.Node, source: Path) -> None:
+def apply_override(root: yaml.Node, keys: list[str], value: yaml.Node, source: Path) -> None:
     node = root
     for depth, key in enumerate(keys):
         found = _child(node, key)
@@ -141,7 +141,7 @@ def load_recipe(path: Path, overrides: list[tuple[list[str], yaml.Node]] = (),
         if not isinstance(root, yaml.MappingNode):
             raise UsageError(f'{path}: a recipe must be a YAML mapping with datasets, models, train and test')
         for keys, value in overrides:
-            _apply(root, keys, value, path)
+            apply_override(root, keys, value, path)
         deps = _child(root, 'dependencies')
         try:
             if deps is not None:

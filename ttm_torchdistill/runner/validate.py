@@ -1,10 +1,13 @@
 """Checks of a recipe's runner keys on the composed YAML graph, before anything is built.
 
-RULES maps key paths (``*`` matches any key of a mapping) to what they accept. Only keys that are
-present are checked; a value is constructed from its node alone, so datasets are never built here.
+RULES maps key paths to what they accept; each part of a path is a pattern (``*`` matches any key
+of a mapping, ``*_module_path`` any such key). Only keys that are present are checked; a value is
+constructed from its node alone, so datasets are never built here. The losses' own hyperparameters
+(gamma, beta, ...) are left to the losses, which check them when they are built.
 """
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -12,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from torchdistill.core.interfaces import registry as processes
+from torchdistill.datasets.registry import DATASET_WRAPPER_DICT
+from torchdistill.losses import registry as losses
+from torchdistill.models.registry import AUXILIARY_MODEL_WRAPPER_DICT
+from torchdistill.optim.registry import OPTIM_DICT, SCHEDULER_DICT
 
 from .errors import UsageError
 
@@ -44,6 +52,17 @@ NUMBER = Rule(_number, 'a finite number')
 FLAG = Rule(lambda v: isinstance(v, bool), 'true or false')
 NAME = Rule(lambda v: isinstance(v, str) and v.strip() != '', 'a non-empty string')
 PATH = _optional(NAME)
+def _one_of(*values: str) -> Rule:
+    return Rule(lambda v: v in values, 'one of ' + ', '.join(map(repr, values)))
+
+
+def _registered(kind: str, *tables: dict) -> Rule:
+    """A name in torchdistill's registries (read when checked: plugins register while the recipe loads)."""
+    return Rule(lambda v: isinstance(v, str) and any(v in t for t in tables), f'the name of a registered {kind}')
+
+
+MAPPING = Rule(lambda v: v is None or isinstance(v, dict), 'a mapping of keyword arguments (or null)')
+FRACTION = Rule(lambda v: _number(v) and 0 <= v <= 1, 'a number from 0 to 1')
 EPOCHS = Rule(lambda v: isinstance(v, list) and all(_int(e) and e >= 0 for e in v),
               'a list of integers >= 0, e.g. [30, 60, 90]')
 
@@ -57,7 +76,14 @@ LOADER_RULES = {
     'kwargs.persistent_workers': FLAG,
     'kwargs.prefetch_factor': _optional(COUNT),
     'kwargs.timeout': NON_NEGATIVE,
+    'sampler.kwargs': MAPPING,
+    'cache_output': PATH,
+    'dataset_wrapper.key': _registered('dataset wrapper', DATASET_WRAPPER_DICT),
+    'dataset_wrapper.kwargs.num_negative_samples': COUNT,
+    'dataset_wrapper.kwargs.mode': _one_of('exact', 'relax'),
+    'dataset_wrapper.kwargs.ratio': FRACTION,
 }
+TERM = 'train.criterion.kwargs.sub_terms.*'
 LOADERS = ('train.train_data_loader', 'train.val_data_loader', 'test.test_data_loader')
 
 RULES: dict[str, Rule] = {
@@ -67,15 +93,20 @@ RULES: dict[str, Rule] = {
     'models.*.dst_ckpt': PATH,
     'train.num_epochs': COUNT,
     'train.log_freq': COUNT,
-    'train.pre_epoch_process': NAME,
-    'train.pre_forward_process': NAME,
-    'train.post_forward_process': NAME,
-    'train.post_epoch_process': NAME,
-    'train.teacher.forward_proc': NAME,
-    'train.student.forward_proc': NAME,
-    'train.teacher.requires_grad': FLAG,
-    'train.student.requires_grad': FLAG,
-    'train.optimizer.key': NAME,
+    'train.pre_epoch_process': _registered('pre-epoch process', processes.PRE_EPOCH_PROC_FUNC_DICT),
+    'train.pre_forward_process': _registered('pre-forward process', processes.PRE_FORWARD_PROC_FUNC_DICT),
+    'train.post_forward_process': _registered('post-forward process', processes.POST_FORWARD_PROC_FUNC_DICT),
+    'train.post_epoch_process': _registered('post-epoch process', processes.POST_EPOCH_PROC_FUNC_DICT),
+    'train.*.forward_proc': _registered('forward process', processes.FORWARD_PROC_FUNC_DICT),
+    'train.*.requires_grad': FLAG,
+    'train.*.wrapper': _optional(_one_of('DistributedDataParallel', 'DataParallel')),
+    'train.*.adaptations': MAPPING,
+    'train.*.auxiliary_model_wrapper.key': _registered('auxiliary model wrapper', AUXILIARY_MODEL_WRAPPER_DICT),
+    'train.*.auxiliary_model_wrapper.kwargs.*_module_path': NAME,
+    'train.*.auxiliary_model_wrapper.kwargs.linear_kwargs.*_features': COUNT,
+    'train.*.auxiliary_model_wrapper.kwargs.linear_kwargs.bias': FLAG,
+    'train.*.auxiliary_model_wrapper.kwargs.power': POSITIVE,
+    'train.optimizer.key': _registered('optimizer (torch.optim)', OPTIM_DICT),
     'train.optimizer.kwargs.lr': POSITIVE,
     'train.optimizer.kwargs.momentum': NON_NEGATIVE,
     'train.optimizer.kwargs.dampening': NUMBER,
@@ -85,16 +116,29 @@ RULES: dict[str, Rule] = {
     'train.optimizer.grad_accum_step': COUNT,
     'train.optimizer.max_grad_norm': _optional(POSITIVE),
     'train.optimizer.filters_params': FLAG,
-    'train.scheduler.key': NAME,
+    'train.scheduler.key': _registered('scheduler (torch.optim.lr_scheduler)', SCHEDULER_DICT),
     'train.scheduler.kwargs.milestones': EPOCHS,
     'train.scheduler.kwargs.gamma': POSITIVE,
     'train.scheduler.kwargs.step_size': COUNT,
     'train.scheduler.kwargs.T_max': COUNT,
     'train.scheduler.kwargs.eta_min': NON_NEGATIVE,
     'train.scheduler.scheduling_step': INDEX,
-    'train.criterion.key': NAME,
-    'train.criterion.kwargs.sub_terms.*.criterion.key': NAME,
-    'train.criterion.kwargs.sub_terms.*.weight': NUMBER,
+    'train.criterion.key': _registered('high-level loss', losses.HIGH_LEVEL_LOSS_DICT),
+    f'{TERM}.weight': NON_NEGATIVE,
+    f'{TERM}.criterion.key': _registered('loss', losses.MIDDLE_LEVEL_LOSS_DICT, losses.LOW_LEVEL_LOSS_DICT,
+                                         losses.LOSS_DICT),
+    f'{TERM}.criterion.kwargs.*_module_path': NAME,
+    f'{TERM}.criterion.kwargs.*_module_io': NAME,
+    f'{TERM}.criterion.kwargs.reduction': _one_of('mean', 'sum', 'batchmean', 'none'),
+    f'{TERM}.criterion.kwargs.eps': POSITIVE,
+    f'{TERM}.criterion.kwargs.momentum': FRACTION,
+    f'{TERM}.criterion.kwargs.*_size': COUNT,
+    f'{TERM}.criterion.kwargs.num_*samples': COUNT,
+    f'{TERM}.criterion_wrapper.key': _registered('loss wrapper', losses.LOSS_WRAPPER_DICT),
+    f'{TERM}.criterion_wrapper.kwargs.*.io': NAME,
+    f'{TERM}.criterion_wrapper.kwargs.*.module_path': NAME,
+    f'{TERM}.criterion_wrapper.kwargs.*.is_from_teacher': FLAG,
+    f'{TERM}.criterion_wrapper.kwargs.*.uses_label': FLAG,
     **{f'{loader}.{key}': rule for loader in LOADERS for key, rule in LOADER_RULES.items()},
 }
 
@@ -113,7 +157,7 @@ def _matches(node: yaml.Node, keys: list[str], path: str = '') -> Iterator[tuple
     if not isinstance(node, yaml.MappingNode):
         return
     for k, v in node.value:
-        if isinstance(k, yaml.ScalarNode) and keys[0] in ('*', k.value):
+        if isinstance(k, yaml.ScalarNode) and fnmatch.fnmatchcase(k.value, keys[0]):
             yield from _matches(v, keys[1:], f'{path}.{k.value}' if path else k.value)
 
 

@@ -25,7 +25,11 @@ def find_metrics(run: str) -> Path:
     if path.name.endswith('.metrics.jsonl') and path.is_file():
         return path
     if path.suffix == '.json' and path.is_file():
-        metrics = json.loads(path.read_text()).get('metrics')
+        try:
+            summary = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f'{run}: not a --summary JSON ({exc})') from None
+        metrics = summary.get('metrics') if isinstance(summary, dict) else None
         if metrics and Path(metrics).is_file():
             return Path(metrics)
     sibling = path.with_name(path.stem + '.metrics.jsonl')
@@ -35,10 +39,23 @@ def find_metrics(run: str) -> Path:
 
 
 def load_metrics(path: Path) -> list[dict]:
+    """The per-epoch records of a metrics file: one JSON object with an 'epoch' per line."""
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise UsageError(f'{path}: not a metrics file ({exc.msg} at line {exc.lineno})') from None
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise UsageError(f'{path}: not a metrics file (not text)') from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f'{path}: not a metrics file: line {number} is not JSON ({exc.msg})') from None
+        if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
+            raise UsageError(f'{path}: not a metrics file: line {number} is not a record with an epoch')
+        records.append(record)
+    return records
 
 
 def plot_runs(runs: list[str], output: str | Path = 'runs.png') -> Path:
