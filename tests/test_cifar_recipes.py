@@ -3,7 +3,7 @@ import re
 
 import pytest
 import torch
-from conftest import FAST, RECIPES, torchdistill_runner_models
+from conftest import FAST, RECIPES, ROOT, torchdistill_runner_models
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
 from torchdistill.core.training import get_training_box
@@ -247,3 +247,29 @@ def test_wttm_crd_resume_restores_the_embeddings_and_memory_bank(tmp_path, monke
             assert torch.equal(value, resumed['aux'][part][key]), (part, key)
     for key, value in straight['model'].items():
         assert torch.equal(value, resumed['model'][key]), key
+
+
+def test_the_readmes_held_out_validation_split_builds_and_trains(tmp_path, monkeypatch, cifar100_env, teacher_ckpts):
+    """README, "Tuning a new pair": the datasets block that validates on held-out training images (sizes scaled
+    down to the generated 8 training images: 6 train, 2 held out)."""
+    readme = (ROOT / 'README.md').read_text()
+    block = readme[readme.index('```yaml\ndatasets:\n  &cifar100_train cifar100/train: !import_call\n    _name'):]
+    block = block[len('```yaml\n'):block.index('# ... models as in the recipe ...')]
+    block = block.replace('[0, 45000]', '[0, 6]').replace('[45000, 50000]', '[6, 8]')
+    recipe = (RECIPES / 'cifar100/wttm/resnet20_from_resnet56.yaml').read_text()
+    recipe = recipe[:recipe.index('datasets:')] + block + recipe[recipe.index('\nmodels:') + 1:]
+    val = recipe.index('  val_data_loader:\n    dataset_id: *cifar100_test')
+    recipe = recipe[:val] + recipe[val:].replace('*cifar100_test', '*cifar100_heldout', 1)
+    path = tmp_path / 'heldout.yaml'
+    path.write_text(recipe)
+    monkeypatch.chdir(tmp_path)
+    summary = run_train(RunOptions(recipe=str(path), device='cpu', seed=0, quiet=True, overrides=[
+        *FAST, f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']))
+    assert summary['epochs_run'] == 1
+    config = load_yaml_file(str(path))
+    train, heldout, test = (config['datasets'][f'cifar100/{k}'] for k in ('train', 'heldout', 'test'))
+    assert (len(train), len(heldout), len(test)) == (6, 2, 4)
+    assert list(heldout.indices) == [6, 7] and heldout.dataset.train and not test.train
+    assert [type(t).__name__ for t in heldout.dataset.transform.transforms] == ['ToTensor', 'Normalize']
+    assert config['train']['val_data_loader']['dataset_id'] == 'cifar100/heldout'
+    assert config['test']['test_data_loader']['dataset_id'] == 'cifar100/test'
