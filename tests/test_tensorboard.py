@@ -39,4 +39,4 @@ def test_without_tensorboard_the_flag_says_how_to_install_it(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "ttm-distill: error: --tensorboard: the tensorboard package is not installed "
         "(pip install 'ttm-torchdistill[tensorboard]')"]
-    assert not (tmp_path / 'tb').exists() and not list(tmp_path.rglob('*.pt'))  # refused before training
+    assert list(tmp_path.iterdir()) == [tmp_path / 'blocker']  # refused before anything (lock, checkpoints) is made

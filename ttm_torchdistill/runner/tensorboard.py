@@ -1,7 +1,6 @@
 """TensorBoard curves for `train --tensorboard DIR` and hparams for sweeps (the optional `tensorboard` package)."""
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -26,8 +25,12 @@ TAGS = {
 
 
 def available() -> bool:
-    """Whether the tensorboard package is installed."""
-    return importlib.util.find_spec('tensorboard') is not None
+    """Whether torch's TensorBoard writer can be imported (the tensorboard package is installed and works)."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _summary_writer(log_dir: str | os.PathLike, flag: str):

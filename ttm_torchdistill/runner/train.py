@@ -39,7 +39,9 @@ from .distributed import DistContext, all_gather_objects, all_reduce_sum, barrie
 from .errors import DataFileError, TrainingDiverged, UsageError, one_line
 from .evaluate import build_eval_loader, evaluate
 from .lock import acquire_run_lock
+from .tensorboard import INSTALL as TENSORBOARD_INSTALL
 from .tensorboard import EpochWriter
+from .tensorboard import available as tensorboard_available
 from .validate import check_output_folder
 
 __all__ = ['Run', 'RunOptions', 'Trainer', 'run_test', 'run_train', 'with_context']
@@ -599,6 +601,8 @@ def run_train(opts: RunOptions) -> dict:
     """
     if opts.check:
         opts = dataclasses.replace(opts, run_log=None, summary=None, tensorboard=None)
+    if opts.tensorboard and not tensorboard_available():
+        raise UsageError(f'--tensorboard: the tensorboard package is not installed ({TENSORBOARD_INSTALL})')
 
     def body(ctx: DistContext) -> dict:
         run = Run(opts, ctx, lock=not opts.check)
