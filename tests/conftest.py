@@ -136,3 +136,27 @@ def run_cli(args, cwd, env=None, timeout=600, torchrun_nproc=None) -> subprocess
     else:
         cmd = [sys.executable, '-m', 'ttm_torchdistill', *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(result: subprocess.CompletedProcess, code: int, *fragments) -> str:
+    """Assert that a command failed with ``code`` and printed exactly one error line, with no traceback,
+    containing every fragment; returns the line."""
+    assert result.returncode == code, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith('ttm-distill: error: '), result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert str(fragment) in lines[0], lines[0]
+    return lines[0]
+
+
+def ckpt_weights(path) -> dict:
+    """The student state dict of a checkpoint written by `ttm-distill train`."""
+    return torch.load(path, map_location='cpu', weights_only=False)['model']
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Bit-identical state dicts."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

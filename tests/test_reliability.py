@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FAST, TESTS, cli_env, run_cli
+from conftest import FAST, TESTS, cli_env, one_error_line, run_cli
 from torchdistill.common.main_util import import_dependencies
 
 from ttm_torchdistill.runner import recipe as recipes
@@ -27,16 +27,6 @@ TINY = TESTS / 'tiny_recipe.yaml'
 BEST = Path('ckpt/tiny/wttm/student.pt')
 LAST = last_ckpt_path(BEST)
 METRICS = BEST.with_name('student.metrics.jsonl')
-
-
-def _one_error_line(result, code, *fragments):
-    assert result.returncode == code, result.stdout[-2000:] + result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith('ttm-distill: error: '), result.stderr[-3000:]
-    assert 'Traceback' not in result.stderr + result.stdout
-    for fragment in fragments:
-        assert str(fragment) in lines[0], lines[0]
-    return lines[0]
 
 
 def _snapshot(folder: Path) -> dict:
@@ -69,7 +59,7 @@ def test_resume_from_a_damaged_checkpoint_names_the_file_and_keeps_it(run_dir, d
     last.write_bytes({'truncate': data[:len(data) // 2], 'garbage': os.urandom(4096), 'empty': b''}[damage])
     before = _snapshot(run_dir)
     result = run_cli(['train', TINY, '--device', 'cpu', '--resume', '--set', 'train.num_epochs=2'], run_dir)
-    _one_error_line(result, 2, str(LAST), 'unreadable')
+    one_error_line(result, 2, str(LAST), 'unreadable')
     assert _snapshot(run_dir) == before
 
 
@@ -77,7 +67,7 @@ def test_resume_with_another_student_architecture_says_so(run_dir):
     before = _snapshot(run_dir)
     result = run_cli(['train', TINY, '--device', 'cpu', '--resume', '--set', 'train.num_epochs=2',
                       '--set', 'models.student_model.kwargs.batch_norm=true'], run_dir)
-    line = _one_error_line(result, 2, f'checkpoint {LAST} was written for another model', 'tiny_cnn',
+    line = one_error_line(result, 2, f'checkpoint {LAST} was written for another model', 'tiny_cnn',
                            'keys missing', 'unexpected', 'first: missing 1.weight')
     assert len(line) < 400
     assert _snapshot(run_dir) == before
@@ -87,7 +77,7 @@ def test_test_command_with_a_corrupt_best_checkpoint(run_dir):
     best = run_dir / BEST
     best.write_bytes(best.read_bytes()[:100])
     before = _snapshot(run_dir)
-    _one_error_line(run_cli(['test', TINY, '--device', 'cpu'], run_dir), 2, str(BEST), 'unreadable')
+    one_error_line(run_cli(['test', TINY, '--device', 'cpu'], run_dir), 2, str(BEST), 'unreadable')
     assert _snapshot(run_dir) == before
 
 
@@ -96,7 +86,7 @@ def test_teacher_src_ckpt_of_another_model(run_dir):
     teacher = f'{{key: tiny_cnn, kwargs: {{num_classes: 4, batch_norm: true}}, src_ckpt: {BEST}}}'
     result = run_cli(['train', TINY, '--device', 'cpu', '--set', f'models.teacher_model={teacher}',
                       '--set', 'models.student_model.dst_ckpt=other/student.pt'], run_dir)
-    _one_error_line(result, 2, f'checkpoint {BEST} was written for another model', 'models.teacher_model',
+    one_error_line(result, 2, f'checkpoint {BEST} was written for another model', 'models.teacher_model',
                     'keys missing')
     assert not (run_dir / 'other').exists() or not list((run_dir / 'other').glob('*.pt'))
 
@@ -116,7 +106,7 @@ def test_teacher_src_ckpt_of_another_model(run_dir):
 ])
 def test_a_wrong_value_is_one_line_naming_recipe_key_and_value(tmp_path, override, fragments):
     result = run_cli(['train', TINY, '--device', 'cpu', '--set', override], tmp_path)
-    _one_error_line(result, 2, str(TINY), *fragments)
+    one_error_line(result, 2, str(TINY), *fragments)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -124,7 +114,7 @@ def test_dst_ckpt_below_a_file(tmp_path):
     (tmp_path / 'taken').write_text('a file, not a folder\n')
     result = run_cli(['train', TINY, '--device', 'cpu', '--set', 'models.student_model.dst_ckpt=taken/run/s.pt'],
                      tmp_path)
-    _one_error_line(result, 2, "models.student_model.dst_ckpt='taken/run/s.pt'", 'is a file, not a folder')
+    one_error_line(result, 2, "models.student_model.dst_ckpt='taken/run/s.pt'", 'is a file, not a folder')
     assert (tmp_path / 'taken').read_text() == 'a file, not a folder\n'
 
 
@@ -132,7 +122,7 @@ def test_teacher_and_student_outputs_that_disagree(tmp_path):
     # no num_classes to compare in the recipe: the forward on one sample finds it (3x16x16 images vs 4 classes)
     result = run_cli(['train', TINY, '--device', 'cpu', '--set', 'models.teacher_model.key=scaled_identity',
                       '--set', 'models.teacher_model.kwargs={factor: 2.0}'], tmp_path)
-    _one_error_line(result, 2, 'models.teacher_model (scaled_identity) outputs [1, 3, 16, 16]',
+    one_error_line(result, 2, 'models.teacher_model (scaled_identity) outputs [1, 3, 16, 16]',
                     'models.student_model (tiny_cnn) outputs [1, 4]')
 
 
@@ -144,7 +134,7 @@ def test_teacher_and_student_outputs_that_disagree(tmp_path):
      ['train.criterion.kwargs.sub_terms.wttm.criterion (WTTMLoss)', 'exactly one of gamma and temperature']),
 ])
 def test_a_recipe_part_that_fails_to_build_names_itself(tmp_path, override, fragments):
-    _one_error_line(run_cli(['train', TINY, '--device', 'cpu', '--set', override], tmp_path), 2, *fragments)
+    one_error_line(run_cli(['train', TINY, '--device', 'cpu', '--set', override], tmp_path), 2, *fragments)
 
 
 def test_check_builds_everything_and_writes_nothing(run_dir, tmp_path_factory):
@@ -163,7 +153,7 @@ def test_check_builds_everything_and_writes_nothing(run_dir, tmp_path_factory):
     result = run_cli(['train', TINY, '--device', 'cpu', '--check', '--set',
                       'train.criterion.kwargs.sub_terms.wttm.criterion.kwargs={gamma: 0.8, beta: 1.0, '
                       'student_module_path: head}'], fresh)
-    _one_error_line(result, 2, 'train.criterion (WeightedSumLoss)', 'one training batch')
+    one_error_line(result, 2, 'train.criterion (WeightedSumLoss)', 'one training batch')
     assert run_cli(['test', TINY, '--device', 'cpu', '--check'], run_dir).returncode == 0
     assert _snapshot(run_dir) == before
 
@@ -182,7 +172,7 @@ def test_a_second_run_on_the_same_dst_ckpt_is_refused_and_the_first_is_untouched
         time.sleep(0.1)
     second = run_cli(['train', TINY, '--device', 'cpu', '--set', 'train.num_epochs=4'], tmp_path)
     assert first.poll() is None, 'the first run ended before the second was refused: make it slower'
-    _one_error_line(second, 2, f'PID {first.pid} on {socket.gethostname()}', str(lock_path(BEST)))
+    one_error_line(second, 2, f'PID {first.pid} on {socket.gethostname()}', str(lock_path(BEST)))
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-3000:]
     epochs = [json.loads(line)['epoch'] for line in (tmp_path / METRICS).read_text().splitlines()]
@@ -277,7 +267,7 @@ def test_an_unreadable_image_names_the_file_and_keeps_the_last_checkpoint(tmp_pa
     command = 'test' if split == 'test' else 'train'
     extra = ['--resume', '--set', 'train.num_epochs=2'] if command == 'train' else []
     result = run_cli([command, recipe, '--device', 'cpu', *extra], tmp_path)
-    line = _one_error_line(result, 1, f'cannot read data file {bad}')
+    line = one_error_line(result, 1, f'cannot read data file {bad}')
     if command == 'train':
         assert 'the last good checkpoint is kept' in line
     assert _snapshot(tmp_path / 'ckpt') == before
@@ -288,15 +278,15 @@ def test_an_unreadable_image_names_the_file_and_keeps_the_last_checkpoint(tmp_pa
 def test_plot_on_a_file_that_is_not_json_lines(tmp_path):
     bad = tmp_path / 'run.metrics.jsonl'
     bad.write_text('{"epoch": 1, "train_loss": 1.0}\nepoch 2: loss 0.5\n')
-    _one_error_line(run_cli(['plot', bad], tmp_path), 2, str(bad), 'line 2')
+    one_error_line(run_cli(['plot', bad], tmp_path), 2, str(bad), 'line 2')
     assert 'Traceback' in run_cli(['plot', bad, '--debug'], tmp_path).stderr
     (tmp_path / 'summary.json').write_bytes(b'\x00\xff not json')
-    _one_error_line(run_cli(['plot', 'summary.json'], tmp_path), 2, 'summary.json', 'not a --summary JSON')
+    one_error_line(run_cli(['plot', 'summary.json'], tmp_path), 2, 'summary.json', 'not a --summary JSON')
 
 
 def test_run_log_below_a_file(tmp_path):
     (tmp_path / 'f').write_text('x')
-    _one_error_line(run_cli(['train', TINY, '--device', 'cpu', '--run-log', 'f/run.log'], tmp_path), 2,
+    one_error_line(run_cli(['train', TINY, '--device', 'cpu', '--run-log', 'f/run.log'], tmp_path), 2,
                     "--run-log='f/run.log'", 'is a file, not a folder')
 
 

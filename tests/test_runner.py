@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import RECIPES, TESTS, cli_env, run_cli
+from conftest import RECIPES, TESTS, assert_same_state, ckpt_weights, cli_env, one_error_line, run_cli
 from torchdistill.common.main_util import load_ckpt
 
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
@@ -17,26 +17,6 @@ BEST = 'ckpt/tiny/wttm/student.pt'
 def _ok(result):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
-
-
-def _one_error_line(result, code, *fragments):
-    assert result.returncode == code, result.stdout[-2000:] + result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith('ttm-distill: error: '), result.stderr
-    assert 'Traceback' not in result.stderr + result.stdout
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
-def _weights(path):
-    return torch.load(path, map_location='cpu', weights_only=False)['model']
-
-
-def _assert_same(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 def test_train_writes_summary_metrics_and_checkpoints(tmp_path):
@@ -66,7 +46,7 @@ def test_train_writes_summary_metrics_and_checkpoints(tmp_path):
     model = tiny_cnn(num_classes=4)
     best_value, _ = load_ckpt(str(tmp_path / BEST), model=model, strict=True)
     assert best_value == summary['best_val_top1']
-    _assert_same(model.state_dict(), _weights(tmp_path / BEST))
+    assert_same_state(model.state_dict(), ckpt_weights(tmp_path / BEST))
     # `test` re-evaluates the best checkpoint and gives the same numbers
     # the tiny teacher is randomly initialised: the same seed rebuilds the same teacher
     _ok(run_cli(['test', TINY, '--device', 'cpu', '--seed', '0', '--summary', 'test.json'], tmp_path))
@@ -88,10 +68,10 @@ def test_kill_after_first_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert ckpt['epoch'] == 1
     assert not list((killed / 'ckpt/tiny/wttm').glob('*.tmp'))
     refused = run_cli(args, killed)
-    _one_error_line(refused, 2, 'pass --resume')
+    one_error_line(refused, 2, 'pass --resume')
     _ok(run_cli(args + ['--resume'], killed))
-    _assert_same(_weights(straight / last_ckpt_path(BEST)), _weights(killed / last_ckpt_path(BEST)))
-    _assert_same(_weights(straight / BEST), _weights(killed / BEST))
+    assert_same_state(ckpt_weights(straight / last_ckpt_path(BEST)), ckpt_weights(killed / last_ckpt_path(BEST)))
+    assert_same_state(ckpt_weights(straight / BEST), ckpt_weights(killed / BEST))
     epochs = [json.loads(line)['epoch'] for line in (killed / 'ckpt/tiny/wttm/student.metrics.jsonl').open()]
     assert epochs == [1, 2, 3]
 
@@ -105,10 +85,9 @@ def test_nan_loss_stops_with_exit_1_and_keeps_the_last_checkpoint(tmp_path):
                       '--set', 'train.train_data_loader.sampler.class_or_func=!import_get {key: '
                       'torch.utils.data.SequentialSampler}',
                       '--set', 'datasets.blobs/train.init.kwargs.nan_from=8'], tmp_path)
-    _one_error_line(result, 1, 'non-finite loss', 'epoch 2, iteration 2', 'last good checkpoint')
+    one_error_line(result, 1, 'non-finite loss', 'epoch 2, iteration 2', 'last good checkpoint')
     assert hashlib.sha256(last.read_bytes()).hexdigest() == before
     assert hashlib.sha256((tmp_path / BEST).read_bytes()).hexdigest() == best_before
-
 
 
 def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
@@ -137,7 +116,7 @@ def test_two_cpu_processes_average_gradients_like_one_process(tmp_path):
                          env=cli_env(TINY_RANK_DIR=two / 'ranks'), torchrun_nproc=2))
     rank0 = torch.load(two / 'ranks/rank0.pt')
     rank1 = torch.load(two / 'ranks/rank1.pt')
-    _assert_same(rank0, rank1)  # bit-identical replicas: gradients really were all-reduced
+    assert_same_state(rank0, rank1)  # bit-identical replicas: gradients really were all-reduced
     single = torch.load(one / 'ranks/rank0.pt')
     for key in single:
         torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6)
@@ -178,17 +157,17 @@ def test_recipes_command_lists_shipped_recipes(tmp_path):
     (['test', TINY], ['no best checkpoint']),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, fragments):
-    _one_error_line(run_cli(args, tmp_path), 2, *fragments)
+    one_error_line(run_cli(args, tmp_path), 2, *fragments)
 
 
 def test_malformed_yaml_and_missing_dataset(tmp_path, image_root):
     bad = tmp_path / 'bad.yaml'
     bad.write_text('datasets: [unclosed\n')
-    _one_error_line(run_cli(['train', bad], tmp_path), 2, 'malformed YAML', str(bad))
+    one_error_line(run_cli(['train', bad], tmp_path), 2, 'malformed YAML', str(bad))
     missing = tmp_path / 'nowhere'
     result = run_cli(['train', 'ilsvrc2012/wttm/resnet18_from_resnet34', '--device', 'cpu'], tmp_path,
                      env=cli_env(ILSVRC2012_ROOT=missing))
-    _one_error_line(result, 2, 'missing file or directory', str(missing / 'train'))
+    one_error_line(result, 2, 'missing file or directory', str(missing / 'train'))
 
 
 def test_debug_shows_the_traceback(tmp_path):

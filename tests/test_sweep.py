@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import TESTS, cli_env, run_cli
+from conftest import TESTS, assert_same_state, ckpt_weights, cli_env, run_cli
 
 from ttm_torchdistill.runner.cli import main
 from ttm_torchdistill.tools.sweep import sweep_table
@@ -23,16 +23,6 @@ GRID = ['--grid', 'gamma=0.5,0.8', '--grid', 'train.optimizer.kwargs.lr=0.1,0.01
 def _ok(result):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
-
-
-def _weights(path):
-    return torch.load(path, map_location='cpu', weights_only=False)['model']
-
-
-def _assert_same(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 def _digest(folder):
@@ -166,7 +156,7 @@ def test_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path):
     _ok(run_cli(args, tmp_path / 'b', env=env))
     for point in ('gamma0.5', 'gamma0.8'):
         last = f'{point}/seed0/student.last.pt'
-        _assert_same(_weights(out / last), _weights(straight / last))
+        assert_same_state(ckpt_weights(out / last), ckpt_weights(straight / last))
 
 
 def test_a_diverging_run_is_recorded_as_failed_and_the_others_finish(tmp_path):

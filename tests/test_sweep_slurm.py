@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from conftest import TESTS, cli_env, run_cli
+from conftest import TESTS, ckpt_weights, cli_env, run_cli
 
 pytest.importorskip('submitit')
 
@@ -22,10 +22,6 @@ def _ok(result):
 def _env(cluster):
     # one thread per run: identical arithmetic under SLURM and in the local reference sweep
     return cli_env(SLURM_CONF=cluster.conf, OMP_NUM_THREADS=1)
-
-
-def _weights(path):
-    return torch.load(path, map_location='cpu', weights_only=False)['model']
 
 
 def test_a_2x2_sweep_is_one_throttled_array_and_the_table_is_right(tmp_path, slurm_cluster):
@@ -87,7 +83,7 @@ def test_requeued_and_usr2_signalled_tasks_resume_and_match_an_undisturbed_sweep
     _ok(run_cli(args, tmp_path / 'local', env=env, timeout=300))
     for run_dir in points.values():
         reference = tmp_path / 'local' / 'out' / run_dir.relative_to(out)
-        mine, theirs = _weights(run_dir / 'student.last.pt'), _weights(reference / 'student.last.pt')
+        mine, theirs = ckpt_weights(run_dir / 'student.last.pt'), ckpt_weights(reference / 'student.last.pt')
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     rows = json.loads(_ok(run_cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
     assert all(r['finished'] == 1 for r in rows)
