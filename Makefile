@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check ttm_torchdistill tests benchmarks
 
 test: $(STAMP) lint
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=15
 
 clean:
 	rm -rf $(VENV) build *.egg-info
