@@ -46,3 +46,24 @@ def test_fast_demo_learns_and_reports(tmp_path):
     # a re-run reuses the trained teacher
     again = run_cli(['demo', '--out', out, '--seeds', '1', '--epochs', '2'], tmp_path)
     assert again.returncode == 0 and 'reusing the trained teacher' in again.stdout
+
+
+def test_demo_grid_is_a_sweep_per_method(tmp_path, monkeypatch, capsys):
+    """`demo --grid` runs `ttm-distill sweep` (one mechanism), here on a reduced grid, and picks on validation."""
+    from ttm_torchdistill.tools import demo
+
+    monkeypatch.setattr(demo, 'GRID', {'wttm': {'gamma': (0.25, 0.8), 'beta': (1.0,)}})
+    monkeypatch.chdir(tmp_path)
+    results = demo.run_grid(tmp_path / 'grid', seeds=(0,))
+    assert [(r['method'], r['gamma'], r['beta']) for r in sorted(results, key=lambda r: r['gamma'])] == [
+        ('wttm', 0.25, 1.0), ('wttm', 0.8, 1.0)]
+    manifest = json.loads((tmp_path / 'grid/wttm/sweep.json').read_text())
+    assert len(manifest['runs']) == 2
+    for run in manifest['runs']:  # each point's mean is its runs' best validation top-1; no test pass ran
+        summary = json.loads((tmp_path / 'grid/wttm' / run['dir'] / 'summary.json').read_text())
+        assert summary['student_test_top1'] is None and '--no-test' in run['command']
+        (row,) = [r for r in results if r['gamma'] == float(run['values']['gamma'])]
+        assert row['val_top1_mean'] == summary['best_val_top1']
+    best = max(results, key=lambda r: r['val_top1_mean'])
+    assert f'best wttm: gamma={best["gamma"]}, beta=1.0' in capsys.readouterr().out
+    assert json.loads((tmp_path / 'grid/grid.json').read_text()) == results
