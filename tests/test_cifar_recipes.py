@@ -1,9 +1,10 @@
 """CIFAR-100 recipes: generated from one table, the paper's values, and every one runs."""
+import json
 import re
 
 import pytest
 import torch
-from conftest import FAST, RECIPES, ROOT, torchdistill_runner_models
+from conftest import FAST, RECIPES, ROOT, cli_env, run_cli, torchdistill_runner_models
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
 from torchdistill.core.training import get_training_box
@@ -139,6 +140,7 @@ def test_recipe_values_schedule_and_paths(name, cifar100_env):
         c = crd['criterion']['kwargs']
         assert (c['num_negative_samples'], c['input_size'], c['temperature'], c['momentum']) == (16384, 128, 0.07, 0.5)
         assert c['num_samples'] == c['output_size'] == 50000
+        assert train['student']['wrapper'] is None  # Linear4CRD wraps in DDP itself
         wrapper = train['train_data_loader']['dataset_wrapper']
         assert wrapper['key'] == 'CRDDatasetWrapper' and wrapper['kwargs']['num_negative_samples'] == 16384
         for role, key in (('teacher', teacher), ('student', student)):
@@ -273,3 +275,15 @@ def test_the_readmes_held_out_validation_split_builds_and_trains(tmp_path, monke
     assert [type(t).__name__ for t in heldout.dataset.transform.transforms] == ['ToTensor', 'Normalize']
     assert config['train']['val_data_loader']['dataset_id'] == 'cifar100/heldout'
     assert config['test']['test_data_loader']['dataset_id'] == 'cifar100/test'
+
+
+def test_wttm_crd_trains_on_two_cpu_ranks(tmp_path, cifar100_root, teacher_ckpts):
+    """Linear4CRD wraps the student and its embedding in DDP itself: the runner must not wrap it again."""
+    fast = [a for o in FAST for a in ('--set', o)]
+    result = run_cli(['train', 'cifar100/wttm_crd/resnet20_from_resnet56', '--device', 'cpu', '--seed', '0', *fast,
+                      '--set', 'dependencies=[{name: ttm_torchdistill}, {name: offline_cifar}]',
+                      '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}', '--summary', 's.json'],
+                     tmp_path, env=cli_env(CIFAR100_ROOT=cifar100_root), torchrun_nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / 's.json').read_text())
+    assert summary['world_size'] == 2 and summary['epochs_run'] == 1

@@ -347,7 +347,8 @@ class Trainer:
         """DDP on the student wherever torchdistill did not wrap it (it wraps on CUDA only)."""
         model = getattr(self.box, self.model_attr)
         trainable = any(p.requires_grad for p in model.parameters())
-        if self.ctx.distributed and trainable and not check_if_wrapped(model):
+        already = any(isinstance(m, DistributedDataParallel) for m in model.modules())  # e.g. inside Linear4CRD
+        if self.ctx.distributed and trainable and not already:
             setattr(self.box, self.model_attr, DistributedDataParallel(model, device_ids=self._device_ids()))
 
     def _state(self, epoch: int) -> dict:

@@ -399,7 +399,8 @@ def _plain_roles() -> str:
 
 
 def _crd_roles(teacher: Arch, student: Arch) -> str:
-    # CRD trains a linear embedding on each side: the teacher's network stays frozen, its embedding learns
+    # CRD trains a linear embedding on each side: the teacher's network stays frozen, its embedding learns.
+    # Linear4CRD wraps the student and its embedding in DDP itself, so the student takes no wrapper here.
     def aux(arch: Arch, anchor: str) -> str:
         return f"""\
     auxiliary_model_wrapper:
@@ -429,7 +430,7 @@ def _crd_roles(teacher: Arch, student: Arch) -> str:
 {aux(student, '&feature_dim ')}    forward_hook:
       input: ['empty']
       output: ['model.{FEATURES[student.key][0]}', 'normalizer']
-    wrapper: 'DistributedDataParallel'
+    wrapper:
     requires_grad: True
     frozen_modules: []
 """
