@@ -1,4 +1,5 @@
 """`ttm-distill sweep` with the local launcher on the tiny recipe, and `table` on a sweep folder."""
+import fcntl
 import hashlib
 import json
 import os
@@ -118,6 +119,41 @@ def test_tensorboard_gets_every_run_with_hparams(grid_sweep):
     hparams = events.PluginTagToContent('hparams')
     assert hparams and any(b'gamma' in blob and b'seed' in blob for blob in hparams.values())
     assert len(list((out / 'tensorboard').glob('*/seed*'))) == 8
+
+
+def test_a_cut_off_summary_is_not_a_finished_run_and_the_sweep_resumes_it(grid_sweep):
+    cwd, out, args, _ = grid_sweep
+    run_dir = out / 'gamma0.5_lr0.1' / 'seed0'
+    summary = run_dir / 'summary.json'
+    good = json.loads(summary.read_text())
+    others = {p: _digest(p) for p in out.glob('*/seed*') if p != run_dir}
+    summary.write_text(summary.read_text()[:40])  # cut off mid-write
+    table = _ok(run_cli(['table', out, '--format', 'json'], cwd))
+    assert 'Traceback' not in table.stderr
+    rows = {r['point']: r for r in json.loads(table.stdout)['rows']}
+    assert (rows['gamma0.5_lr0.1']['finished'], rows['gamma0.5_lr0.1']['failed']) == (1, 0)  # seed1 only
+    assert rows['gamma0.5_lr0.1']['val_top1_std'] == 0.0
+    result = _ok(run_cli(args, cwd))
+    assert 'Traceback' not in result.stderr
+    progress = [line for line in result.stdout.splitlines() if line.startswith('[')]
+    assert progress == [line for line in progress if line.startswith('[8/8] gamma=0.5 lr=0.1 seed 0: best val')]
+    assert len(progress) == 1
+    assert json.loads(summary.read_text())['best_val_top1'] == good['best_val_top1']
+    assert 'resumed from' in (run_dir / 'run.log').read_text()
+    assert {p: _digest(p) for p in out.glob('*/seed*') if p != run_dir} == others
+    states = [e['state'] for e in json.loads((out / 'sweep.json').read_text())['runs']]
+    assert states == ['finished'] * 8
+
+
+@pytest.mark.parametrize('launcher', [[], ['--launcher', 'slurm']])
+def test_a_second_launcher_on_a_locked_sweep_folder_is_refused(grid_sweep, capsys, launcher):
+    _, out, _, _ = grid_sweep
+    before = _digest(out)
+    with (out / '.sweep.lock').open('w') as held:  # as a running `ttm-distill sweep` holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _refused(capsys, ['sweep', str(TINY), *GRID, '--seeds', '0', '1', '-o', str(out), *launcher],
+                 [f'{out}: another `ttm-distill sweep` is running on this folder'])
+    assert _digest(out) == before
 
 
 def _wait_for(predicate, proc, timeout=120):

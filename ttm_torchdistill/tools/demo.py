@@ -15,7 +15,7 @@ from ..functional import shannon_entropy
 from ..models import digits_mlp
 from ..runner.train import RunOptions, run_train
 from .figures import pyplot
-from .sweep import run_sweep, sweep_table
+from .sweep import run_sweep, sweep_rows
 
 __all__ = ['GRID', 'METHODS', 'run_demo', 'run_grid']
 
@@ -158,7 +158,7 @@ def _figure(result: dict, path: Path) -> Path | None:
 
 
 def run_grid(out: str | Path = 'demo_runs/grid', seeds: tuple[int, ...] = (0, 1),
-             retrain_teacher: bool = False, parallel: int | None = None) -> list[dict]:
+             retrain_teacher: bool = False) -> list[dict]:
     """Validation top-1 of every GRID point, one `ttm-distill sweep` per method (the test split is not evaluated)."""
     out = Path(out)
     teacher_ckpt, _ = _teacher(out, retrain_teacher)
@@ -167,9 +167,9 @@ def run_grid(out: str | Path = 'demo_runs/grid', seeds: tuple[int, ...] = (0, 1)
         axes = [f'{name}={",".join(map(str, values))}' for name, values in grid.items()]
         _say(f'{method}: ttm-distill sweep demo/{method} ' + ' '.join(f'--grid {a}' for a in axes))
         if run_sweep(f'demo/{method}', axes, list(seeds), _student_overrides(method, teacher_ckpt, None),
-                     str(out / method), parallel=parallel) == 130:
+                     str(out / method)) == 130:
             raise KeyboardInterrupt  # the sweep stopped its runs; `demo --grid` again resumes them
-        for row in json.loads(sweep_table(out / method, 'json'))['rows']:
+        for row in sweep_rows(out / method):
             point = {name: float(row['values'][name]) for name in grid}
             results.append({'method': method, **point, 'val_top1_mean': row['val_top1_mean']})
     (out / 'grid.json').write_text(json.dumps(results, indent=2) + '\n')

@@ -2,12 +2,15 @@
 
 ``DIR/sweep.json`` describes the sweep: recipe, overrides, grid, seeds and, per run, its exact command and
 state. Each run lives in ``DIR/<point>/seed<k>/``, and its state is read from that folder: ``summary.json``
-(finished), ``error.txt`` (failed), a ``.last.pt`` checkpoint (interrupted: the next call resumes it), else
-pending. Runs skip the test pass: points are chosen on validation only.
+(finished, when readable), ``error.txt`` (failed), a ``.last.pt`` checkpoint (interrupted: the next call resumes
+it), else pending. Runs skip the test pass: points are chosen on validation only. One launcher at a time holds
+``DIR/.sweep.lock``.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import itertools
 import json
@@ -16,8 +19,8 @@ import os
 import re
 import shlex
 import signal
-import statistics
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,16 +29,17 @@ import yaml
 from ..losses import TTMLoss, WTTMLoss
 from ..runner import tensorboard
 from ..runner.checkpoint import last_ckpt_path
-from ..runner.errors import UsageError
+from ..runner.errors import UsageError, one_line
 from ..runner.recipe import _child, apply_override, parse_overrides, resolve_recipe
+from .table import FORMATS, _mean_std, _pm
 
-__all__ = ['RunSpec', 'Sweep', 'plan_sweep', 'run_sweep', 'sweep_table']
+__all__ = ['RunSpec', 'Sweep', 'plan_sweep', 'run_sweep', 'sweep_lock', 'sweep_rows', 'sweep_table']
 
 SHORT_NAMES = ('gamma', 'beta', 'alpha', 'temperature')
 LOSS_CLASSES = {'TTMLoss': TTMLoss, 'WTTMLoss': WTTMLoss, 'KDLoss': None}
 SUB_TERMS = ('train', 'criterion', 'kwargs', 'sub_terms')
 MANIFEST = 'sweep.json'
-FORMATS = ('markdown', 'csv', 'json')
+LOCK = '.sweep.lock'
 INTERRUPTED = {130, -signal.SIGINT, -signal.SIGTERM}
 """exit codes of a run stopped from outside (Ctrl-C, preemption): resumable, not failed"""
 
@@ -93,9 +97,15 @@ class RunSpec:
         return self.args + (['--resume'] if self.last_ckpt.is_file() else [])
 
     def state(self) -> tuple[str, float | None, str | None]:
-        """(finished | failed | interrupted | pending, best val top-1, error line)."""
+        """(finished | failed | interrupted | pending, best val top-1, error line); a cut-off or corrupt
+        summary.json does not count as finished, so the run is redone or resumed."""
         if self.summary_path.is_file():
-            return 'finished', json.loads(self.summary_path.read_text()).get('best_val_top1'), None
+            try:
+                summary = json.loads(self.summary_path.read_text())
+            except (OSError, ValueError):
+                summary = None
+            if isinstance(summary, dict):
+                return 'finished', summary.get('best_val_top1'), None
         if self.error_path.is_file():
             return 'failed', None, self.error_path.read_text().strip()
         return ('interrupted' if self.last_ckpt.is_file() else 'pending'), None, None
@@ -112,6 +122,8 @@ class Sweep:
     directory: Path
     runs: list[RunSpec]
     val_is_test: bool
+    slurm: dict | None = None
+    """the SLURM array record kept in sweep.json (job id, parameters, tasks)"""
 
     @property
     def manifest_path(self) -> Path:
@@ -130,7 +142,7 @@ def _compose(path: Path) -> yaml.Node:
     except OSError as exc:
         raise UsageError(f'cannot read recipe {path}: {exc.strerror}') from None
     except yaml.YAMLError as exc:
-        raise UsageError(f'{path}: malformed YAML: {" ".join(str(exc).split())}') from None
+        raise UsageError(f'{path}: malformed YAML: {one_line(exc)}') from None
     if not isinstance(root, yaml.MappingNode):
         raise UsageError(f'{path}: a recipe must be a YAML mapping with datasets, models, train and test')
     return root
@@ -196,7 +208,7 @@ def parse_grid(specs: list[str]) -> list[Axis]:
             try:
                 node = yaml.compose(value, Loader=yaml.FullLoader)
             except yaml.YAMLError as exc:
-                raise UsageError(f'--grid {name}: {value!r} is not valid YAML ({" ".join(str(exc).split())})') from None
+                raise UsageError(f'--grid {name}: {value!r} is not valid YAML ({one_line(exc)})') from None
             if not isinstance(node, yaml.ScalarNode):
                 raise UsageError(f'--grid {name}: {value!r} is not a YAML scalar (one value per comma)')
         if len(set(values)) < len(values):
@@ -227,7 +239,7 @@ def _check_losses(root: yaml.Node, point: str) -> None:
         try:
             cls(**yaml.FullLoader('').construct_object(kwargs, deep=True))
         except (TypeError, ValueError) as exc:
-            raise UsageError(f'--grid {point}: {loss_key} term {term!r}: {" ".join(str(exc).split())}') from None
+            raise UsageError(f'--grid {point}: {loss_key} term {term!r}: {one_line(exc)}') from None
 
 
 def _python_value(value: str) -> object:
@@ -239,8 +251,8 @@ def _python_value(value: str) -> object:
     return parsed if isinstance(parsed, (int, float, str, bool)) else value
 
 
-def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str | os.PathLike,
-               tensorboard_curves: bool | None = None) -> Sweep:
+def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str],
+               output: str | os.PathLike) -> Sweep:
     """Check everything and list the runs; touches nothing on disk."""
     axes = parse_grid(grid)
     if not seeds:
@@ -266,8 +278,7 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
     test = _node(root, ('test', 'test_data_loader', 'dataset_id'))
     val_is_test = isinstance(val, yaml.ScalarNode) and isinstance(test, yaml.ScalarNode) and val.value == test.value
     directory = Path(output).expanduser().resolve()
-    if tensorboard_curves is None:
-        tensorboard_curves = tensorboard.available()
+    tensorboard_curves = tensorboard.available()
     runs, folders = [], set()
     for values in itertools.product(*(a.values for a in axes)):
         for axis, value in zip(axes, values, strict=True):
@@ -305,7 +316,7 @@ def read_manifest(directory: Path) -> dict:
     except FileNotFoundError:
         raise UsageError(f'{directory}: not a sweep folder (no {MANIFEST})') from None
     except (OSError, ValueError) as exc:
-        raise UsageError(f'{path}: unreadable ({" ".join(str(exc).split())})') from None
+        raise UsageError(f'{path}: unreadable ({one_line(exc)})') from None
 
 
 def check_directory(sweep: Sweep) -> dict | None:
@@ -321,14 +332,24 @@ def check_directory(sweep: Sweep) -> dict | None:
             raise UsageError(f'-o {directory} holds another sweep (different {", ".join(differ)}); '
                              'give another DIR, or the same command to continue that one')
         return old
-    if directory.is_dir() and any(directory.iterdir()):
+    if directory.is_dir() and any(p.name != LOCK for p in directory.iterdir()):
         raise UsageError(f'-o {directory}: the folder holds files but no {MANIFEST}; give a new or empty DIR')
     return None
 
 
-def write_manifest(sweep: Sweep, extra: dict | None = None) -> None:
-    """sweep.json with every run's command and current state (written atomically)."""
-    old = json.loads(sweep.manifest_path.read_text()) if sweep.manifest_path.is_file() else {}
+@contextlib.contextmanager
+def sweep_lock(directory: Path) -> Iterator[None]:
+    """Hold ``DIR/.sweep.lock``: one launcher per sweep folder at a time (the folder must exist)."""
+    with (directory / LOCK).open('w') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f'{directory}: another `ttm-distill sweep` is running on this folder') from None
+        yield
+
+
+def write_manifest(sweep: Sweep) -> None:
+    """sweep.json with every run's command and current state, and the SLURM record (written atomically)."""
     runs = []
     for run in sweep.runs:
         state, best, error = run.state()
@@ -340,10 +361,8 @@ def write_manifest(sweep: Sweep, extra: dict | None = None) -> None:
             'overrides': sweep.overrides,
             'grid': [{'name': a.name, 'key': a.key, 'label': a.label, 'values': a.values} for a in sweep.axes],
             'seeds': sweep.seeds, 'runs': runs}
-    for key in ('slurm',):
-        if key in old:
-            data[key] = old[key]
-    data.update(extra or {})
+    if sweep.slurm is not None:
+        data['slurm'] = sweep.slurm
     tmp = sweep.manifest_path.with_name(MANIFEST + '.tmp')
     tmp.write_text(json.dumps(data, indent=2) + '\n')
     os.replace(tmp, sweep.manifest_path)
@@ -360,18 +379,19 @@ def _error_line(output: Path, returncode: int) -> str:
     return f'{what}: {detail}'
 
 
-def record_exit(run: RunSpec, returncode: int) -> str:
-    """The run's state after its process ended; a failure leaves its error line in error.txt."""
+def record_exit(run: RunSpec, returncode: int) -> tuple[str, float | None, str | None]:
+    """The run's :meth:`RunSpec.state` after its process ended; a failure leaves its error line in error.txt."""
     if returncode == 0 and run.summary_path.is_file():
-        state, best, _ = run.state()
-        if run.tensorboard_dir is not None and best is not None and tensorboard.available():
+        state = run.state()
+        if run.tensorboard_dir is not None and state[1] is not None:
             hparams = {k: _python_value(v) for k, v in run.values.items()}
-            tensorboard.write_hparams(run.tensorboard_dir, dict(hparams, seed=run.seed), {'best_val_top1': best})
+            tensorboard.write_hparams(run.tensorboard_dir, dict(hparams, seed=run.seed), {'best_val_top1': state[1]})
         return state
     if returncode in INTERRUPTED:
-        return run.state()[0]
-    run.error_path.write_text(_error_line(run.output_path, returncode) + '\n')
-    return 'failed'
+        return run.state()
+    error = _error_line(run.output_path, returncode)
+    run.error_path.write_text(error + '\n')
+    return 'failed', None, error
 
 
 def start_run(run: RunSpec) -> list[str]:
@@ -390,8 +410,10 @@ def _best_command(manifest: dict, values: dict) -> str:
     return shlex.join(args)
 
 
-def _rows(directory: Path, manifest: dict) -> list[dict]:
-    """One row per grid point: values, finished/failed counts, mean and std of best val top-1; best first."""
+def sweep_rows(directory: Path, manifest: dict | None = None) -> list[dict]:
+    """One row per grid point: values, finished/failed counts, mean and std of best val top-1; best first.
+    ``manifest``: DIR's sweep.json, read when not given."""
+    manifest = read_manifest(directory) if manifest is None else manifest
     rows: dict[str, dict] = {}
     for entry in manifest['runs']:
         run = RunSpec(entry['point'], entry['values'], entry['seed'], directory / entry['dir'], entry['ckpt'], [])
@@ -406,20 +428,12 @@ def _rows(directory: Path, manifest: dict) -> list[dict]:
             row['failed'] += 1
             row['errors'].append(f'{run.name}: {error}')
     for row in rows.values():
-        scores = row['val_top1']
-        row['val_top1_mean'] = statistics.fmean(scores) if scores else None
-        row['val_top1_std'] = statistics.stdev(scores) if len(scores) > 1 else (0.0 if scores else None)
+        row['val_top1_mean'], row['val_top1_std'] = _mean_std(row['val_top1'])
         row['command'] = _best_command(manifest, row['values'])
     ordered = sorted(rows.values(), key=lambda r: -r['val_top1_mean'] if r['val_top1_mean'] is not None else math.inf)
     for i, row in enumerate(ordered):
         row['best'] = i == 0 and row['val_top1_mean'] is not None
     return ordered
-
-
-def _score(row: dict) -> str:
-    if row['val_top1_mean'] is None:
-        return 'n/a'
-    return f'{row["val_top1_mean"]:.2f} +- {row["val_top1_std"]:.2f}'
 
 
 def sweep_table(directory: Path, fmt: str = 'markdown') -> str:
@@ -428,7 +442,7 @@ def sweep_table(directory: Path, fmt: str = 'markdown') -> str:
         raise UsageError(f'--format {fmt!r}: accepted values are {", ".join(FORMATS)}')
     directory = Path(directory)
     manifest = read_manifest(directory)
-    rows = _rows(directory, manifest)
+    rows = sweep_rows(directory, manifest)
     labels = [axis['label'] for axis in manifest['grid']]
     best = next((r for r in rows if r['best']), None)
     if fmt == 'json':
@@ -448,15 +462,26 @@ def sweep_table(directory: Path, fmt: str = 'markdown') -> str:
              '|---|' + '---|' * len(labels) + '---|---|---|']
     for r in rows:
         cells = ['*' if r['best'] else '', *(r['values'][k] for k in labels), f'{r["finished"]}/{r["seeds"]}',
-                 str(r['failed']), _score(r)]
+                 str(r['failed']), _pm(r['val_top1_mean'], r['val_top1_std'])]
         lines.append('| ' + ' | '.join(cells) + ' |')
     for r in rows:
         lines += [f'failed {error}' for error in r['errors']]
     if best is not None:
         point = ' '.join(f'{k}={best["values"][k]}' for k in labels)
-        lines += ['', f'best: {point} (validation top-1 {_score(best)} over {best["finished"]} seed(s)); '
+        score = _pm(best['val_top1_mean'], best['val_top1_std'])
+        lines += ['', f'best: {point} (validation top-1 {score} over {best["finished"]} seed(s)); '
                       'train it with the test pass:', f'    {best["command"]}']
     return '\n'.join(lines)
+
+
+def _warn(sweep: Sweep) -> None:
+    if sweep.val_is_test:
+        print(f'warning: {sweep.recipe} validates on its test set, so choosing a point on validation sees the test '
+              'set; validate on a held-out part of the training set instead (README, "Tuning a new pair")',
+              file=sys.stderr, flush=True)
+    if not tensorboard.available():
+        print(f'note: no TensorBoard curves: the tensorboard package is not installed ({tensorboard.INSTALL})',
+              flush=True)
 
 
 def _print_runs(sweep: Sweep) -> None:
@@ -474,28 +499,26 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
     if launcher != 'slurm' and (slurm or wait):
         raise UsageError('--slurm and --wait need --launcher slurm')
     sweep = plan_sweep(recipe, grid, seeds, overrides, output)
-    old = check_directory(sweep)
+    check_directory(sweep)  # a folder that is refused stays untouched: no lock file in it
     from .sweep_slurm import SlurmLauncher, array_in_queue
-    array = (old or {}).get('slurm', {}).get('job_id')
-    if array and array_in_queue(array):
-        raise UsageError(f'{sweep.directory}: its SLURM array {array} is still queued or running (squeue -j {array}); '
-                         'wait for it or scancel it first')
     if launcher == 'slurm':
         runner = SlurmLauncher(sweep, parallel, slurm, wait)
     else:
         from .sweep_local import LocalLauncher
         runner = LocalLauncher(sweep, parallel)
-    if sweep.val_is_test:
-        print(f'warning: {sweep.recipe} validates on its test set, so choosing a point on validation sees the test '
-              'set; validate on a held-out part of the training set instead (README, "Tuning a new pair")',
-              file=sys.stderr, flush=True)
-    if not tensorboard.available():
-        print(f'note: no TensorBoard curves: the tensorboard package is not installed ({tensorboard.INSTALL})',
-              flush=True)
     if dry_run:
+        _warn(sweep)
         _print_runs(sweep)
         runner.describe()
         return 0
     sweep.directory.mkdir(parents=True, exist_ok=True)
-    write_manifest(sweep)
-    return runner.launch()
+    with sweep_lock(sweep.directory):
+        old = check_directory(sweep)  # again: another launcher may have written DIR before this one got the lock
+        sweep.slurm = (old or {}).get('slurm')
+        array = (sweep.slurm or {}).get('job_id')
+        if array and array_in_queue(array):
+            raise UsageError(f'{sweep.directory}: its SLURM array {array} is still queued or running '
+                             f'(squeue -j {array}); wait for it or scancel it first')
+        _warn(sweep)
+        write_manifest(sweep)
+        return runner.launch()

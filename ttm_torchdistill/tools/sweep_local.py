@@ -1,18 +1,14 @@
 """The sweep's local launcher: N `ttm-distill train` processes at a time, each pinned to one visible GPU."""
 from __future__ import annotations
 
-import contextlib
-import datetime
-import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import deque
-from pathlib import Path
 
-from ..runner.errors import UsageError
+from ..runner.train import _eta
 from .sweep import RunSpec, Sweep, record_exit, start_run, sweep_table, write_manifest
 
 __all__ = ['LocalLauncher']
@@ -31,23 +27,8 @@ def visible_gpus() -> list[str]:
     return ids[:count]
 
 
-@contextlib.contextmanager
-def _sweep_lock(directory: Path):
-    """One launcher per sweep folder at a time."""
-    with (directory / '.sweep.lock').open('w') as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f'{directory}: another `ttm-distill sweep` is running on this folder') from None
-        yield
-
-
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def _eta(seconds: float) -> str:
-    return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
 
 class LocalLauncher:
@@ -71,18 +52,22 @@ class LocalLauncher:
     def _start(self, run: RunSpec, slot: int):
         cmd = start_run(run)
         out = run.output_path.open('ab')
-        # a session of its own: a terminal's Ctrl-C reaches the sweep only, which forwards it once
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=self._env(slot), start_new_session=True)
+        try:
+            # a session of its own: a terminal's Ctrl-C reaches the sweep only, which forwards it once
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=self._env(slot), start_new_session=True)
+        except BaseException:
+            out.close()
+            raise
         return proc, run, time.monotonic(), out
 
     def launch(self) -> int:
-        with _sweep_lock(self.sweep.directory):
-            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-            try:
-                return self._run()
-            finally:
-                signal.signal(signal.SIGTERM, previous)
+        """Run what has not finished (the caller holds the sweep's lock)."""
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return self._run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def _run(self) -> int:
         sweep = self.sweep
@@ -105,10 +90,9 @@ class LocalLauncher:
                         continue
                     out.close()
                     del running[slot]
-                    state = record_exit(run, proc.returncode)
+                    state, best, error = record_exit(run, proc.returncode)
                     done, ended = done + 1, ended + 1
                     eta = (time.monotonic() - start) / ended * (len(todo) + len(running))
-                    _, best, error = run.state()
                     if state == 'finished':
                         what = f'best val top-1 {best:.2f}'
                     else:
@@ -123,12 +107,16 @@ class LocalLauncher:
             print(f'ttm-distill: interrupted: {stopped} run(s) stopped, {done}/{total} done; the same command '
                   'resumes the sweep', file=sys.stderr, flush=True)
             return 130
+        finally:
+            if running:  # left by an error, not by the loop's end: no training run outlives the launcher
+                self._stop(running)
         write_manifest(sweep)
         print(sweep_table(sweep.directory), flush=True)
         return 1 if failed else 0
 
     def _stop(self, running: dict) -> int:
-        """Forward the interrupt to every run and wait for them: each keeps its last epoch's checkpoint."""
+        """Forward the interrupt to every run and wait for them (each keeps its last epoch's checkpoint); empties
+        ``running`` and returns how many there were."""
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             for proc, *_ in running.values():
@@ -144,4 +132,6 @@ class LocalLauncher:
                 record_exit(run, proc.returncode)
         finally:
             signal.signal(signal.SIGINT, previous)
-        return len(running)
+        stopped = len(running)
+        running.clear()
+        return stopped

@@ -7,7 +7,6 @@ A task requeued from outside (`scontrol requeue`, preemption with requeue) is ki
 """
 from __future__ import annotations
 
-import datetime
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,8 @@ import time
 
 import yaml
 
-from ..runner.errors import UsageError
+from ..runner.errors import UsageError, one_line
+from ..runner.train import _eta
 from .sweep import RunSpec, Sweep, record_exit, start_run, sweep_table, write_manifest
 
 __all__ = ['SlurmLauncher', 'SweepTask', 'array_in_queue']
@@ -26,6 +26,8 @@ DEFAULTS = {'job_name': 'ttm-sweep', 'time': 24 * 60}
 """submitit's own default time limit is 5 minutes"""
 STOP_WAIT_S = 60
 POLL_S = 2.0
+QUEUE_MISSES = 3
+"""--wait stops following the array after this many polls in a row that do not find it in the queue"""
 
 
 def _submitit():
@@ -52,16 +54,20 @@ def parse_parameters(pairs: list[str]) -> dict:
         try:
             params[key] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise UsageError(f'--slurm {pair!r}: VALUE is not valid YAML ({" ".join(str(exc).split())})') from None
+            raise UsageError(f'--slurm {pair!r}: VALUE is not valid YAML ({one_line(exc)})') from None
     return params
 
 
 def array_in_queue(job_id: str) -> bool:
-    """Whether any task of the SLURM job (array) is still pending or running."""
+    """Whether squeue lists any task of the SLURM job (array) as pending or running; False also when squeue
+    is missing, fails or times out."""
     if shutil.which('squeue') is None:
         return False
-    result = subprocess.run(['squeue', '-h', '-j', str(job_id), '-o', '%i'], capture_output=True, text=True,
-                            timeout=60)
+    try:
+        result = subprocess.run(['squeue', '-h', '-j', str(job_id), '-o', '%i'], capture_output=True, text=True,
+                                timeout=60)
+    except (subprocess.TimeoutExpired, OSError):
+        return False
     return result.returncode == 0 and bool(result.stdout.strip())
 
 
@@ -80,7 +86,7 @@ class SweepTask:
 
     def __call__(self) -> str:
         run = self.run
-        if run.summary_path.is_file():
+        if run.state()[0] == 'finished':
             return 'finished'
         cmd = start_run(run)
         with run.output_path.open('ab') as out:
@@ -88,7 +94,7 @@ class SweepTask:
             # poll rather than wait(): submitit's signal handler must be able to reap the child itself
             while self._proc.poll() is None:
                 time.sleep(0.5)
-        return record_exit(run, self._proc.returncode)
+        return record_exit(run, self._proc.returncode)[0]
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on USR2: stop the run (its last epoch's checkpoint stays); the requeued task resumes."""
@@ -114,7 +120,9 @@ class SlurmLauncher:
         print(f'slurm launcher: one job array of {len(self.todo)} task(s) through submitit; parameters: {params}')
 
     def launch(self) -> int:
+        """Submit what has not finished (the caller holds the sweep's lock)."""
         sweep = self.sweep
+        self.todo = [r for r in self.todo if r.state()[0] != 'finished']  # another launcher may have run some
         if not self.todo:
             print(f'all {len(sweep.runs)} runs finished')
             print(sweep_table(sweep.directory), flush=True)
@@ -127,16 +135,16 @@ class SlurmLauncher:
         try:
             executor.update_parameters(**self.params)
         except (ValueError, TypeError) as exc:
-            raise UsageError(f'--slurm: {" ".join(str(exc).split())}') from None
+            raise UsageError(f'--slurm: {one_line(exc)}') from None
         try:
             with executor.batch():
                 jobs = [executor.submit(SweepTask(run)) for run in self.todo]
         except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
-            raise UsageError(f'sbatch refused the job array: {" ".join(str(exc).split())}') from None
+            raise UsageError(f'sbatch refused the job array: {one_line(exc)}') from None
         job_id = jobs[0].job_id.split('_')[0]
-        write_manifest(sweep, {'slurm': {'job_id': job_id, 'parameters': self.params,
-                                         'tasks': {job.job_id: run.name for job, run in zip(jobs, self.todo,
-                                                                                             strict=True)}}})
+        sweep.slurm = {'job_id': job_id, 'parameters': self.params,
+                       'tasks': {job.job_id: run.name for job, run in zip(jobs, self.todo, strict=True)}}
+        write_manifest(sweep)
         print(f'submitted SLURM job array {job_id}: {len(jobs)} task(s), at most {self.params["array_parallelism"]} '
               f'at a time; logs in {sweep.directory / "slurm"}', flush=True)
         if not self.wait:
@@ -146,13 +154,14 @@ class SlurmLauncher:
         return self._follow(job_id)
 
     def _follow(self, job_id: str) -> int:
-        """Print a line per run as it ends, until the array has left the queue; then the table."""
+        """Print a line per run as it ends, until the array has left the queue (QUEUE_MISSES polls in a row, so a
+        passing squeue failure does not end it); then the table."""
         sweep, todo = self.sweep, list(self.todo)
         total = len(sweep.runs)
         done = total - len(todo)
-        start, ended, failed = time.monotonic(), 0, 0
+        start, ended, failed, misses = time.monotonic(), 0, 0, 0
         while todo:
-            queued = array_in_queue(job_id)
+            misses = 0 if array_in_queue(job_id) else misses + 1
             for run in list(todo):
                 state, best, error = run.state()
                 if state not in ('finished', 'failed'):
@@ -161,9 +170,9 @@ class SlurmLauncher:
                 done, ended = done + 1, ended + 1
                 failed += state == 'failed'
                 what = f'best val top-1 {best:.2f}' if state == 'finished' else f'FAILED ({error})'
-                eta = datetime.timedelta(seconds=int((time.monotonic() - start) / ended * len(todo)))
-                print(f'[{done}/{total}] {run.describe()}: {what}, eta {eta}', flush=True)
-            if todo and not queued:
+                eta = (time.monotonic() - start) / ended * len(todo)
+                print(f'[{done}/{total}] {run.describe()}: {what}, eta {_eta(eta)}', flush=True)
+            if todo and misses >= QUEUE_MISSES:
                 break
             if todo:
                 time.sleep(POLL_S)
