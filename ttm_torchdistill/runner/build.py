@@ -46,14 +46,12 @@ class _NamedParts:
     source: Path
 
     def setup_data_loaders(self, train_config: dict) -> None:
-        for name in ('train_data_loader', 'val_data_loader'):
-            config = train_config.get(name, {})
-            if name == 'train_data_loader':
-                config.setdefault('requires_supp', True)
-            with recipe_part(self.source, f'train.{name}'):
-                loader = build_data_loaders(self.dataset_dict, [config], self.distributed, self.accelerator)[0]
-            if loader is not None:
-                setattr(self, name, loader)
+        # the training loader only: the runner builds its own validation loader, sharded without padding
+        config = train_config.get('train_data_loader', {})
+        config.setdefault('requires_supp', True)
+        with recipe_part(self.source, 'train.train_data_loader'):
+            self.train_data_loader = build_data_loaders(self.dataset_dict, [config], self.distributed,
+                                                        self.accelerator)[0]
 
     def setup_loss(self, train_config: dict) -> None:
         criterion = train_config.get('criterion')

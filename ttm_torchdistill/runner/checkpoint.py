@@ -7,8 +7,9 @@ import pickle
 import random
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from .errors import UsageError, one_line
 
-__all__ = ['atomic_save', 'last_ckpt_path', 'load_checkpoint', 'load_model_state', 'model_state',
+__all__ = ['atomic_save', 'atomic_write', 'last_ckpt_path', 'load_checkpoint', 'load_model_state', 'model_state',
            'remove_stale_temporaries', 'rng_state', 'set_rng_state']
 
 
@@ -31,12 +32,17 @@ def atomic_save(obj: object, path: str | os.PathLike) -> None:
 
     A kill at any moment leaves either the previous file or the new one, never a torn one.
     """
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """``write`` a binary file object that becomes ``path`` only once complete and synced (see atomic_save)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from .distributed import DistContext, broadcast_object
-from .errors import UsageError
+from .errors import UsageError, one_line
 
 __all__ = ['RunLock', 'acquire_run_lock', 'lock_path']
 
@@ -29,7 +29,7 @@ class RunLock:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             holder = os.pread(self.fd, 256, 0).decode(errors='replace').split()
             os.close(self.fd)
             pid, host = (holder + ['?', '?'])[:2]
@@ -54,6 +54,8 @@ def acquire_run_lock(dst_ckpt: Path, ctx: DistContext) -> RunLock | None:
             lock = RunLock(path)
         except UsageError as exc:
             refusal = str(exc)
+        except OSError as exc:  # no permission, a file system without locks (some NFS mounts), ...
+            refusal = f'cannot lock {path}: {exc.strerror or one_line(exc)}'
     refusal = broadcast_object(refusal)
     if refusal:
         raise UsageError(refusal)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ['EpochWriter', 'available', 'write_hparams']
+__all__ = ['EpochWriter', 'available', 'require', 'write_hparams']
 
 INSTALL = "pip install 'ttm-torchdistill[tensorboard]'"
 # per-epoch metrics record key -> TensorBoard tag
@@ -33,11 +33,16 @@ def available() -> bool:
     return True
 
 
+def require(flag: str) -> None:
+    """One line (UsageError) naming ``flag`` and how to install TensorBoard, unless it can be imported."""
+    if not available():
+        raise UsageError(f'{flag}: the tensorboard package is not installed ({INSTALL})')
+
+
 def _summary_writer(log_dir: str | os.PathLike, flag: str):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UsageError(f'{flag}: the tensorboard package is not installed ({INSTALL})') from None
+    require(flag)
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(log_dir=str(Path(log_dir).expanduser()))
 
 

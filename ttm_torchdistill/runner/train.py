@@ -23,9 +23,10 @@ from torchdistill.models.registry import get_model
 
 from ..losses import TTMLoss
 from . import recipe as recipes
-from .build import build_box
+from .build import build_box, recipe_part
 from .checkpoint import (
     atomic_save,
+    atomic_write,
     last_ckpt_path,
     load_checkpoint,
     load_model_state,
@@ -39,9 +40,8 @@ from .distributed import DistContext, all_gather_objects, all_reduce_sum, barrie
 from .errors import DataFileError, TrainingDiverged, UsageError, one_line
 from .evaluate import build_eval_loader, evaluate
 from .lock import acquire_run_lock
-from .tensorboard import INSTALL as TENSORBOARD_INSTALL
 from .tensorboard import EpochWriter
-from .tensorboard import available as tensorboard_available
+from .tensorboard import require as require_tensorboard
 from .validate import check_output_folder
 
 __all__ = ['Run', 'RunOptions', 'Trainer', 'run_test', 'run_train', 'with_context']
@@ -49,8 +49,8 @@ __all__ = ['Run', 'RunOptions', 'Trainer', 'run_test', 'run_train', 'with_contex
 logger = logging.getLogger('ttm_torchdistill.runner')
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 PART_NAMES = TTMLoss.PART_NAMES
-CHECK_EVERY = 50
 RESUME_KEYS = ('model', 'optimizer', 'lr_scheduler', 'scaler', 'epoch', 'best_value', 'stage_grad_count', 'rng')
+CHECK_EVERY = 50
 """iterations between checks for a non-finite loss (each one host synchronisation)"""
 
 
@@ -155,9 +155,9 @@ class Run:
             if 'is not expected' in str(exc):
                 raise UsageError(f'{where}.key: unknown model {key!r} (neither a torchvision model nor in '
                                  "torchdistill's model registry)") from None
-            raise UsageError(f'{where}: {" ".join(str(exc).split())}') from None
+            raise UsageError(f'{where}: {one_line(exc)}') from None
         except (TypeError, OSError, RuntimeError) as exc:
-            raise UsageError(f'{where}: cannot build {key!r}: {" ".join(str(exc).split())}') from None
+            raise UsageError(f'{where}: cannot build {key!r}: {one_line(exc)}') from None
         src = model_config.get('src_ckpt')
         if src:
             path = Path(src).expanduser()
@@ -213,7 +213,8 @@ class Run:
         test_config = self.config['test'].get('test_data_loader')
         if not isinstance(test_config, dict):
             raise UsageError(f'{self.recipe_path}: test.test_data_loader is required')
-        return build_eval_loader(self.config['datasets'], test_config, self.ctx, 'test.test_data_loader')
+        with recipe_part(self.recipe_path, 'test.test_data_loader'):
+            return build_eval_loader(self.config['datasets'], test_config, self.ctx, 'test.test_data_loader')
 
     def load_best(self) -> float | None:
         """Load the best checkpoint into the student; returns its best validation value."""
@@ -330,11 +331,11 @@ class Trainer:
         val_config = train_config.get('val_data_loader')
         if not isinstance(val_config, dict):
             raise UsageError(f'{run.recipe_path}: train.val_data_loader is required')
-        self.val_loader = build_eval_loader(run.config['datasets'], val_config, self.ctx, 'train.val_data_loader')
+        with recipe_part(run.recipe_path, 'train.val_data_loader'):
+            self.val_loader = build_eval_loader(run.config['datasets'], val_config, self.ctx, 'train.val_data_loader')
         self.scaler = torch.amp.GradScaler(self.ctx.device.type) if self.opts.amp == 'fp16' else None
         self.ttm_losses = _ttm_losses(self.box.criterion)
         self.start_epoch, self.best_val_top1 = 0, -math.inf
-        self.curves = EpochWriter(self.opts.tensorboard) if self.opts.tensorboard and self.ctx.is_main else None
 
     def _device_ids(self) -> list[int] | None:
         return [self.ctx.device.index] if self.ctx.device.type == 'cuda' else None
@@ -476,6 +477,14 @@ class Trainer:
 
     def fit(self) -> tuple[int, float]:
         """Train from ``start_epoch``; returns (epochs run, mean train images/s)."""
+        curves = EpochWriter(self.opts.tensorboard) if self.opts.tensorboard and self.ctx.is_main else None
+        try:
+            return self._fit(curves)
+        finally:
+            if curves is not None:
+                curves.close()
+
+    def _fit(self, curves: EpochWriter | None) -> tuple[int, float]:
         box, run, ctx = self.box, self.run, self.ctx
         epochs_run, rates = 0, []
         for epoch in range(self.start_epoch, box.num_epochs):
@@ -503,8 +512,8 @@ class Trainer:
                 record = {'epoch': epoch + 1, **stats, 'val_top1': val.top1, 'val_top5': val.top5}
                 with run.metrics_path.open('a') as f:
                     f.write(json.dumps(dict(record, recipe=run.name)) + '\n')
-                if self.curves is not None:
-                    self.curves.log(record)
+                if curves is not None:
+                    curves.log(record)
             barrier()
             logger.info('epoch %d/%d  val top-1 %.2f  top-5 %.2f  (best %.2f%s)  train loss %.4f  %.1f img/s',
                         epoch + 1, box.num_epochs, val.top1, val.top5, self.best_val_top1,
@@ -515,8 +524,6 @@ class Trainer:
                             stats['u_gamma'], stats['cross_entropy'])
             epochs_run += 1
             rates.append(stats['train_images_per_s'])
-        if self.curves is not None:
-            self.curves.close()
         return epochs_run, (sum(rates) / len(rates) if rates else math.nan)
 
 
@@ -551,9 +558,8 @@ def _report(run: Run, results: dict, wall_s: float, extra: dict) -> dict:
     for line in lines:
         logger.info(line)
     if run.opts.summary and run.ctx.is_main:
-        path = Path(run.opts.summary).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=2) + '\n')
+        text = json.dumps(summary, indent=2) + '\n'
+        atomic_write(Path(run.opts.summary).expanduser(), lambda f: f.write(text.encode()))  # sweeps read it
     return summary
 
 
@@ -602,8 +608,8 @@ def run_train(opts: RunOptions) -> dict:
     """
     if opts.check:
         opts = dataclasses.replace(opts, run_log=None, summary=None, tensorboard=None)
-    if opts.tensorboard and not tensorboard_available():
-        raise UsageError(f'--tensorboard: the tensorboard package is not installed ({TENSORBOARD_INSTALL})')
+    if opts.tensorboard:
+        require_tensorboard('--tensorboard')  # before the lock or anything else is made
 
     def body(ctx: DistContext) -> dict:
         run = Run(opts, ctx, lock=not opts.check)

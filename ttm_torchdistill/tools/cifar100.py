@@ -382,8 +382,7 @@ _CRD_TERM = """\
 """
 
 
-def _plain_roles() -> str:
-    return """\
+_PLAIN_ROLES = """\
   teacher:
     forward_proc: 'forward_batch_only'
     sequential: []
@@ -506,7 +505,7 @@ train:
   log_freq: 200
   num_epochs: 240
   pre_epoch_process: 'pre_epoch_process_with_frozen_teacher'
-{_LOADERS.format(wrapper=_CRD_WRAPPER if crd else '')}{_crd_roles(t, s) if crd else _plain_roles()}\
+{_LOADERS.format(wrapper=_CRD_WRAPPER if crd else '')}{_crd_roles(t, s) if crd else _PLAIN_ROLES}\
 {_SCHEDULE.format(lr=s.lr)}  criterion:
     key: 'WeightedSumLoss'
     kwargs:

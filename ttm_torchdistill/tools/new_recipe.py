@@ -17,7 +17,7 @@ from torchdistill.losses.registry import get_high_level_loss
 from torchdistill.models.registry import MODEL_DICT
 
 from ..losses import resolve_gamma
-from ..runner.errors import UsageError
+from ..runner.errors import UsageError, one_line
 from ..runner.recipe import resolve_recipe
 
 __all__ = ['new_recipe']
@@ -91,7 +91,7 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     try:
         root = yaml.compose(text, Loader=yaml.FullLoader)
     except yaml.YAMLError as exc:
-        raise UsageError(f'{path}: malformed YAML: {" ".join(str(exc).split())}') from None
+        raise UsageError(f'{path}: malformed YAML: {one_line(exc)}') from None
     deps = _get(root, 'dependencies')
     if deps is not None:
         import_dependencies(yaml.safe_load(yaml.serialize(deps)))
@@ -187,5 +187,5 @@ def _check(text: str, teacher_key: str, student: str) -> None:
             else:
                 torchvision.models.get_model(key, **kwargs)
     except (ValueError, TypeError, KeyError) as exc:
-        raise UsageError(f'the new recipe does not build: {type(exc).__name__}: {" ".join(str(exc).split())}') \
+        raise UsageError(f'the new recipe does not build: {type(exc).__name__}: {one_line(exc)}') \
             from None

@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..runner.errors import UsageError
+from ..runner.errors import UsageError, one_line
 
 __all__ = ['FORMATS', 'Row', 'collect', 'format_rows', 'group', 'table']
 
@@ -61,7 +61,7 @@ def collect(paths: list[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
         try:
             data = json.loads(file.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problems.append(f'{file}: skipped, not readable JSON ({" ".join(str(exc).split())})')
+            problems.append(f'{file}: skipped, not readable JSON ({one_line(exc)})')
             continue
         if not _is_summary(data):
             problems.append(f'{file}: skipped, not a `ttm-distill train/test --summary` file')
