@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..init import init_weights
 from ._shared import reject_options
 
 __all__ = ['CifarMobileNetV2', 'mobilenetv2_cifar']
@@ -62,15 +63,7 @@ class CifarMobileNetV2(nn.Module):
         self.conv2 = _conv_bn_relu(channels, head, 1, 1)
         self.avgpool = nn.AvgPool2d(2, ceil_mode=True)
         self.classifier = nn.Sequential(nn.Linear(head, num_classes))
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+        init_weights(self, linear_std=0.01)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(x)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..init import init_weights
 from ._shared import reject_options
 
 __all__ = ['CifarVGG', 'vgg8_cifar', 'vgg13_cifar']
@@ -40,16 +41,7 @@ class CifarVGG(nn.Module):
             self.add_module(f'pool{index}', nn.MaxPool2d(2, 2))
         self.pool4 = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(in_channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+        init_weights(self, linear_std=0.01)
 
     def forward(self, x: Tensor) -> Tensor:
         downsample_block3 = x.shape[2] == 64  # as in the benchmark: pool3 is used only for 64x64 inputs
