@@ -19,7 +19,8 @@ from common import machine, write
 from PIL import Image
 
 from ttm_torchdistill.runner.distributed import setup_distributed, teardown
-from ttm_torchdistill.runner.train import Run, RunOptions, Trainer
+from ttm_torchdistill.runner.run import Run, RunOptions
+from ttm_torchdistill.runner.trainer import Trainer
 
 RECIPE = 'ilsvrc2012/wttm/resnet18_from_resnet34'
 MODES = {'fp32': [], 'bf16 + channels_last': ['--amp', 'bf16', '--channels-last']}

@@ -11,8 +11,8 @@ from torchdistill.core.training import get_training_box
 from torchdistill.models.registry import get_model
 
 from ttm_torchdistill.models.cifar import FEATURES
-from ttm_torchdistill.runner.train import RunOptions, run_train
-from ttm_torchdistill.tools.cifar100 import write_recipes
+from ttm_torchdistill.paper import write_recipes
+from ttm_torchdistill.runner import RunOptions, run_train
 
 CIFAR = sorted(p.relative_to(RECIPES).as_posix() for p in (RECIPES / 'cifar100').rglob('*.yaml'))
 

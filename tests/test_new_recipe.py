@@ -3,9 +3,9 @@ import pytest
 import torchvision
 from conftest import FAST, run_cli
 
-from ttm_torchdistill.runner.errors import UsageError
-from ttm_torchdistill.runner.recipe import load_recipe, resolve_recipe
-from ttm_torchdistill.runner.train import RunOptions, run_train
+from ttm_torchdistill.errors import UsageError
+from ttm_torchdistill.recipe import load_recipe, resolve_recipe
+from ttm_torchdistill.runner import RunOptions, run_train
 from ttm_torchdistill.tools.new_recipe import new_recipe
 
 BASE = 'ilsvrc2012/wttm/resnet18_from_resnet34'

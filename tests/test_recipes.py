@@ -13,7 +13,7 @@ from torchdistill.core.training import get_training_box
 from torchdistill.models.official import get_image_classification_model
 from torchdistill.models.registry import get_model
 
-from ttm_torchdistill.runner.train import RunOptions, run_train
+from ttm_torchdistill.runner import RunOptions, run_train
 
 ALL = sorted(p.relative_to(RECIPES).as_posix() for p in RECIPES.rglob('*.yaml'))
 NOT_CIFAR = [name for name in ALL if not name.startswith('cifar100/')]  # CIFAR-100: tests/test_cifar_recipes.py

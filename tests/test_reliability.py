@@ -14,14 +14,12 @@ import pytest
 import torch
 import yaml
 from conftest import FAST, TESTS, cli_env, one_error_line, run_cli
-from torchdistill.common.main_util import import_dependencies
 
-from ttm_torchdistill.runner import recipe as recipes
+from ttm_torchdistill import recipe as recipes
+from ttm_torchdistill.cli import main
+from ttm_torchdistill.errors import UsageError
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
-from ttm_torchdistill.runner.cli import main
-from ttm_torchdistill.runner.errors import UsageError
 from ttm_torchdistill.runner.lock import RunLock, lock_path
-from ttm_torchdistill.runner.validate import validate_recipe
 
 TINY = TESTS / 'tiny_recipe.yaml'
 BEST = Path('ckpt/tiny/wttm/student.pt')
@@ -320,9 +318,9 @@ def test_every_wrong_value_in_every_shipped_recipe_is_one_line_or_accepted(tmp_p
     variants = 0
     for name in recipes.list_recipes():
         path = recipes.resolve_recipe(name)
-        root = yaml.compose(path.read_text(), Loader=yaml.FullLoader)
-        deps = next((v for k, v in root.value if k.value == 'dependencies'), None)
-        import_dependencies(yaml.FullLoader('').construct_object(deps, deep=True) if deps else None)
+        doc = recipes.RecipeDocument.open(path)
+        root = doc.root
+        doc.import_dependencies()
         teacher = next((v for k, v in _node(root, ['models']).value if k.value == 'teacher_model'), None)
         if teacher is not None and any(k.value == 'src_ckpt' for k, _ in teacher.value):
             no_teacher_weights.add(name)  # teacher checkpoints are trained elsewhere: random weights here
@@ -333,16 +331,16 @@ def test_every_wrong_value_in_every_shipped_recipe_is_one_line_or_accepted(tmp_p
             original = _node(root, keys)
             for wrong in WRONG:
                 variants += 1
-                recipes.apply_override(root, keys, yaml.compose(wrong), path)
+                doc.set(keys, yaml.compose(wrong))
                 try:
-                    validate_recipe(root, yaml.FullLoader(''), path)
+                    doc.validate()
                     accepted[key_path, wrong].append(name)
                 except UsageError as exc:
                     message = str(exc)
                     assert '\n' not in message and message.startswith(f'{path}: ') and len(message) < 400, message
                     assert f'={yaml.safe_load(wrong)!r}: expected ' in message, message
                 finally:
-                    recipes.apply_override(root, keys, original, path)
+                    doc.set(keys, original)
     assert variants > 5000
     # values that validation leaves to the parts themselves (the losses' hyperparameters, module paths, file
     # names): the whole recipe is built and the loss computed on one batch (--check), once per key name and value

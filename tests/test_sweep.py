@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import TESTS, assert_same_state, ckpt_weights, cli_env, run_cli
 
-from ttm_torchdistill.runner.cli import main
-from ttm_torchdistill.tools.sweep import sweep_table
+from ttm_torchdistill.cli import main
+from ttm_torchdistill.sweep.results import sweep_table
 
 TINY = TESTS / 'tiny_recipe.yaml'
 LOSS = 'train.criterion.kwargs.sub_terms.wttm.criterion.kwargs'

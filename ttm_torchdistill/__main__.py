@@ -1,6 +1,6 @@
 """`python -m ttm_torchdistill ...` runs the `ttm-distill` command (also under torchrun)."""
 import sys
 
-from .runner.cli import main
+from .cli import main
 
 sys.exit(main())

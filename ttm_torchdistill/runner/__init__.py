@@ -1,1 +1,5 @@
-"""The `ttm-distill` command: recipes in, trained students and readable results out."""
+"""The runner: a run built from a recipe, the training loop, checkpoints, distributed set-up and the report."""
+from .commands import run_test, run_train
+from .run import Run, RunOptions
+
+__all__ = ['Run', 'RunOptions', 'run_test', 'run_train']

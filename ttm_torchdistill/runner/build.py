@@ -19,7 +19,7 @@ from torchdistill.datasets.util import build_data_loaders
 from torchdistill.losses.registry import get_mid_level_loss
 from torchdistill.optim.registry import get_optimizer, get_scheduler
 
-from .errors import UsageError, one_line
+from ..errors import UsageError, one_line
 
 __all__ = ['build_box', 'recipe_part']
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UsageError, one_line
+from ..errors import UsageError, one_line
 
 __all__ = ['atomic_save', 'atomic_write', 'last_ckpt_path', 'load_checkpoint', 'load_model_state', 'model_state',
            'remove_stale_temporaries', 'rng_state', 'set_rng_state']

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .errors import DataFileError, one_line
+from ..errors import DataFileError, one_line
 
 __all__ = ['GuardedLoader', 'guard_datasets']
 

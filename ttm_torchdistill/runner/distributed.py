@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = ['DistContext', 'all_gather_objects', 'all_reduce_sum', 'barrier', 'broadcast_object', 'setup_distributed',
            'teardown']

@@ -10,8 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from torchdistill.datasets.util import build_data_loader
 
+from ..errors import UsageError
 from .distributed import DistContext, all_reduce_sum
-from .errors import UsageError
 
 __all__ = ['Accuracy', 'ShardSampler', 'build_eval_loader', 'evaluate']
 

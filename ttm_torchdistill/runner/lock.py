@@ -11,8 +11,8 @@ import os
 import socket
 from pathlib import Path
 
+from ..errors import UsageError, one_line
 from .distributed import DistContext, broadcast_object
-from .errors import UsageError, one_line
 
 __all__ = ['RunLock', 'acquire_run_lock', 'lock_path']
 

@@ -7,12 +7,14 @@ from pathlib import Path
 import torch
 
 from ..calibration import expected_calibration_error, fit_temperature, nll, reliability_bins
+from ..errors import UsageError
 from ..functional import power_sum
 from ..losses import resolve_gamma
+from ..runner.commands import with_context
 from ..runner.distributed import DistContext
-from ..runner.errors import UsageError
 from ..runner.evaluate import build_eval_loader
-from ..runner.train import Run, RunOptions, logger, with_context
+from ..runner.logs import logger
+from ..runner.run import Run, RunOptions
 from .figures import pyplot
 
 __all__ = ['calibrate']

@@ -13,9 +13,11 @@ import torch
 from ..data import DigitsDataset
 from ..functional import shannon_entropy
 from ..models import digits_mlp
-from ..runner.train import RunOptions, run_train
+from ..runner.commands import run_train
+from ..runner.run import RunOptions
+from ..sweep.command import run_sweep
+from ..sweep.results import sweep_rows
 from .figures import pyplot
-from .sweep import run_sweep, sweep_rows
 
 __all__ = ['GRID', 'METHODS', 'run_demo', 'run_grid']
 

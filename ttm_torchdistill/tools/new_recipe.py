@@ -12,13 +12,12 @@ from pathlib import Path
 
 import torchvision
 import yaml
-from torchdistill.common.main_util import import_dependencies
 from torchdistill.losses.registry import get_high_level_loss
 from torchdistill.models.registry import MODEL_DICT
 
+from ..errors import UsageError, one_line
 from ..losses import resolve_gamma
-from ..runner.errors import UsageError, one_line
-from ..runner.recipe import resolve_recipe
+from ..recipe import SUB_TERMS, RecipeDocument, resolve_recipe
 
 __all__ = ['new_recipe']
 
@@ -26,19 +25,9 @@ LOSS_KEYS = {'wttm': 'WTTMLoss', 'ttm': 'TTMLoss', 'kd': 'KDLoss'}
 METHODS = {v: k for k, v in LOSS_KEYS.items()}
 
 
-def _get(node: yaml.Node | None, *keys: str) -> yaml.Node | None:
-    for key in keys:
-        if not isinstance(node, yaml.MappingNode):
-            return None
-        node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
-    return node
-
-
-def _scalar_edit(text: str, node: yaml.ScalarNode, value: str | None) -> tuple[int, int, str]:
-    """Replace a scalar's value, keeping its anchor and tag."""
-    span = text[node.start_mark.index:node.end_mark.index]
-    prefix = re.match(r'((?:[&!]\S*\s+)*)', span).group(1)
-    return node.start_mark.index + len(prefix), node.end_mark.index, 'null' if value is None else repr(str(value))
+def _quoted(value: str | None) -> str:
+    """A scalar's new text: YAML null, or a quoted string."""
+    return 'null' if value is None else repr(str(value))
 
 
 def _model_exists(key: str) -> bool:
@@ -70,15 +59,10 @@ def _loss_block(method: str, gamma: float, beta: float | None, indent: int) -> s
     return ('\n' + pad).join(lines)
 
 
-def _base_loss(sub_terms: yaml.Node | None) -> tuple[str | None, dict]:
+def _base_loss(doc: RecipeDocument) -> tuple[str | None, dict]:
     """(method, kwargs) of the base recipe's TTM/WTTM/KD term."""
-    if isinstance(sub_terms, yaml.MappingNode):
-        for _, term in sub_terms.value:
-            key = _get(term, 'criterion', 'key')
-            if isinstance(key, yaml.ScalarNode) and key.value in METHODS:
-                kwargs = yaml.safe_load(yaml.serialize(_get(term, 'criterion', 'kwargs'))) or {}
-                return METHODS[key.value], kwargs
-    return None, {}
+    term = next((t for t in doc.loss_terms() if t.key in METHODS), None)
+    return (METHODS[term.key], term.kwargs) if term else (None, {})
 
 
 def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float | None = None,
@@ -86,28 +70,18 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     """Write a recipe for ``teacher`` -> ``student`` with ``method``, keeping the base's data and schedule."""
     if method not in LOSS_KEYS:
         raise UsageError(f'--method {method!r}: accepted values are {", ".join(LOSS_KEYS)}')
-    path = resolve_recipe(base)
-    text = path.read_text()
-    try:
-        root = yaml.compose(text, Loader=yaml.FullLoader)
-    except yaml.YAMLError as exc:
-        raise UsageError(f'{path}: malformed YAML: {one_line(exc)}') from None
-    deps = _get(root, 'dependencies')
-    if deps is not None:
-        import_dependencies(yaml.safe_load(yaml.serialize(deps)))
+    doc = RecipeDocument.open(resolve_recipe(base))
+    doc.import_dependencies()
     teacher_key, _, weights = teacher.partition(':')
     for flag, key in (('--teacher', teacher_key), ('--student', student)):
         if not _model_exists(key):
             raise UsageError(f'{flag} {key!r}: neither a torchvision classification model nor in torchdistill\'s '
                              'model registry')
-    models = _get(root, 'models')
-    t_node, s_node = _get(models, 'teacher_model'), _get(models, 'student_model')
-    if t_node is None or s_node is None:
+    if not (doc.has('models.teacher_model') and doc.has('models.student_model')):
         raise UsageError(f'--from {base}: the base recipe needs models.teacher_model and models.student_model')
-    sub_terms = _get(root, 'train', 'criterion', 'kwargs', 'sub_terms')
-    if not isinstance(sub_terms, yaml.MappingNode):
-        raise UsageError(f'--from {base}: the base recipe needs train.criterion.kwargs.sub_terms')
-    base_method, base_kwargs = _base_loss(sub_terms)
+    if not doc.keys(SUB_TERMS):
+        raise UsageError(f'--from {base}: the base recipe needs {SUB_TERMS}')
+    base_method, base_kwargs = _base_loss(doc)
     if gamma is None:
         gamma = base_kwargs.get('gamma') or (1.0 / base_kwargs['temperature'] if base_kwargs.get('temperature')
                                              else 0.8)
@@ -115,43 +89,42 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     if beta is None and method != 'kd':
         beta = base_kwargs.get('beta', 1.0) if base_method in ('wttm', 'ttm') else 1.0
 
-    edits = [_scalar_edit(text, _get(t_node, 'key'), teacher_key), _scalar_edit(text, _get(s_node, 'key'), student)]
+    edits = [(*doc.scalar_span('models.teacher_model.key'), _quoted(teacher_key)),
+             (*doc.scalar_span('models.student_model.key'), _quoted(student))]
     weights_note = ''
     if teacher_key in torchvision.models.list_models(module=torchvision.models):
         enum, name = _teacher_weights(teacher_key, weights)
-        weights_node = _get(t_node, 'kwargs', 'weights')
+        weights_node = doc.node('models.teacher_model.kwargs.weights')
         if isinstance(weights_node, yaml.SequenceNode):  # !getattr [*weights_class, 'NAME']
-            edits.append(_scalar_edit(text, weights_node.value[-1], name))
+            edits.append((*doc.scalar_span('models.teacher_model.kwargs.weights.-1'), _quoted(name)))
         elif isinstance(weights_node, yaml.ScalarNode):
-            edits.append(_scalar_edit(text, weights_node, name))
+            edits.append((*doc.scalar_span(weights_node), _quoted(name)))
         else:
             raise UsageError(f'--from {base}: models.teacher_model.kwargs.weights is missing in the base recipe')
-        class_node = _get(t_node, '_weights', 'key')
-        if isinstance(class_node, yaml.ScalarNode):
-            edits.append(_scalar_edit(text, class_node, f'{enum.__module__}.{enum.__name__}'))
+        if isinstance(doc.node('models.teacher_model._weights.key'), yaml.ScalarNode):
+            edits.append((*doc.scalar_span('models.teacher_model._weights.key'),
+                          _quoted(f'{enum.__module__}.{enum.__name__}')))
         weights_note = f'{enum.__name__}.{name}'
     else:  # a registry model: WEIGHTS is a checkpoint file
         if not weights or not Path(weights).expanduser().is_file():
             raise UsageError(f'--teacher {teacher}: {teacher_key} is not a torchvision model, so give its weights '
                              'as KEY:CHECKPOINT_FILE (an existing file)')
-        src = _get(t_node, 'src_ckpt')
-        if not isinstance(src, yaml.ScalarNode):
+        if not isinstance(doc.node('models.teacher_model.src_ckpt'), yaml.ScalarNode):
             raise UsageError(f'--from {base}: models.teacher_model.src_ckpt is missing in the base recipe')
-        edits.append(_scalar_edit(text, src, weights))
-        weights_node = _get(t_node, 'kwargs', 'weights')
+        edits.append((*doc.scalar_span('models.teacher_model.src_ckpt'), _quoted(weights)))
+        weights_node = doc.node('models.teacher_model.kwargs.weights')
         if weights_node is not None:
             edits.append((weights_node.start_mark.index, weights_node.end_mark.index, 'null'))
         weights_note = weights
-    block_start = sub_terms.start_mark.index
-    block_end = block_start + len(text[block_start:sub_terms.end_mark.index].rstrip())
-    edits.append((block_start, block_end, _loss_block(method, gamma, beta, sub_terms.start_mark.column)))
-    dst = _get(s_node, 'dst_ckpt')
+    block_start, block_end, column = doc.block_span(SUB_TERMS)
+    edits.append((block_start, block_end, _loss_block(method, gamma, beta, column)))
+    dst = doc.node('models.student_model.dst_ckpt')
     if base_method and base_method != method and dst is not None:
         for item in (dst.value if isinstance(dst, yaml.SequenceNode) else [dst]):
             if isinstance(item, yaml.ScalarNode) and f'/{base_method}/' in item.value:
-                edits.append(_scalar_edit(text, item, item.value.replace(f'/{base_method}/', f'/{method}/')))
+                edits.append((*doc.scalar_span(item), _quoted(item.value.replace(f'/{base_method}/', f'/{method}/'))))
 
-    body = text
+    body = doc.text
     for start, end, new in sorted(edits, reverse=True):
         body = body[:start] + new + body[end:]
     body = re.sub(r'\A(?:#.*\n|\s*\n)*', '', body)  # the base header describes the base pair
@@ -172,15 +145,13 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
 
 
 def _check(text: str, teacher_key: str, student: str) -> None:
-    """The new recipe composes, its loss builds, and both models build (without downloading weights)."""
-    root = yaml.compose(text, Loader=yaml.FullLoader)
-    root.value = [(k, v) for k, v in root.value if k.value != 'datasets']  # data may live on another machine
-    loader = yaml.FullLoader('')
-    config = loader.construct_document(root)
+    """The new recipe composes, its loss builds, and both models build (without downloading weights or building
+    the datasets: data may live on another machine)."""
+    doc = RecipeDocument(text, Path('the new recipe'))
     try:
-        get_high_level_loss(config['train']['criterion'])
+        get_high_level_loss(doc.value('train.criterion'))
         for label, key in (('teacher_model', teacher_key), ('student_model', student)):
-            kwargs = dict(config['models'][label].get('kwargs') or {}, weights=None)
+            kwargs = dict(doc.value(f'models.{label}.kwargs') or {}, weights=None)
             if key in MODEL_DICT:
                 kwargs.pop('weights')
                 MODEL_DICT[key](**kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..runner.errors import UsageError
+from ..errors import UsageError
 from .figures import pyplot
 
 __all__ = ['find_metrics', 'load_metrics', 'plot_runs']

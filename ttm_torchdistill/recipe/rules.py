@@ -1,29 +1,23 @@
-"""Checks of a recipe's runner keys on the composed YAML graph, before anything is built.
+"""The rules a recipe's runner keys follow, checked on the recipe document before anything is built.
 
 RULES maps key paths to what they accept; each part of a path is a pattern (``*`` matches any key
-of a mapping, ``*_module_path`` any such key). Only keys that are present are checked; a value is
-constructed from its node alone, so datasets are never built here. The losses' own hyperparameters
-(gamma, beta, ...) are left to the losses, which check them when they are built.
+of a mapping, ``*_module_path`` any such key). :meth:`RecipeDocument.validate` checks the keys that are
+present; a value is constructed from its node alone, so datasets are never built there. The losses' own
+hyperparameters (gamma, beta, ...) are left to the losses, which check them when they are built.
 """
 from __future__ import annotations
 
-import fnmatch
 import math
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
 from torchdistill.core.interfaces import registry as processes
 from torchdistill.datasets.registry import DATASET_WRAPPER_DICT
 from torchdistill.losses import registry as losses
 from torchdistill.models.registry import AUXILIARY_MODEL_WRAPPER_DICT
 from torchdistill.optim.registry import OPTIM_DICT, SCHEDULER_DICT
 
-from .errors import UsageError
-
-__all__ = ['RULES', 'Rule', 'check_output_folder', 'validate_recipe']
+__all__ = ['LOADERS', 'RULES', 'Rule']
 
 
 @dataclass(frozen=True)
@@ -141,69 +135,3 @@ RULES: dict[str, Rule] = {
     f'{TERM}.criterion_wrapper.kwargs.*.uses_label': FLAG,
     **{f'{loader}.{key}': rule for loader in LOADERS for key, rule in LOADER_RULES.items()},
 }
-
-
-def _get(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        return next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
-    return None
-
-
-def _matches(node: yaml.Node, keys: list[str], path: str = '') -> Iterator[tuple[str, yaml.Node]]:
-    """(key path, node) of every node at ``keys`` below ``node``; ``*`` matches any mapping key."""
-    if not keys:
-        yield path, node
-        return
-    if not isinstance(node, yaml.MappingNode):
-        return
-    for k, v in node.value:
-        if isinstance(k, yaml.ScalarNode) and fnmatch.fnmatchcase(k.value, keys[0]):
-            yield from _matches(v, keys[1:], f'{path}.{k.value}' if path else k.value)
-
-
-def check_output_folder(path: Path, what: str) -> None:
-    """``path``'s folder exists or can be created, and files can be written there."""
-    folder = path.expanduser().absolute().parent
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f'{what}={str(path)!r}: {existing} is a file, not a folder, so {folder} cannot be created')
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f'{what}={str(path)!r}: no permission to write in {existing}')
-
-
-def validate_recipe(root: yaml.MappingNode, loader: yaml.FullLoader, source: Path) -> dict[str, object]:
-    """Raise UsageError for the first runner key whose value is of the wrong type or out of range.
-
-    Values are constructed with ``loader`` (the recipe's own), so later construction reuses them;
-    returns the checked values by key path.
-    """
-    def value(node: yaml.Node) -> object:
-        return loader.construct_object(node, deep=True)
-
-    checked = {}
-    for pattern, rule in RULES.items():
-        for path, node in _matches(root, pattern.split('.')):
-            if not rule.accepts(found := value(node)):
-                raise UsageError(f'{source}: {path}={found!r}: expected {rule.expected}')
-            checked[path] = found
-    datasets = _get(root, 'datasets')
-    ids = [k.value for k, _ in datasets.value] if isinstance(datasets, yaml.MappingNode) else []
-    for loader_path in LOADERS:
-        section, name = loader_path.split('.')
-        node = _get(_get(_get(root, section), name), 'dataset_id')
-        if node is not None and (found := value(node)) not in ids:
-            raise UsageError(f'{source}: {loader_path}.dataset_id={found!r}: expected a key of datasets '
-                             f'({", ".join(map(str, ids))})')
-    models = _get(root, 'models')
-    for path, node in _matches(root, ['models', '*', 'dst_ckpt']):
-        if (found := value(node)) is not None:
-            check_output_folder(Path(found), f'{source}: {path}')
-    classes = {label: value(node) for label in ('teacher_model', 'student_model')
-               if (node := _get(_get(_get(models, label), 'kwargs'), 'num_classes')) is not None}
-    if len(classes) == 2 and classes['teacher_model'] != classes['student_model']:
-        raise UsageError(f'{source}: models.student_model.kwargs.num_classes={classes["student_model"]!r} differs '
-                         f'from models.teacher_model.kwargs.num_classes={classes["teacher_model"]!r}: teacher and '
-                         'student must predict the same classes')
-    return checked

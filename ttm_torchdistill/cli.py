@@ -1,4 +1,4 @@
-"""Command-line interface: `ttm-distill SUBCOMMAND ...`."""
+"""The command line, `ttm-distill COMMAND ...`: the parser, and each command's module imported only when it runs."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +27,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from .train import RunOptions
+    from .runner.run import RunOptions
 
     return RunOptions(recipe=args.recipe, overrides=args.overrides, device=args.device, run_log=args.run_log,
                       summary=args.summary, resume=getattr(args, 'resume', False), seed=args.seed, amp=args.amp,
@@ -36,14 +36,14 @@ def _options(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import run_train
+    from .runner.commands import run_train
 
     run_train(_options(args))
     return 0
 
 
 def _test(args: argparse.Namespace) -> int:
-    from .train import run_test
+    from .runner.commands import run_test
 
     run_test(_options(args))
     return 0
@@ -58,7 +58,7 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..tools.demo import run_demo, run_grid
+    from .tools.demo import run_demo, run_grid
 
     if args.grid:
         run_grid(args.out + '/grid', tuple(args.seeds or (0, 1)), args.retrain_teacher)
@@ -68,14 +68,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ..tools.sweep import run_sweep
+    from .sweep.command import run_sweep
 
     return run_sweep(args.recipe, args.grid, args.seeds, args.overrides, args.output, launcher=args.launcher,
                      parallel=args.parallel, slurm=args.slurm, dry_run=args.dry_run, wait=args.wait)
 
 
 def _table(args: argparse.Namespace) -> int:
-    from ..tools.table import table
+    from .tools.table import table
 
     text = table(args.paths, args.format, args.output)
     print(f'wrote {args.output}' if args.output else text)
@@ -83,21 +83,21 @@ def _table(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from ..tools.plot import plot_runs
+    from .tools.plot import plot_runs
 
     print(f'wrote {plot_runs(args.runs, args.output)}')
     return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from ..tools.calibrate import calibrate
+    from .tools.calibrate import calibrate
 
     calibrate(_options(args), args.split, args.output)
     return 0
 
 
 def _new_recipe(args: argparse.Namespace) -> int:
-    from ..tools.new_recipe import new_recipe
+    from .tools.new_recipe import new_recipe
 
     path = new_recipe(args.base, args.teacher, args.student, args.method, args.gamma, args.beta, args.output,
                       args.force)

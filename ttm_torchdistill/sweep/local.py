@@ -8,8 +8,11 @@ import sys
 import time
 from collections import deque
 
-from ..runner.train import _eta
-from .sweep import RunSpec, Sweep, record_exit, start_run, sweep_table, write_manifest
+from ..runner.logs import format_eta
+from .manifest import write_manifest
+from .plan import RunSpec, Sweep
+from .results import sweep_table
+from .runs import record_exit, start_run
 
 __all__ = ['LocalLauncher']
 
@@ -99,7 +102,7 @@ class LocalLauncher:
                         failed += 1
                         what = f'FAILED ({error})'
                     print(f'[{done}/{total}] {run.describe()}: {what} ({time.monotonic() - t0:.1f} s), '
-                          f'eta {_eta(eta)}', flush=True)
+                          f'eta {format_eta(eta)}', flush=True)
                     write_manifest(sweep)
         except KeyboardInterrupt:
             stopped = self._stop(running)

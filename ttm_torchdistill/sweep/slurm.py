@@ -15,9 +15,12 @@ import time
 
 import yaml
 
-from ..runner.errors import UsageError, one_line
-from ..runner.train import _eta
-from .sweep import RunSpec, Sweep, record_exit, start_run, sweep_table, write_manifest
+from ..errors import UsageError, one_line
+from ..runner.logs import format_eta
+from .manifest import write_manifest
+from .plan import RunSpec, Sweep
+from .results import sweep_table
+from .runs import record_exit, start_run
 
 __all__ = ['SlurmLauncher', 'SweepTask', 'array_in_queue']
 
@@ -171,7 +174,7 @@ class SlurmLauncher:
                 failed += state == 'failed'
                 what = f'best val top-1 {best:.2f}' if state == 'finished' else f'FAILED ({error})'
                 eta = (time.monotonic() - start) / ended * len(todo)
-                print(f'[{done}/{total}] {run.describe()}: {what}, eta {_eta(eta)}', flush=True)
+                print(f'[{done}/{total}] {run.describe()}: {what}, eta {format_eta(eta)}', flush=True)
             if todo and misses >= QUEUE_MISSES:
                 break
             if todo:

@@ -1,0 +1,262 @@
+"""The CIFAR-100 recipes rendered from the table in :mod:`ttm_torchdistill.paper.cifar100_table`.
+
+Zheng & Yang (ICLR 2024) run 13 teacher-student pairs of the CRD benchmark (Tian et al. 2019):
+hyperparameters from Tables 8 and 9, reported top-1 from Tables 1-4 and 6. Every file under
+``recipes/cifar100/`` is rendered from :data:`~ttm_torchdistill.paper.cifar100_table.PAIRS` and
+:data:`~ttm_torchdistill.paper.cifar100_table.ARCHS`; edit the table, then run
+``python -m ttm_torchdistill.paper`` (``--check`` only compares). A test fails when a committed recipe
+differs from what this module renders.
+"""
+from __future__ import annotations
+
+from ..models.cifar import FEATURES
+from .cifar100_blocks import (
+    CRD_TERM,
+    CRD_WRAPPER,
+    DATASETS,
+    FOOTER,
+    KD_TERM,
+    LOADERS,
+    PLAIN_ROLES,
+    PROTOCOL,
+    SCHEDULE,
+    TEST,
+)
+from .cifar100_table import ARCHS, NUM_TRAIN, PAIRS, Arch, Pair
+
+__all__ = ['render_all', 'render_ce', 'render_distill']
+
+_LABELS = {'kd': 'KD', 'ttm': 'TTM', 'wttm': 'WTTM', 'wttm_crd': 'WTTM + CRD', 'wttm_wo_ce': 'WTTM without CE'}
+
+
+def _num(value: float) -> str:
+    """A YAML float that reads back as the same number (``4`` -> ``4.0``)."""
+    return repr(float(value))
+
+
+def _source(pair: Pair, method: str) -> str:
+    """Where the paper reports ``method`` on ``pair``: Tables 1, 2, 6 (same architecture) or 3, 4."""
+    if pair.same_arch:
+        table, runs = {'wttm_crd': 2, 'wttm_wo_ce': 6}.get(method, 1), 5
+    else:
+        table, runs = {'wttm_crd': 4}.get(method, 3), 3
+    return f'Table {table}, mean of {runs} runs'
+
+
+def _hyper_table(pair: Pair) -> str:
+    return 'Table 8' if pair.same_arch else 'Table 9'
+
+
+def _paper_block(top1: float, source: str) -> str:
+    """The machine-readable reported top-1 (``ttm-distill table`` compares runs with it)."""
+    return f"paper:\n  top1: {_num(top1)}\n  source: 'Zheng & Yang, ICLR 2024, {source}'\n"
+
+
+def _run_lines(name: str) -> str:
+    return (f'# Run:   ttm-distill train {name}\n'
+            '#   or, with torchdistill\'s example runner (unmodified; `dependencies` imports this plugin):\n'
+            f'#        python examples/torchvision/image_classification.py --config recipes/{name}.yaml \\\n'
+            f'#          --run_log log/{name.replace("/", "-")}.log\n')
+
+
+def render_ce(arch: Arch) -> str:
+    """The recipe that trains ``arch`` alone with cross entropy (teachers and CE baselines)."""
+    name = f'cifar100/ce/{arch.key}'
+    header = (f'# Cross entropy only: {arch.name} (`{arch.key}`) trained alone on CIFAR-100.\n'
+              f'# Makes the teachers of the distillation recipes (they load this recipe\'s dst_ckpt) and the\n'
+              f'# students\' CE baselines. The benchmark reports {arch.ce_top1} top-1 (Tables 1/3).\n#\n'
+              + PROTOCOL.format(lr=arch.lr) + '#\n' + _run_lines(name) + FOOTER)
+    body = f"""
+{_paper_block(arch.ce_top1, 'Tables 1/3, CE baseline of the CRD benchmark')}
+dependencies:
+  - name: 'ttm_torchdistill'
+
+{DATASETS}
+models:
+  model:
+    key: &model_key '{arch.key}'
+    kwargs:
+      num_classes: 100
+    _experiment: &experiment !join [*dataset_name, '-', *model_key]
+    src_ckpt:
+    dst_ckpt: !join ['./resource/ckpt/cifar100/ce/', *experiment, '.pt']
+
+train:
+  log_freq: 200
+  num_epochs: 240
+{LOADERS.format(wrapper='')}  model:
+    forward_proc: 'forward_batch_only'
+    adaptations:
+    sequential: []
+    wrapper: 'DistributedDataParallel'
+    requires_grad: True
+    frozen_modules: []
+{SCHEDULE.format(lr=arch.lr)}  criterion:
+    key: 'WeightedSumLoss'
+    kwargs:
+      sub_terms:
+        ce:
+          criterion:
+            key: 'CrossEntropyLoss'
+            kwargs:
+              reduction: 'mean'
+          criterion_wrapper:
+            key: 'SimpleLossWrapper'
+            kwargs:
+              input:
+                is_from_teacher: False
+                module_path: '.'
+                io: 'output'
+              target:
+                uses_label: True
+          weight: 1.0
+
+{TEST}"""
+    return header + body
+
+
+def _ttm_term(loss_key: str, gamma: float, beta: float, alpha: float) -> str:
+    return f"""\
+        {loss_key.lower().removesuffix('loss')}:
+          criterion:
+            key: '{loss_key}'
+            kwargs:
+              student_module_path: '.'
+              student_module_io: 'output'
+              teacher_module_path: '.'
+              teacher_module_io: 'output'
+              gamma: {_num(gamma)}
+              beta: {_num(beta)}
+              alpha: {_num(alpha)}
+              reduction: 'batchmean'
+          weight: 1.0
+"""
+
+
+def _crd_roles(teacher: Arch, student: Arch) -> str:
+    # CRD trains a linear embedding on each side: the teacher's network stays frozen, its embedding learns.
+    # Linear4CRD wraps the student and its embedding in DDP itself, so the student takes no wrapper here.
+    def aux(arch: Arch, anchor: str) -> str:
+        return f"""\
+    auxiliary_model_wrapper:
+      key: 'Linear4CRD'
+      kwargs:
+        input_module_path: 'model.{FEATURES[arch.key][0]}'
+        linear_kwargs:
+          in_features: {FEATURES[arch.key][1]}
+          out_features: {anchor}128
+          bias: True
+        power: 2
+"""
+    return f"""\
+  teacher:
+    forward_proc: 'forward_batch_supp_dict'
+    sequential: []
+{aux(teacher, '')}    forward_hook:
+      input: []
+      output: ['model.{FEATURES[teacher.key][0]}', 'normalizer']
+    wrapper:
+    requires_grad: True
+    frozen_modules: ['model']
+  student:
+    forward_proc: 'forward_batch_supp_dict'
+    adaptations:
+    sequential: []
+{aux(student, '&feature_dim ')}    forward_hook:
+      input: ['empty']
+      output: ['model.{FEATURES[student.key][0]}', 'normalizer']
+    wrapper:
+    requires_grad: True
+    frozen_modules: []
+"""
+
+
+def _method_header(pair: Pair, method: str) -> str:
+    t, s = ARCHS[pair.teacher], ARCHS[pair.student]
+    top1, source = pair.top1[method], _source(pair, method)
+    hyper = _hyper_table(pair)
+    lines = [f'# {_LABELS[method]}: {t.key} -> {s.key} on CIFAR-100 (CRD benchmark names: {t.name} -> {s.name}).']
+    if method == 'kd':
+        lines += ['# The benchmark\'s KD: T = 4, loss = 0.1 * CE + 0.9 * T^2 * KL. torchdistill\'s KDLoss weights the',
+                  '# cross entropy by `alpha` and the KL term by `beta`, so the benchmark\'s "alpha 0.9" (KL weight)',
+                  '# is `alpha: 0.1, beta: 0.9` here.']
+    elif method == 'wttm_wo_ce':
+        gamma = pair.wo_ce_gamma
+        lines += [f'# WTTM without the cross entropy (alpha 0): gamma {gamma} ({hyper}, last row).',
+                  '# The paper gives only gamma for this variant; beta = 1 is our choice (with alpha 0 it only',
+                  '# scales the loss, like the learning rate), not a value from the paper.']
+    else:
+        gamma, beta = getattr(pair, method)
+        loss = 'TTM' if method == 'ttm' else 'WTTM'
+        lines.append(f'# {loss} with gamma {gamma}, beta {beta} ({hyper}), alpha 1 (cross entropy weight).')
+        if method == 'wttm_crd':
+            lines += ['# Plus torchdistill\'s CRDLoss with weight 0.8 (Eq. 23): CRD\'s own settings, 16384 negatives,',
+                      '# feature dimension 128, NCE temperature 0.07, momentum 0.5, with torchdistill\'s',
+                      '# CRDDatasetWrapper and Linear4CRD embeddings on the models\' penultimate features.']
+    lines.append(f'# Reported student top-1: {top1} ({source}).')
+    lines += ['#', f'# Teacher: the checkpoint that `ttm-distill train cifar100/ce/{t.key}` writes. To use the CRD',
+              '# benchmark\'s released teacher instead (a dict with the state dict under "model"), without editing:',
+              f'#   --set models.teacher_model.src_ckpt=/path/to/{t.name}_vanilla/ckpt_epoch_240.pth',
+              '#']
+    return '\n'.join(lines) + '\n'
+
+
+def render_distill(pair: Pair, method: str) -> str:
+    """A distillation recipe of ``pair`` with ``method`` (one of :data:`.cifar100_table.METHODS`)."""
+    t, s = ARCHS[pair.teacher], ARCHS[pair.student]
+    name = f'cifar100/{method}/{s.key}_from_{t.key}'
+    header = _method_header(pair, method) + PROTOCOL.format(lr=s.lr) + '#\n' + _run_lines(name) + FOOTER
+    crd = method == 'wttm_crd'
+    if method == 'kd':
+        terms = KD_TERM
+    elif method == 'ttm':
+        terms = _ttm_term('TTMLoss', *pair.ttm, 1.0)
+    elif method == 'wttm_wo_ce':
+        terms = _ttm_term('WTTMLoss', pair.wo_ce_gamma, 1.0, 0.0)
+    else:
+        terms = _ttm_term('WTTMLoss', *getattr(pair, method), 1.0)
+    if crd:
+        terms += CRD_TERM.format(num_train=NUM_TRAIN)
+    body = f"""
+{_paper_block(pair.top1[method], _source(pair, method))}
+dependencies:
+  - name: 'ttm_torchdistill'
+
+{DATASETS}
+models:
+  teacher_model:
+    key: &teacher_model_key '{t.key}'
+    kwargs:
+      num_classes: 100
+    src_ckpt: !join ['./resource/ckpt/cifar100/ce/', *dataset_name, '-', *teacher_model_key, '.pt']
+  student_model:
+    key: &student_model_key '{s.key}'
+    kwargs:
+      num_classes: 100
+    _experiment: &student_experiment !join [*dataset_name, '-', *student_model_key, '_from_', *teacher_model_key]
+    src_ckpt:
+    dst_ckpt: !join ['./resource/ckpt/cifar100/{method}/', *student_experiment, '.pt']
+
+train:
+  log_freq: 200
+  num_epochs: 240
+  pre_epoch_process: 'pre_epoch_process_with_frozen_teacher'
+{LOADERS.format(wrapper=CRD_WRAPPER if crd else '')}{_crd_roles(t, s) if crd else PLAIN_ROLES}\
+{SCHEDULE.format(lr=s.lr)}  criterion:
+    key: 'WeightedSumLoss'
+    kwargs:
+      sub_terms:
+{terms}
+{TEST}"""
+    return header + body
+
+
+def render_all() -> dict[str, str]:
+    """Every CIFAR-100 recipe: path relative to ``recipes/`` -> YAML text."""
+    out = {}
+    for arch in ARCHS.values():
+        out[f'cifar100/ce/{arch.key}.yaml'] = render_ce(arch)
+    for pair in PAIRS:
+        for method in pair.methods:
+            out[f'cifar100/{method}/{pair.student}_from_{pair.teacher}.yaml'] = render_distill(pair, method)
+    return out

@@ -1,0 +1,92 @@
+"""The paper's CIFAR-100 suite as one table: architectures, teacher-student pairs, their values.
+
+Zheng & Yang (ICLR 2024) run 13 teacher-student pairs of the CRD benchmark (Tian et al. 2019):
+hyperparameters from Tables 8 and 9, reported top-1 from Tables 1-4 and 6. Every file under
+``recipes/cifar100/`` is rendered from :data:`PAIRS` and :data:`ARCHS` by
+:mod:`ttm_torchdistill.paper.cifar100`; edit the table, then run ``python -m ttm_torchdistill.paper``
+(``--check`` only compares). A test fails when a committed recipe differs from what is rendered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ['ARCHS', 'METHODS', 'NUM_TRAIN', 'PAIRS', 'Arch', 'Pair']
+
+METHODS = ('kd', 'ttm', 'wttm', 'wttm_crd', 'wttm_wo_ce')
+NUM_TRAIN = 50_000  # CIFAR-100 training images: CRD's memory bank size
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture: registry key, the CRD benchmark's name for it (its released checkpoints are
+    ``<name>_vanilla/ckpt_epoch_240.pth``) and its CE top-1 in Tables 1/3. The feature CRD embeds is
+    :data:`ttm_torchdistill.models.cifar.FEATURES`."""
+
+    key: str
+    name: str
+    ce_top1: float
+    lr: float = 0.05  # the benchmark's lr 0.01 for MobileNetV2 and ShuffleNet students
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One teacher -> student row of Tables 1-4, 6 (top-1) and 8, 9 ((gamma, beta) per method)."""
+
+    teacher: str
+    student: str
+    ttm: tuple[float, float]
+    wttm: tuple[float, float]
+    wttm_crd: tuple[float, float]
+    top1: dict[str, float]
+    wo_ce_gamma: float | None = None  # Table 8's last row: same-architecture pairs only
+
+    @property
+    def same_arch(self) -> bool:
+        return self.wo_ce_gamma is not None
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return METHODS if self.same_arch else METHODS[:-1]
+
+
+ARCHS = {a.key: a for a in (
+    Arch('wrn_40_2', 'wrn_40_2', 75.61),
+    Arch('wrn_16_2', 'wrn_16_2', 73.26),
+    Arch('wrn_40_1', 'wrn_40_1', 71.98),
+    Arch('resnet56', 'resnet56', 72.34),
+    Arch('resnet110', 'resnet110', 74.31),
+    Arch('resnet20', 'resnet20', 69.06),
+    Arch('resnet32', 'resnet32', 71.14),
+    Arch('resnet32x4', 'resnet32x4', 79.42),
+    Arch('resnet8x4', 'resnet8x4', 72.50),
+    Arch('vgg13_cifar', 'vgg13', 74.64),
+    Arch('vgg8_cifar', 'vgg8', 70.36),
+    Arch('resnet50_cifar', 'ResNet50', 79.34),
+    Arch('mobilenetv2_cifar', 'MobileNetV2', 64.6, lr=0.01),
+    Arch('shufflenetv1_cifar', 'ShuffleV1', 70.5, lr=0.01),
+    Arch('shufflenetv2_cifar', 'ShuffleV2', 71.82, lr=0.01),
+)}
+
+
+def _top1(kd: float, ttm: float, wttm: float, crd: float, wo_ce: float | None = None) -> dict[str, float]:
+    top1 = {'kd': kd, 'ttm': ttm, 'wttm': wttm, 'wttm_crd': crd}
+    return top1 if wo_ce is None else dict(top1, wttm_wo_ce=wo_ce)
+
+
+PAIRS = (
+    # same architecture (Table 8; top-1 of Tables 1, 2 and 6, mean of 5 runs)
+    Pair('wrn_40_2', 'wrn_16_2', (0.1, 101), (0.1, 4), (0.1, 4), _top1(74.92, 76.23, 76.37, 76.61, 75.11), 0.2),
+    Pair('wrn_40_2', 'wrn_40_1', (0.1, 76), (0.1, 3), (0.1, 2), _top1(73.54, 74.32, 74.58, 74.94, 73.16), 0.5),
+    Pair('resnet56', 'resnet20', (0.3, 7), (0.3, 1.5), (0.3, 0.6), _top1(70.66, 71.83, 71.92, 72.20, 70.95), 0.6),
+    Pair('resnet110', 'resnet20', (0.2, 8), (0.2, 2), (0.2, 1.4), _top1(70.67, 71.46, 71.67, 72.13, 70.71), 0.4),
+    Pair('resnet110', 'resnet32', (0.1, 33), (0.1, 1.5), (0.2, 1), _top1(73.08, 73.97, 74.13, 74.52, 73.21), 0.4),
+    Pair('resnet32x4', 'resnet8x4', (0.1, 100), (0.1, 3), (0.2, 4), _top1(73.33, 76.17, 76.06, 76.65, 72.94), 0.5),
+    Pair('vgg13_cifar', 'vgg8_cifar', (0.1, 45), (0.1, 2.25), (0.2, 4), _top1(72.98, 74.33, 74.44, 74.71, 74.04), 0.2),
+    # different architectures (Table 9; top-1 of Tables 3 and 4, mean of 3 runs)
+    Pair('vgg13_cifar', 'mobilenetv2_cifar', (0.2, 16), (0.2, 3), (0.3, 4.2), _top1(67.37, 68.98, 69.16, 70.30)),
+    Pair('resnet50_cifar', 'mobilenetv2_cifar', (0.2, 20), (0.2, 5), (0.3, 3), _top1(67.35, 69.24, 69.59, 70.84)),
+    Pair('resnet50_cifar', 'vgg8_cifar', (0.1, 70), (0.1, 2), (0.1, 3), _top1(73.81, 74.87, 74.82, 75.30)),
+    Pair('resnet32x4', 'shufflenetv1_cifar', (0.2, 12), (0.2, 1.4), (0.2, 0.4), _top1(74.07, 74.18, 74.37, 75.82)),
+    Pair('resnet32x4', 'shufflenetv2_cifar', (0.4, 40), (0.4, 16), (0.4, 12), _top1(74.45, 76.57, 76.55, 77.04)),
+    Pair('wrn_40_2', 'shufflenetv1_cifar', (0.3, 8), (0.3, 3), (0.2, 0.16), _top1(74.83, 75.39, 75.42, 76.86)),
+)

@@ -1,0 +1,118 @@
+"""`ttm-distill train` and `ttm-distill test`: set up processes and logging, build the run, train or test, report."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import UsageError, one_line
+from ..outputs import check_output_folder
+from .distributed import DistContext, setup_distributed, teardown
+from .logs import log_to_file, logger, setup_logging
+from .report import report
+from .run import Run, RunOptions, seed_everything
+from .tensorboard import require as require_tensorboard
+from .trainer import Trainer
+
+__all__ = ['run_test', 'run_train', 'with_context']
+
+
+def with_context(opts: RunOptions, body, log_file: bool = True) -> dict:
+    """Set up processes and logging, run ``body(ctx)``; ``log_file=False``: the body opens --run-log itself."""
+    ctx = setup_distributed(opts.device)
+    try:
+        setup_logging(ctx, debug=opts.debug, quiet=opts.quiet)
+        for path, flag in ((opts.run_log, '--run-log'), (opts.summary, '--summary')):
+            if path:
+                check_output_folder(Path(path), flag)
+        if log_file:
+            log_to_file(ctx, opts.run_log, opts.resume, opts.debug)
+        return body(ctx)
+    finally:
+        teardown()
+
+
+def _check_passed(run: Run, what: str) -> dict:
+    logger.info('check passed: %s builds (%s); nothing was trained or written', run.name, what)
+    return {'recipe': run.name, 'check': 'passed'}
+
+
+@torch.no_grad()
+def _check_one_batch(trainer: Trainer) -> None:
+    """The loss on one training batch (no update): the models' and the loss's inputs and outputs fit."""
+    box, run = trainer.box, trainer.run
+    images, targets, supp_dict = next(iter(box.train_data_loader))
+    criterion = (run.config['train'].get('criterion') or {}).get('key')
+    try:
+        with run.autocast():
+            loss = box.forward_process(images.to(trainer.ctx.device, memory_format=run.memory_format),
+                                       targets.to(trainer.ctx.device), supp_dict)
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        raise UsageError(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch fails: '
+                         f'{type(exc).__name__}: {one_line(exc)[:300]}') from None
+    if not torch.isfinite(loss).all():
+        raise UsageError(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch is '
+                         f'{loss.item()}')
+
+
+def run_train(opts: RunOptions) -> dict:
+    """Train with validation every epoch, keep the best checkpoint, then test teacher and student.
+
+    ``opts.check``: build everything, compute the loss on one batch, then stop; nothing is written.
+    """
+    if opts.check:
+        opts = dataclasses.replace(opts, run_log=None, summary=None, tensorboard=None)
+    if opts.tensorboard:
+        require_tensorboard('--tensorboard')  # before the lock or anything else is made
+
+    def body(ctx: DistContext) -> dict:
+        run = Run(opts, ctx, lock=not opts.check)
+        try:
+            return train(run)
+        finally:
+            run.release()
+
+    def train(run: Run) -> dict:
+        start, ctx = time.perf_counter(), run.ctx
+        trainer = Trainer(run)
+        if opts.resume:
+            trainer.resume()
+        if opts.check:
+            _check_one_batch(trainer)
+            return _check_passed(run, f'{len(trainer.box.train_data_loader)} training batches per epoch')
+        log_to_file(ctx, opts.run_log, opts.resume, opts.debug)
+        if opts.resume:
+            logger.info('resumed from %s after epoch %d (best val top-1 %.2f)', run.last_ckpt, trainer.start_epoch,
+                        trainer.best_val_top1)
+        elif opts.seed is not None:
+            seed_everything(opts.seed + ctx.rank)  # per-rank augmentation streams after identical model init
+        logger.info('training %s on %d process(es), device %s, %d epochs', run.name, ctx.world_size,
+                    ctx.device.type, trainer.box.num_epochs)
+        epochs_run, rate = trainer.fit()
+        trainer.box.clean_modules()
+        skipped = {f'{role}_test_top{k}': None for role in ('teacher', 'student') for k in (1, 5)}
+        results = run.test()[0] if opts.test else skipped
+        extra = {'epochs_run': epochs_run, 'best_val_top1': trainer.best_val_top1, 'train_images_per_s': rate}
+        return report(run, results, time.perf_counter() - start, extra)
+
+    return with_context(opts, body, log_file=False)
+
+
+def run_test(opts: RunOptions) -> dict:
+    """Evaluate the teacher and the best student checkpoint on the recipe's test loader."""
+    def body(ctx: DistContext) -> dict:
+        start = time.perf_counter()
+        run = Run(opts, ctx)
+        if opts.check:
+            run.load_best()
+            run.test_loader()
+            return _check_passed(run, f'best checkpoint {run.best_ckpt}')
+        results, best_value = run.test()
+        return report(run, results, time.perf_counter() - start, {'best_val_top1': best_value})
+
+    if opts.check:
+        opts = dataclasses.replace(opts, run_log=None, summary=None)
+    return with_context(opts, body)
+

@@ -1,0 +1,49 @@
+"""The end of a command: the summary lines in the log and the --summary JSON file."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .checkpoint import atomic_write
+from .logs import format_eta, logger
+from .run import Run
+
+__all__ = ['report']
+
+
+def report(run: Run, results: dict, wall_s: float, extra: dict) -> dict:
+    summary = {
+        'recipe': run.name,
+        'world_size': run.ctx.world_size,
+        'device': run.ctx.device.type,
+        **extra,
+        **results,
+        'wall_s': wall_s,
+        'best_ckpt': str(run.best_ckpt),
+        'last_ckpt': str(run.last_ckpt),
+        'metrics': str(run.metrics_path.resolve()),
+        'amp': run.opts.amp,
+        'channels_last': run.opts.channels_last,
+        'seed': run.opts.seed,
+        'overrides': list(run.opts.overrides),
+        'paper_top1': (run.config.get('paper') or {}).get('top1'),
+    }
+
+    def fmt(value):
+        return 'n/a' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.2f}'
+
+    lines = [f'== {run.name} ==']
+    if 'best_val_top1' in summary:
+        lines.append(f'best val top-1    {fmt(summary["best_val_top1"])}')
+    for role in ('teacher', 'student'):
+        top1, top5 = results[f'{role}_test_top1'], results[f'{role}_test_top5']
+        lines.append(f'{role} test  top-1 {fmt(top1)}  top-5 {fmt(top5)}')
+    lines.append(f'wall time {format_eta(wall_s)}; best checkpoint {run.best_ckpt}')
+    for line in lines:
+        logger.info(line)
+    if run.opts.summary and run.ctx.is_main:
+        text = json.dumps(summary, indent=2) + '\n'
+        atomic_write(Path(run.opts.summary).expanduser(), lambda f: f.write(text.encode()))  # sweeps read it
+    return summary
+

@@ -1,0 +1,217 @@
+"""A run built from a recipe: options, the composed recipe, teacher and student, output paths, the test pass."""
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchdistill.models.official import get_image_classification_model
+from torchdistill.models.registry import get_model
+
+from ..errors import UsageError, one_line
+from ..recipe import RecipeDocument, parse_overrides, recipe_name, resolve_recipe
+from .build import recipe_part
+from .checkpoint import last_ckpt_path, load_checkpoint, load_model_state, model_state, remove_stale_temporaries
+from .datafiles import guard_datasets
+from .distributed import DistContext
+from .evaluate import build_eval_loader, evaluate
+from .lock import acquire_run_lock
+from .logs import logger
+
+__all__ = ['AMP_DTYPES', 'Run', 'RunOptions', 'seed_everything']
+
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+@dataclass
+class RunOptions:
+    recipe: str
+    overrides: list[str] = field(default_factory=list)
+    device: str | None = None
+    run_log: str | None = None
+    summary: str | None = None
+    resume: bool = False
+    seed: int | None = None
+    amp: str | None = None
+    channels_last: bool = False
+    debug: bool = False
+    quiet: bool = False
+    """log warnings only (the demo runs many short trainings)"""
+    test: bool = True
+    """False skips the test pass (hyperparameter searches must not look at the test split)"""
+    check: bool = False
+    """validate and build everything, then stop: no training, nothing written"""
+    tensorboard: str | None = None
+    """folder for TensorBoard per-epoch curves (needs the tensorboard package)"""
+
+
+class Run:
+    """Everything one command needs: context, recipe, models and output paths."""
+
+    def __init__(self, opts: RunOptions, ctx: DistContext, lock: bool = False) -> None:
+        """``lock``: hold dst_ckpt's run lock from right after validation (see release)."""
+        self.opts, self.ctx = opts, ctx
+        self.lock = None
+        self.recipe_path = resolve_recipe(opts.recipe)
+        overrides = parse_overrides(opts.overrides)
+        if opts.seed is not None:
+            seed_everything(opts.seed)
+        try:
+            self.config = RecipeDocument.open(self.recipe_path, overrides).build(self._take_lock if lock else None)
+            self._build()
+        except BaseException:
+            self.release()
+            raise
+
+    def _take_lock(self, checked: dict) -> None:
+        dst = checked.get('models.student_model.dst_ckpt') or checked.get('models.model.dst_ckpt')
+        if not dst:
+            return  # _build says dst_ckpt is required
+        best = Path(dst).expanduser()
+        self.lock = acquire_run_lock(best, self.ctx)
+        if self.ctx.is_main:
+            for tmp in remove_stale_temporaries(best, last_ckpt_path(best)):
+                logger.info('removed %s, a temporary file of an interrupted save', tmp)
+
+    def release(self) -> None:
+        """Free the run lock (the process's end frees it too)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _build(self) -> None:
+        opts = self.opts
+        for key in ('datasets', 'models', 'test'):
+            if not isinstance(self.config.get(key), dict):
+                raise UsageError(f'{self.recipe_path}: missing or empty top-level key {key!r}')
+        models = self.config['models']
+        self.teacher_config = models.get('teacher_model')
+        self.student_key = 'student_model' if 'student_model' in models else 'model'
+        self.student_config = models.get(self.student_key)
+        if not isinstance(self.student_config, dict):
+            raise UsageError(f'{self.recipe_path}: models needs a student_model (or model) entry')
+        dst = self.student_config.get('dst_ckpt')
+        if not dst:
+            raise UsageError(f'{self.recipe_path}: models.{self.student_key}.dst_ckpt is required')
+        self.best_ckpt = Path(dst).expanduser()
+        self.last_ckpt = last_ckpt_path(self.best_ckpt)
+        log_base = Path(opts.run_log).expanduser() if opts.run_log else self.best_ckpt
+        self.metrics_path = log_base.with_name(log_base.stem + '.metrics.jsonl')
+        self.amp_dtype = AMP_DTYPES.get(opts.amp) if opts.amp else None
+        self.memory_format = torch.channels_last if opts.channels_last else torch.preserve_format
+        guard_datasets(self.config['datasets'])
+        self.teacher = self._build_model('teacher_model', self.teacher_config) if self.teacher_config else None
+        self.student = self._build_model(self.student_key, self.student_config)
+        if self.teacher is not None:
+            self._check_outputs_agree()
+
+    @property
+    def name(self) -> str:
+        return recipe_name(self.recipe_path)
+
+    def _build_model(self, label: str, model_config: dict) -> nn.Module:
+        key = model_config.get('key')
+        where = f'{self.recipe_path}: models.{label}'
+        kwargs = model_config.get('kwargs') or {}
+        try:
+            model = get_image_classification_model(dict(model_config, kwargs=kwargs), self.ctx.distributed)
+            if model is None:
+                model = get_model(key, model_config.get('repo_or_dir'), **kwargs)
+        except ValueError as exc:
+            if 'is not expected' in str(exc):
+                raise UsageError(f'{where}.key: unknown model {key!r} (neither a torchvision model nor in '
+                                 "torchdistill's model registry)") from None
+            raise UsageError(f'{where}: {one_line(exc)}') from None
+        except (TypeError, OSError, RuntimeError) as exc:
+            raise UsageError(f'{where}: cannot build {key!r}: {one_line(exc)}') from None
+        src = model_config.get('src_ckpt')
+        if src:
+            path = Path(src).expanduser()
+            load_model_state(model, model_state(load_checkpoint(path, f'{where}.src_ckpt')), path,
+                             f'models.{label}: {key}')
+        return model.to(self.ctx.device, memory_format=self.memory_format)
+
+    def _sample_batch(self) -> tuple[str, torch.Tensor] | None:
+        """(dataset id, a batch of one sample) from the validation (else test, else training) dataset."""
+        for section, name in (('train', 'val_data_loader'), ('test', 'test_data_loader'),
+                              ('train', 'train_data_loader')):
+            dataset_id = ((self.config.get(section) or {}).get(name) or {}).get('dataset_id')
+            dataset = self.config['datasets'].get(dataset_id)
+            if dataset is not None and len(dataset) > 0:
+                sample = dataset[0]
+                sample = sample[0] if isinstance(sample, (tuple, list)) else sample
+                return (dataset_id, sample[None]) if isinstance(sample, torch.Tensor) else None
+        return None
+
+    @torch.no_grad()
+    def _check_outputs_agree(self) -> None:
+        """One forward of teacher and student (eval mode) on one sample: their outputs must have one size."""
+        found = self._sample_batch()
+        if found is None:
+            return
+        dataset_id, batch = found
+        shapes = {}
+        for label, model, config in (('teacher_model', self.teacher, self.teacher_config),
+                                     (self.student_key, self.student, self.student_config)):
+            training = model.training
+            model.eval()
+            try:
+                out = model(batch.to(self.ctx.device))
+            except (RuntimeError, TypeError, ValueError) as exc:
+                raise UsageError(f'{self.recipe_path}: models.{label} ({config.get("key")}): a forward pass on one '
+                                 f'sample of datasets.{dataset_id} fails: {one_line(exc)[:300]}') from None
+            finally:
+                model.train(training)
+            shapes[label] = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        teacher, student = shapes['teacher_model'], shapes[self.student_key]
+        if teacher is not None and student is not None and teacher != student:
+            raise UsageError(f'{self.recipe_path}: models.teacher_model ({self.teacher_config.get("key")}) outputs '
+                             f'{list(teacher)} but models.{self.student_key} ({self.student_config.get("key")}) '
+                             f'outputs {list(student)} on a sample of datasets.{dataset_id}: teacher and student must '
+                             'predict the same classes (check kwargs.num_classes)')
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
+
+    def test_loader(self):
+        test_config = self.config['test'].get('test_data_loader')
+        if not isinstance(test_config, dict):
+            raise UsageError(f'{self.recipe_path}: test.test_data_loader is required')
+        with recipe_part(self.recipe_path, 'test.test_data_loader'):
+            return build_eval_loader(self.config['datasets'], test_config, self.ctx, 'test.test_data_loader')
+
+    def load_best(self) -> float | None:
+        """Load the best checkpoint into the student; returns its best validation value."""
+        if not self.best_ckpt.is_file():
+            raise UsageError(f'no best checkpoint at {self.best_ckpt}: train the recipe first')
+        ckpt = load_checkpoint(self.best_ckpt, 'test')
+        load_model_state(self.student, model_state(ckpt), self.best_ckpt,
+                         f'models.{self.student_key}: {self.student_config.get("key")}')
+        return ckpt.get('best_value') if isinstance(ckpt, dict) else None
+
+    def test(self) -> tuple[dict, float]:
+        """Teacher and student (from the best checkpoint) on the test loader; also the checkpoint's best value."""
+        best_value = self.load_best()
+        loader = self.test_loader()
+        results = {}
+        for role, model in (('teacher', self.teacher), ('student', self.student)):
+            if model is None:
+                results[f'{role}_test_top1'] = results[f'{role}_test_top5'] = None
+                continue
+            acc = evaluate(model, loader, self.ctx.device, self.amp_dtype, self.opts.channels_last)
+            results[f'{role}_test_top1'], results[f'{role}_test_top5'] = acc.top1, acc.top5
+            logger.info('%s test: top-1 %.2f  top-5 %.2f  (%d images)', role, acc.top1, acc.top5, acc.samples)
+        return results, best_value
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+

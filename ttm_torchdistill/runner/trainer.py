@@ -1,0 +1,272 @@
+"""The training loop on torchdistill's boxes: epochs, validation, checkpoints, resume and non-finite checks."""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torchdistill.common.module_util import check_if_wrapped
+
+from ..errors import DataFileError, TrainingDiverged, UsageError, one_line
+from ..losses import TTMLoss
+from .build import build_box, recipe_part
+from .checkpoint import atomic_save, load_checkpoint, load_model_state, rng_state, set_rng_state
+from .distributed import all_gather_objects, all_reduce_sum, barrier
+from .evaluate import build_eval_loader, evaluate
+from .logs import format_eta, logger
+from .run import Run
+from .tensorboard import EpochWriter
+
+__all__ = ['CHECK_EVERY', 'PART_NAMES', 'RESUME_KEYS', 'Trainer']
+
+PART_NAMES = TTMLoss.PART_NAMES
+RESUME_KEYS = ('model', 'optimizer', 'lr_scheduler', 'scaler', 'epoch', 'best_value', 'stage_grad_count', 'rng')
+CHECK_EVERY = 50
+"""iterations between checks for a non-finite loss (each one host synchronisation)"""
+
+
+def _ttm_losses(criterion: nn.Module) -> list[TTMLoss]:
+    """TTM/WTTM terms of a high-level loss (torchdistill keeps its terms in a plain dict)."""
+    terms = [term for term, _ in getattr(criterion, 'term_dict', {}).values()]
+    return [m for term in terms if isinstance(term, nn.Module) for m in term.modules() if isinstance(m, TTMLoss)]
+
+
+def _fp16_step(box, loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
+    """torchdistill's default post-forward process (accumulation, clipping, step-wise schedule) with a GradScaler."""
+    box.stage_grad_count += 1
+    scaler.scale(loss / box.grad_accum_step).backward()
+    if box.stage_grad_count % box.grad_accum_step == 0:
+        if box.max_grad_norm is not None:
+            scaler.unscale_(box.optimizer)
+            params = [p for group in box.optimizer.param_groups for p in group['params']]
+            torch.nn.utils.clip_grad_norm_(params, box.max_grad_norm)
+        scaler.step(box.optimizer)
+        scaler.update()
+        box.optimizer.zero_grad()
+        if box.lr_scheduler is not None and box.scheduling_step and box.scheduling_step > 0 \
+                and box.stage_grad_count % box.scheduling_step == 0:
+            box.lr_scheduler.step()
+
+
+class Trainer:
+    def __init__(self, run: Run) -> None:
+        self.run, self.ctx, self.opts = run, run.ctx, run.opts
+        train_config = run.config.get('train')
+        if not isinstance(train_config, dict):
+            raise UsageError(f'{run.recipe_path}: missing or empty top-level key \'train\'')
+        if any(k.startswith('stage') for k in train_config):
+            raise UsageError(f'{run.recipe_path}: multi-stage recipes (train.stage1, ...) are not supported by '
+                             "ttm-distill; run them with torchdistill's example runner")
+        if self.opts.resume and not run.last_ckpt.is_file():
+            raise UsageError(f'--resume: no checkpoint to resume from at {run.last_ckpt}')
+        if not self.opts.resume and run.last_ckpt.is_file():
+            raise UsageError(f'{run.last_ckpt} exists from an earlier run: pass --resume to continue it, or point '
+                             f'models.{run.student_key}.dst_ckpt elsewhere with --set for a new run')
+        self.log_freq = train_config.get('log_freq', 1000)
+        self.box = build_box(run.recipe_path, run.teacher, run.student, run.config['datasets'], train_config,
+                             self.ctx.device, self._device_ids(), self.ctx.distributed)
+        if self.box.train_data_loader is None:
+            raise UsageError(f'{run.recipe_path}: train.train_data_loader.dataset_id is not a key of datasets')
+        self.distill = run.teacher is not None
+        self._wrap_student()
+        val_config = train_config.get('val_data_loader')
+        if not isinstance(val_config, dict):
+            raise UsageError(f'{run.recipe_path}: train.val_data_loader is required')
+        with recipe_part(run.recipe_path, 'train.val_data_loader'):
+            self.val_loader = build_eval_loader(run.config['datasets'], val_config, self.ctx, 'train.val_data_loader')
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type) if self.opts.amp == 'fp16' else None
+        self.ttm_losses = _ttm_losses(self.box.criterion)
+        self.start_epoch, self.best_val_top1 = 0, -math.inf
+
+    def _device_ids(self) -> list[int] | None:
+        return [self.ctx.device.index] if self.ctx.device.type == 'cuda' else None
+
+    @property
+    def model_attr(self) -> str:
+        return 'student_model' if self.distill else 'model'
+
+    def _wrap_student(self) -> None:
+        """DDP on the student wherever torchdistill did not wrap it (it wraps on CUDA only)."""
+        model = getattr(self.box, self.model_attr)
+        trainable = any(p.requires_grad for p in model.parameters())
+        already = any(isinstance(m, DistributedDataParallel) for m in model.modules())  # e.g. inside Linear4CRD
+        if self.ctx.distributed and trainable and not already:
+            setattr(self.box, self.model_attr, DistributedDataParallel(model, device_ids=self._device_ids()))
+
+    def _state(self, epoch: int) -> dict:
+        box = self.box
+        return {
+            'model': self.run.student.state_dict(),
+            'optimizer': box.optimizer.state_dict(),
+            'lr_scheduler': box.lr_scheduler.state_dict() if box.lr_scheduler is not None else None,
+            'scaler': self.scaler.state_dict() if self.scaler is not None else None,
+            'epoch': epoch,
+            'best_value': self.best_val_top1,
+            'stage_grad_count': box.stage_grad_count,
+            'recipe': str(self.run.recipe_path),
+            'overrides': list(self.opts.overrides),
+        }
+
+    def _aux_modules(self) -> dict[str, nn.Module]:
+        """What training changes besides the student: the boxes' auxiliary wrappers (e.g. CRD's embeddings,
+        the teacher's included when it learns) and stateful loss terms (e.g. CRD's memory bank)."""
+        box = self.box
+        modules = {}
+        student = getattr(box, self.model_attr)
+        student = student.module if check_if_wrapped(student) else student
+        if student is not self.run.student:
+            modules['student_wrapper'] = student
+        if self.distill and box.teacher_updatable:
+            modules['teacher_wrapper'] = box.teacher_model
+        for name, (term, _) in getattr(box.criterion, 'term_dict', {}).items():
+            if isinstance(term, nn.Module) and term.state_dict():
+                modules[f'loss.{name}'] = term
+        return modules
+
+    def resume(self) -> None:
+        path = self.run.last_ckpt
+        ckpt = load_checkpoint(path, '--resume')
+        missing = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+        if missing:
+            raise UsageError(f'--resume: {path} is not a checkpoint of ttm-distill train (no {", ".join(missing)})')
+        saved_world = len(ckpt['rng'])
+        if saved_world != self.ctx.world_size:
+            logger.warning('resuming a %d-process run with %d processes: data order and RNG streams differ',
+                           saved_world, self.ctx.world_size)
+        load_model_state(self.run.student, ckpt['model'], path,
+                         f'models.{self.run.student_key}: {self.run.student_config.get("key")}')
+        try:
+            self.box.optimizer.load_state_dict(ckpt['optimizer'])
+            if self.box.lr_scheduler is not None and ckpt['lr_scheduler'] is not None:
+                self.box.lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f'--resume: the optimizer or scheduler state in {path} does not fit the recipe\'s '
+                             f'train.optimizer / train.scheduler: {one_line(exc)}') from None
+        for name, module in self._aux_modules().items():
+            if name in ckpt.get('aux', {}):
+                load_model_state(module, ckpt['aux'][name], path, name)
+        if self.scaler is not None and ckpt['scaler'] is not None:
+            self.scaler.load_state_dict(ckpt['scaler'])
+        self.box.stage_grad_count = ckpt['stage_grad_count']
+        self.start_epoch, self.best_val_top1 = ckpt['epoch'], ckpt['best_value']
+        set_rng_state(ckpt['rng'][self.ctx.rank % saved_world])
+
+    def _check_finite(self, losses: torch.Tensor, first: int, end: int, epoch: int) -> None:
+        """Average ``losses[first:end]`` over ranks in place and stop at the first non-finite one.
+
+        Every rank checks the same rank-averaged values at the same iterations, so all stop together.
+        """
+        window = losses[first:end]
+        all_reduce_sum(window).div_(self.ctx.world_size)
+        bad = (~torch.isfinite(window)).nonzero()
+        if len(bad):
+            it = first + int(bad[0])
+            last = self.run.last_ckpt
+            raise TrainingDiverged(
+                f'non-finite loss ({losses[it].item()}) at epoch {epoch + 1}, iteration {it + 1}: training stopped; '
+                f'the last good checkpoint is kept' + (f' ({last})' if last.is_file() else '')
+            )
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One epoch. Losses and diagnostics stay on the device; the host waits for them only every
+        CHECK_EVERY iterations and at log lines, so it keeps queueing work ahead of the GPU."""
+        box, ctx, run = self.box, self.ctx, self.run
+        loader = box.train_data_loader
+        num_iters = len(loader)
+        losses = torch.zeros(num_iters, dtype=torch.float32, device=ctx.device)
+        part_sums = torch.zeros(len(PART_NAMES), dtype=torch.float64, device=ctx.device)
+        images_seen = images_since_log = checked = logged = 0
+        start = last_log = time.perf_counter()
+        for it, (images, targets, supp_dict) in enumerate(loader):
+            images = images.to(ctx.device, non_blocking=True, memory_format=run.memory_format)
+            targets = targets.to(ctx.device, non_blocking=True)
+            with run.autocast():
+                loss = box.forward_process(images, targets, supp_dict)
+            losses[it] = loss.detach()
+            if self.scaler is not None:
+                _fp16_step(box, loss, self.scaler)
+            else:
+                box.post_forward_process(loss=loss)
+            if self.ttm_losses:
+                part_sums += self.ttm_losses[0].last_part_means()
+            images_seen += len(images)
+            images_since_log += len(images)
+            done = it + 1
+            log_now = done % self.log_freq == 0 or done == num_iters
+            if log_now or done - checked >= CHECK_EVERY:
+                self._check_finite(losses, checked, done, epoch)
+                checked = done
+            if log_now:
+                now = time.perf_counter()
+                rate = images_since_log * ctx.world_size / max(now - last_log, 1e-9)
+                eta = (now - start) / done * (num_iters - done)
+                logger.info('epoch %d/%d [%d/%d] eta %s  loss %.4f  lr %.5g  img/s %.1f', epoch + 1, box.num_epochs,
+                            done, num_iters, format_eta(eta), losses[logged:done].mean().item(),
+                            box.optimizer.param_groups[0]['lr'], rate)
+                last_log, images_since_log, logged = now, 0, done
+        seconds = time.perf_counter() - start
+        stats = {
+            'train_loss': losses.mean().item(),
+            'lr': box.optimizer.param_groups[0]['lr'],
+            'train_images_per_s': images_seen * ctx.world_size / seconds,
+            'train_s': seconds,
+        }
+        if self.ttm_losses:
+            means = all_reduce_sum(part_sums).div_(num_iters * ctx.world_size).tolist()
+            stats.update(zip(PART_NAMES, means, strict=True))
+        return stats
+
+    def fit(self) -> tuple[int, float]:
+        """Train from ``start_epoch``; returns (epochs run, mean train images/s)."""
+        curves = EpochWriter(self.opts.tensorboard) if self.opts.tensorboard and self.ctx.is_main else None
+        try:
+            return self._fit(curves)
+        finally:
+            if curves is not None:
+                curves.close()
+
+    def _fit(self, curves: EpochWriter | None) -> tuple[int, float]:
+        box, run, ctx = self.box, self.run, self.ctx
+        epochs_run, rates = 0, []
+        for epoch in range(self.start_epoch, box.num_epochs):
+            box.pre_epoch_process(epoch=epoch)
+            if self.distill and not box.teacher_updatable:
+                box.teacher_model.eval()
+            try:
+                stats = self.train_epoch(epoch)
+                val = evaluate(run.student, self.val_loader, ctx.device, run.amp_dtype, self.opts.channels_last)
+            except DataFileError as exc:
+                last = run.last_ckpt
+                raise DataFileError(f'{exc}: training stopped in epoch {epoch + 1}' + (
+                    f'; the last good checkpoint is kept ({last})' if last.is_file() else '')) from None
+            improved = val.top1 > self.best_val_top1
+            box.post_epoch_process()
+            if improved:
+                self.best_val_top1 = val.top1
+            rngs = all_gather_objects(rng_state())
+            if ctx.is_main:
+                state = self._state(epoch + 1)
+                if improved:
+                    atomic_save(state, run.best_ckpt)
+                aux = {name: module.state_dict() for name, module in self._aux_modules().items()}
+                atomic_save(dict(state, rng=rngs, aux=aux), run.last_ckpt)
+                record = {'epoch': epoch + 1, **stats, 'val_top1': val.top1, 'val_top5': val.top5}
+                with run.metrics_path.open('a') as f:
+                    f.write(json.dumps(dict(record, recipe=run.name)) + '\n')
+                if curves is not None:
+                    curves.log(record)
+            barrier()
+            logger.info('epoch %d/%d  val top-1 %.2f  top-5 %.2f  (best %.2f%s)  train loss %.4f  %.1f img/s',
+                        epoch + 1, box.num_epochs, val.top1, val.top5, self.best_val_top1,
+                        ', saved' if improved else '', stats['train_loss'], stats['train_images_per_s'])
+            if self.ttm_losses:
+                logger.info('epoch %d/%d  diagnostics: student entropy %.4f  D(p_hat||q) %.4f  U_gamma %.4f  CE %.4f',
+                            epoch + 1, box.num_epochs, stats['student_entropy'], stats['divergence'],
+                            stats['u_gamma'], stats['cross_entropy'])
+            epochs_run += 1
+            rates.append(stats['train_images_per_s'])
+        return epochs_run, (sum(rates) / len(rates) if rates else math.nan)
+

@@ -1,0 +1,77 @@
+"""A sweep folder's manifest (``DIR/sweep.json``: recipe, overrides, grid, seeds, each run's command and state)
+and its lock (``DIR/.sweep.lock``: one launcher at a time)."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import UsageError, one_line
+from .plan import MANIFEST, Sweep
+
+__all__ = ['LOCK', 'check_directory', 'read_manifest', 'sweep_lock', 'write_manifest']
+
+LOCK = '.sweep.lock'
+
+
+def read_manifest(directory: Path) -> dict:
+    path = directory / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f'{directory}: not a sweep folder (no {MANIFEST})') from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f'{path}: unreadable ({one_line(exc)})') from None
+
+
+def check_directory(sweep: Sweep) -> dict | None:
+    """Refuse a DIR that holds another sweep or foreign files; returns the existing manifest, if any."""
+    directory = sweep.directory
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f'-o {directory}: exists and is not a folder')
+    if sweep.manifest_path.is_file():
+        old = read_manifest(directory)
+        mine = sweep.identity()
+        differ = [k for k in mine if old.get('identity', {}).get(k) != mine[k]]
+        if differ:
+            raise UsageError(f'-o {directory} holds another sweep (different {", ".join(differ)}); '
+                             'give another DIR, or the same command to continue that one')
+        return old
+    if directory.is_dir() and any(p.name != LOCK for p in directory.iterdir()):
+        raise UsageError(f'-o {directory}: the folder holds files but no {MANIFEST}; give a new or empty DIR')
+    return None
+
+
+@contextlib.contextmanager
+def sweep_lock(directory: Path) -> Iterator[None]:
+    """Hold ``DIR/.sweep.lock``: one launcher per sweep folder at a time (the folder must exist)."""
+    with (directory / LOCK).open('w') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f'{directory}: another `ttm-distill sweep` is running on this folder') from None
+        yield
+
+
+def write_manifest(sweep: Sweep) -> None:
+    """sweep.json with every run's command and current state, and the SLURM record (written atomically)."""
+    runs = []
+    for run in sweep.runs:
+        state, best, error = run.state()
+        runs.append({'point': run.point, 'values': run.values, 'seed': run.seed,
+                     'dir': run.directory.relative_to(sweep.directory).as_posix(), 'ckpt': run.ckpt_name,
+                     'command': shlex.join(['ttm-distill', *run.args]), 'state': state, 'best_val_top1': best,
+                     'error': error})
+    data = {'identity': sweep.identity(), 'recipe': sweep.recipe, 'recipe_path': str(sweep.recipe_path),
+            'overrides': sweep.overrides,
+            'grid': [{'name': a.name, 'key': a.key, 'label': a.label, 'values': a.values} for a in sweep.axes],
+            'seeds': sweep.seeds, 'runs': runs}
+    if sweep.slurm is not None:
+        data['slurm'] = sweep.slurm
+    tmp = sweep.manifest_path.with_name(MANIFEST + '.tmp')
+    tmp.write_text(json.dumps(data, indent=2) + '\n')
+    os.replace(tmp, sweep.manifest_path)
