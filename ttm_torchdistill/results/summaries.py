@@ -4,6 +4,11 @@ Runs of the same recipe with the same overrides, apart from the seed and output 
 row: mean +- std of the best validation top-1 and of the student's test top-1, next to the top-1
 the paper reports (the recipe's ``paper.top1``) and the difference. A folder that holds a sweep
 (``sweep.json``) is tabulated by grid point instead (:func:`ttm_torchdistill.sweep.results.sweep_table`).
+
+Counting is honest: a file reached through two paths counts once, test summaries (``"kind": "test"``)
+are not training runs and are left out with a note, and a run whose result is not a finite number
+(NaN, an infinity, or null where a finished run has a number) stays in its row's run count: the row
+says how many of its values are finite and names the files.
 """
 from __future__ import annotations
 
@@ -12,15 +17,22 @@ import io
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError, one_line
+from ..outputs import dumps_json
 
-__all__ = ['FORMATS', 'Row', 'collect', 'format_rows', 'group', 'mean_std', 'plus_minus']
+__all__ = ['FORMATS', 'Row', 'collect', 'format_rows', 'group', 'has_test_pass', 'is_finite_number', 'mean_std',
+           'nonfinite_values', 'plus_minus']
 
 FORMATS = ('markdown', 'csv', 'json')
 SUMMARY_KEYS = ('recipe', 'best_val_top1', 'student_test_top1')
+NUMBER_KEYS = ('best_val_top1', 'student_test_top1', 'teacher_test_top1', 'paper_top1')
+"""keys that hold a number, or null (a value not measured, or not finite in strict JSON)"""
+KINDS = ('train', 'test', 'calibrate')
+"""the ``kind`` of a summary written by `ttm-distill train` / `test` / `calibrate`; files without one (older
+versions) are training runs; only ``train`` ones are runs"""
 OUTPUT_KEYS = ('dst_ckpt',)
 """override keys that only move outputs: runs differing in them share a row"""
 
@@ -30,6 +42,7 @@ class Row:
     recipe: str
     overrides: str
     runs: int
+    """training runs in the row, every one counted, whether its values are finite or not"""
     val_top1_mean: float | None
     val_top1_std: float | None
     test_top1_mean: float | None
@@ -37,36 +50,104 @@ class Row:
     paper_top1: float | None
     diff: float | None
     """test top-1 mean (the best validation top-1 where no test pass ran) minus the paper's top-1"""
+    val_top1_finite: int = 0
+    """runs whose best validation top-1 is a finite number (the mean and std are over these)"""
+    tested: int = 0
+    """runs with a test pass (train without --no-test)"""
+    test_top1_finite: int = 0
+    """tested runs whose student test top-1 is a finite number (the mean and std are over these)"""
+    nonfinite_files: list[str] = field(default_factory=list)
+    """summaries in the row with a best validation or test top-1 that is not a finite number"""
 
 
-def _is_summary(data: object) -> bool:
-    return isinstance(data, dict) and all(k in data for k in SUMMARY_KEYS) and isinstance(data['recipe'], str)
+def is_finite_number(value: object) -> bool:
+    """An int or float (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def collect(paths: list[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
-    """Summaries found in ``paths`` (files, or folders searched recursively for ``*.json``), and one
-    problem line per file that is unreadable or not a run summary."""
-    files: list[Path] = []
+def _number_or_null(value: object) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _type_problem(data: dict) -> str | None:
+    """Why a dict with the summary keys is still not one of our summaries (a hand-edited or foreign file)."""
+    if not isinstance(data['recipe'], str) or not data['recipe']:
+        return f'recipe={data["recipe"]!r}: expected a recipe name'
+    if 'kind' in data and data['kind'] not in KINDS:
+        return f'kind={data["kind"]!r}: expected one of {", ".join(KINDS)}'
+    for key in NUMBER_KEYS:
+        if not _number_or_null(data.get(key)):
+            return f'{key}={data[key]!r}: expected a number or null'
+    overrides = data.get('overrides')
+    if overrides is not None and not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+        return f'overrides={overrides!r}: expected a list of KEY=VALUE strings'
+    return None
+
+
+def has_test_pass(summary: dict) -> bool:
+    """Whether the run had a test pass: `train --no-test` writes null for the student's test top-1 (an accuracy
+    measured on a test set is a number, so a null there means no test pass, not a non-finite one)."""
+    return summary.get('student_test_top1') is not None
+
+
+def _show(value: object) -> str:
+    return 'null' if value is None else str(value)
+
+
+def nonfinite_values(summary: dict) -> list[str]:
+    """``key is VALUE`` for each result of a training summary that should be a finite number and is not."""
+    keys = ['best_val_top1'] + (['student_test_top1'] if has_test_pass(summary) else [])
+    return [f'{key} is {_show(summary[key])}' for key in keys if not is_finite_number(summary[key])]
+
+
+def _files(paths: list[str], exclude: Path | None) -> list[Path]:
+    """The JSON files of ``paths``, each once however it was reached (resolved path), ``exclude`` left out."""
+    found: list[Path] = []
     for spec in paths:
         path = Path(spec).expanduser()
         if path.is_dir():
-            files.extend(sorted(path.rglob('*.json')))
+            found.extend(sorted(path.rglob('*.json')))
         elif path.is_file():
-            files.append(path)
+            found.append(path)
         else:
             raise UsageError(f'table: {spec}: no such file or folder')
-    summaries, problems = [], []
-    for file in files:
+    seen = {exclude.resolve()} if exclude is not None else set()
+    files = []
+    for file in found:
+        real = file.resolve()
+        if real not in seen:
+            seen.add(real)
+            files.append(file)
+    return files
+
+
+def collect(paths: list[str], exclude: Path | None = None) -> tuple[list[tuple[Path, dict]], list[str]]:
+    """Training-run summaries found in ``paths`` (files, or folders searched recursively for ``*.json``), each file
+    once, and one note per file that is left out (unreadable, not a summary, a test summary) or holds a value that is
+    not finite. ``exclude``: a file never read (the table's own output)."""
+    summaries, notes = [], []
+    for file in _files(paths, exclude):
         try:
             data = json.loads(file.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problems.append(f'{file}: skipped, not readable JSON ({one_line(exc)})')
+            notes.append(f'{file}: skipped, not readable JSON ({one_line(exc)})')
             continue
-        if not _is_summary(data):
-            problems.append(f'{file}: skipped, not a `ttm-distill train/test --summary` file')
+        if isinstance(data, dict) and data.get('kind') in KINDS and data['kind'] != 'train':
+            notes.append(f'{file}: a {data["kind"]} summary (`ttm-distill {data["kind"]}`), not a training run: '
+                         'left out')
             continue
+        if not isinstance(data, dict) or not all(k in data for k in SUMMARY_KEYS):
+            notes.append(f'{file}: skipped, not a `ttm-distill train --summary` file')
+            continue
+        problem = _type_problem(data)
+        if problem is not None:
+            notes.append(f'{file}: skipped, not a `ttm-distill train --summary` file: {problem}')
+            continue
+        bad = nonfinite_values(data)
+        if bad:
+            notes.append(f'{file}: {", ".join(bad)}: not finite; counted in its row and shown as such')
         summaries.append((file, data))
-    return summaries, problems
+    return summaries, notes
 
 
 def _key(summary: dict) -> tuple[str, str]:
@@ -75,29 +156,36 @@ def _key(summary: dict) -> tuple[str, str]:
 
 
 def _finite(values: list) -> list[float]:
-    return [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    return [float(v) for v in values if is_finite_number(v)]
 
 
-def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
+def mean_std(values: list) -> tuple[float | None, float | None]:
+    """Mean and sample std (0 for one value); (None, None) when there are no values or any is not a finite
+    number, so a NaN or a hand-edited string never becomes a mean (callers count the finite values first)."""
+    if not values or not all(is_finite_number(v) for v in values):
         return None, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def group(summaries: list[dict]) -> list[Row]:
-    """One :class:`Row` per (recipe, overrides other than output paths), sorted by recipe."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for summary in summaries:
-        groups.setdefault(_key(summary), []).append(summary)
+def group(summaries: list[tuple[Path, dict]]) -> list[Row]:
+    """One :class:`Row` per (recipe, overrides other than output paths), sorted by recipe; ``summaries`` as
+    :func:`collect` returns them."""
+    groups: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
+    for file, summary in summaries:
+        groups.setdefault(_key(summary), []).append((file, summary))
     rows = []
     for (recipe, overrides), runs in sorted(groups.items()):
-        val = mean_std(_finite([r['best_val_top1'] for r in runs]))
-        test = mean_std(_finite([r['student_test_top1'] for r in runs]))
-        papers = _finite([r.get('paper_top1') for r in runs])
+        vals = _finite([s['best_val_top1'] for _, s in runs])
+        with_test = [s for _, s in runs if has_test_pass(s)]
+        tests = _finite([s['student_test_top1'] for s in with_test])
+        val, test = mean_std(vals), mean_std(tests)
+        papers = _finite([s.get('paper_top1') for _, s in runs])
         paper = papers[0] if papers else None
         ours = test[0] if test[0] is not None else val[0]
         diff = ours - paper if ours is not None and paper is not None else None
-        rows.append(Row(recipe, overrides, len(runs), *val, *test, paper, diff))
+        bad = [str(file) for file, s in runs if nonfinite_values(s)]
+        rows.append(Row(recipe, overrides, len(runs), *val, *test, paper, diff, val_top1_finite=len(vals),
+                        tested=len(with_test), test_top1_finite=len(tests), nonfinite_files=bad))
     return rows
 
 
@@ -109,21 +197,39 @@ def _num(value: float | None, signed: bool = False) -> str:
     return 'n/a' if value is None else (f'{value:+.2f}' if signed else f'{value:.2f}')
 
 
+def _val_cell(r: Row) -> str:
+    cell = plus_minus(r.val_top1_mean, r.val_top1_std)
+    return cell if r.val_top1_finite == r.runs else f'{cell} ({r.val_top1_finite} of {r.runs} finite)'
+
+
+def _test_cell(r: Row) -> str:
+    cell = plus_minus(r.test_top1_mean, r.test_top1_std)
+    untested, nonfinite = r.runs - r.tested, r.tested - r.test_top1_finite
+    if r.tested == 0 or (untested == 0 and nonfinite == 0):
+        return cell
+    if untested == 0:
+        return f'{cell} ({r.test_top1_finite} of {r.runs} finite)'
+    if nonfinite == 0:
+        return f'{cell} ({r.tested} of {r.runs} tested)'
+    return f'{cell} ({r.test_top1_finite} of {r.runs}: {untested} untested, {nonfinite} not finite)'
+
+
 def format_rows(rows: list[Row], fmt: str) -> str:
-    """``rows`` as a Markdown table, CSV or JSON."""
+    """``rows`` as a Markdown table, CSV or JSON (strict: no NaN)."""
     if fmt == 'json':
-        return json.dumps([asdict(r) for r in rows], indent=2)
+        return dumps_json([asdict(r) for r in rows])
     if fmt == 'csv':
         out = io.StringIO()
         writer = csv.writer(out, lineterminator='\n')
         writer.writerow(list(Row.__dataclass_fields__))
         for r in rows:
-            writer.writerow(['' if v is None else v for v in asdict(r).values()])
+            writer.writerow(['' if v is None else ' | '.join(v) if isinstance(v, list) else v
+                             for v in asdict(r).values()])
         return out.getvalue().rstrip('\n')
     lines = ['| recipe | overrides | runs | best val top-1 | student test top-1 | paper top-1 | diff |',
              '|---|---|---|---|---|---|---|']
     for r in rows:
         overrides = f'`{r.overrides}`' if r.overrides else ''
-        lines.append(f'| {r.recipe} | {overrides} | {r.runs} | {plus_minus(r.val_top1_mean, r.val_top1_std)} | '
-                     f'{plus_minus(r.test_top1_mean, r.test_top1_std)} | {_num(r.paper_top1)} | {_num(r.diff, True)} |')
+        lines.append(f'| {r.recipe} | {overrides} | {r.runs} | {_val_cell(r)} | {_test_cell(r)} | '
+                     f'{_num(r.paper_top1)} | {_num(r.diff, True)} |')
     return '\n'.join(lines)

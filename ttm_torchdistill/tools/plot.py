@@ -1,17 +1,39 @@
-"""`ttm-distill plot`: per-epoch curves of one or more runs from their metrics files."""
+"""`ttm-distill plot`: per-epoch curves of runs, or of every run of a sweep folder, from their metrics files.
+
+The output path and image format are checked before anything is read, and the figure is written atomically
+(rendered in memory, then renamed into place), so the path printed is the file written.
+"""
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, one_line
+from ..outputs import atomic_write, check_output_file
+from ..sweep.plan import MANIFEST
 from .figures import pyplot
+from .table import read_sweep, sweep_runs
 
-__all__ = ['find_metrics', 'load_metrics', 'plot_runs']
+__all__ = ['find_metrics', 'image_formats', 'load_metrics', 'plot_runs']
 
 PANELS = (('train_loss', 'train loss'), ('lr', 'learning rate'), ('val_top1', 'validation top-1 (%)'),
           ('student_entropy', 'student entropy H(q)'), ('divergence', 'D(p_hat_t || q)'),
           ('u_gamma', 'teacher U_gamma(p_t)'))
+NEEDS_MORE = {'pgf': 'needs a LaTeX installation'}
+"""formats matplotlib lists but cannot write without more software"""
+LINESTYLES = ('-', '--', ':', '-.')
+
+
+@dataclass
+class Curve:
+    label: str
+    path: Path
+    """the metrics file"""
+    records: list[dict]
+    color: int
+    linestyle: str = '-'
 
 
 def find_metrics(run: str) -> Path:
@@ -27,23 +49,26 @@ def find_metrics(run: str) -> Path:
     if path.suffix == '.json' and path.is_file():
         try:
             summary = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UsageError(f'{run}: not a --summary JSON ({exc})') from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f'{run}: not a --summary JSON ({one_line(exc)})') from None
         metrics = summary.get('metrics') if isinstance(summary, dict) else None
-        if metrics and Path(metrics).is_file():
+        if isinstance(metrics, str) and metrics and Path(metrics).is_file():
             return Path(metrics)
     sibling = path.with_name(path.stem + '.metrics.jsonl')
     if sibling.is_file():
         return sibling
-    raise UsageError(f'{run}: no metrics file (give a .metrics.jsonl, a run log, a --summary JSON or a run folder)')
+    raise UsageError(f'{run}: no metrics file (give a .metrics.jsonl, a run log, a --summary JSON, a run folder or '
+                     'a sweep folder)')
 
 
-def load_metrics(path: Path) -> list[dict]:
-    """The per-epoch records of a metrics file: one JSON object with an 'epoch' per line."""
+def _records(path: Path) -> list[dict]:
+    """The per-epoch records of a metrics file, none when no epoch has finished yet."""
     try:
         lines = path.read_text().splitlines()
     except UnicodeDecodeError:
         raise UsageError(f'{path}: not a metrics file (not text)') from None
+    except OSError as exc:
+        raise UsageError(f'{path}: cannot read the metrics file ({exc.strerror or one_line(exc)})') from None
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -54,39 +79,113 @@ def load_metrics(path: Path) -> list[dict]:
             raise UsageError(f'{path}: not a metrics file: line {number} is not JSON ({exc.msg})') from None
         if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
             raise UsageError(f'{path}: not a metrics file: line {number} is not a record with an epoch')
+        for key, _ in PANELS:
+            value = record.get(key)
+            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise UsageError(f'{path}: not a metrics file: line {number}: {key}={value!r} is not a number')
         records.append(record)
     return records
 
 
+def load_metrics(path: Path) -> list[dict]:
+    """The per-epoch records of a metrics file: one JSON object with an 'epoch' per line; at least one."""
+    records = _records(path)
+    if not records:
+        raise UsageError(f'{path}: empty metrics file (no epoch has finished in that run yet)')
+    return records
+
+
+def image_formats() -> list[str]:
+    """File extensions the figure can be written as (matplotlib's, less those that need more software)."""
+    from matplotlib.figure import Figure
+
+    return [f for f in Figure().canvas.get_supported_filetypes() if f not in NEEDS_MORE]
+
+
+def _output(output: str | Path) -> tuple[Path, str]:
+    """The file to write and its format; checked before anything is read. No extension: PNG, PATH.png."""
+    path = Path(output).expanduser()
+    check_output_file(path, 'plot -o', replace=True)
+    fmt = path.suffix[1:].lower()
+    if not fmt:
+        path, fmt = path.with_name(path.name + '.png'), 'png'
+        check_output_file(path, 'plot -o', replace=True)
+    formats = image_formats()
+    if fmt not in formats:
+        why = f'{fmt} {NEEDS_MORE[fmt]}' if fmt in NEEDS_MORE else f'.{fmt} is not an image format matplotlib writes'
+        raise UsageError(f'plot -o={str(output)!r}: {why}; give one of {", ".join("." + f for f in formats)}')
+    return path, fmt
+
+
+def _sweep_curves(directory: Path, first_color: int) -> list[Curve]:
+    """Every run of a sweep folder that has metrics, labelled by grid point and seed: one colour per point, one
+    line style per seed. Runs without metrics yet are named on stderr and left out."""
+    runs = sweep_runs(directory, read_sweep(directory))
+    points = list(dict.fromkeys(run.point for run in runs))
+    seeds = list(dict.fromkeys(run.seed for run in runs))
+    curves = []
+    for run in runs:
+        found = sorted(run.directory.glob('*.metrics.jsonl'))
+        if len(found) > 1:
+            raise UsageError(f'{run.directory}: expected one *.metrics.jsonl in the run folder, found {len(found)}')
+        state = run.state()[0]
+        records = _records(found[0]) if found else []
+        if not records:
+            print(f'ttm-distill: {directory}: {run.name} ({state}): no metrics yet, not plotted', file=sys.stderr)
+            continue
+        label = run.describe() + (f' ({state})' if state != 'finished' else '')
+        curves.append(Curve(label, found[0], records, first_color + points.index(run.point),
+                            LINESTYLES[seeds.index(run.seed) % len(LINESTYLES)]))
+    if not curves:
+        raise UsageError(f'{directory}: no run of the sweep has metrics yet ({len(runs)} run(s) in {MANIFEST})')
+    return curves
+
+
+def _curves(runs: list[str]) -> list[Curve]:
+    curves: list[Curve] = []
+    for run in runs:
+        path = Path(run).expanduser()
+        if path.is_dir() and (path / MANIFEST).is_file():
+            curves += _sweep_curves(path, len(curves))
+            continue
+        metrics = find_metrics(run)
+        records = load_metrics(metrics)
+        label = records[0].get('recipe', run)
+        curves.append(Curve(label if isinstance(label, str) else run, metrics, records, len(curves)))
+    labels = [c.label for c in curves]
+    for curve in curves:  # the same recipe twice: tell the runs apart by file
+        if labels.count(curve.label) > 1:
+            curve.label = f'{curve.label} ({curve.path.parent.name}/{curve.path.name})'
+    return curves
+
+
 def plot_runs(runs: list[str], output: str | Path = 'runs.png') -> Path:
-    """Train loss, lr, validation top-1 and the TTM diagnostics per epoch, one line per run."""
+    """Train loss, lr, validation top-1 and the TTM diagnostics per epoch, one line per run (a sweep folder: per
+    run of the sweep); returns the file written."""
     plt = pyplot()
     if plt is None:
         raise UsageError("plot needs matplotlib: pip install 'ttm-torchdistill[plot]'")
-    paths = [find_metrics(run) for run in runs]
-    loaded = [load_metrics(path) for path in paths]
-    labels = [records[0].get('recipe', run) if records else run for records, run in zip(loaded, runs, strict=True)]
-    if len(set(labels)) < len(labels):  # the same recipe twice: tell the runs apart by file
-        labels = [f'{label} ({path.parent.name}/{path.name})' for label, path in zip(labels, paths, strict=True)]
+    path, fmt = _output(output)
+    curves = _curves(runs)
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    for i, (records, label) in enumerate(zip(loaded, labels, strict=True)):
-        epochs = [r['epoch'] for r in records]
-        for ax, (key, _) in zip(axes.flat, PANELS, strict=True):
-            values = [r.get(key) for r in records]
-            if any(v is not None for v in values):
-                ax.plot(epochs, [float('nan') if v is None else v for v in values], marker='.', label=label,
-                        color=f'C{i}')
-    for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
-        ax.set_title(title)
-        ax.set_xlabel('epoch')
-        if key == 'lr':
-            ax.set_yscale('log')
-        if not ax.lines:
-            ax.text(0.5, 0.5, 'no data (TTM/WTTM runs only)', ha='center', va='center', transform=ax.transAxes)
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
-    return output
+    try:
+        for curve in curves:
+            epochs = [r['epoch'] for r in curve.records]
+            for ax, (key, _) in zip(axes.flat, PANELS, strict=True):
+                values = [r.get(key) for r in curve.records]
+                if any(v is not None for v in values):
+                    ax.plot(epochs, [float('nan') if v is None else v for v in values], marker='.', label=curve.label,
+                            color=f'C{curve.color % 10}', linestyle=curve.linestyle)
+        for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
+            ax.set_title(title)
+            ax.set_xlabel('epoch')
+            if key == 'lr':
+                ax.set_yscale('log')
+            if not ax.lines:
+                ax.text(0.5, 0.5, 'no data (TTM/WTTM runs only)', ha='center', va='center', transform=ax.transAxes)
+        axes.flat[0].legend(fontsize=8)
+        fig.tight_layout()
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=100))
+    finally:
+        plt.close(fig)
+    return path
