@@ -6,7 +6,7 @@ registry, and ``mobilenet_v1`` and the CRD benchmark's CIFAR-100 models (``resne
 ``shufflenetv1_cifar``, ``shufflenetv2_cifar``, ``resnet50_cifar``; see :mod:`ttm_torchdistill.models.cifar`)
 in its model registry; list it under ``dependencies`` in a recipe.
 """
-from . import functional, processes
+from . import functional, optim, processes  # noqa: F401  (optim registers its optimizer and scheduler keys)
 from .losses import TTMLoss, WTTMLoss
 from .models import MobileNetV1, mobilenet_v1
 
