@@ -80,3 +80,69 @@ def test_existing_output_needs_force_on_the_command_line(imagenet):
     assert run_cli(args + ['--force'], imagenet).returncode == 0
     text = (imagenet / 'same.yaml').read_text()
     assert 'ResNet50_Weights.DEFAULT' in text.splitlines()[0] and "[*teacher_weights, 'DEFAULT']" in text
+
+
+# --- timm models --------------------------------------------------------------------------------------------------
+
+DEIT_BASE = 'ilsvrc2012/wttm/deit_tiny_from_deit3_small'
+
+
+def test_timm_teacher_and_student_from_a_resnet_base_run_one_epoch(imagenet):
+    timm = pytest.importorskip('timm')
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model('test_resnet', num_classes=1000).state_dict(), imagenet / 'teacher.pth')
+    path = new_recipe(BASE, f'test_resnet:{imagenet / "teacher.pth"}', 'test_convnext', 'kd', output='timm.yaml')
+    text = path.read_text()
+    assert text.startswith(f'# KD: test_convnext from test_resnet ({imagenet / "teacher.pth"})')
+    assert '_weights' not in text and 'ResNet34_Weights' not in text  # the torchvision weights class is gone
+    models = load_recipe(path)['models']
+    assert models['teacher_model']['key'] == models['student_model']['key'] == 'timm_model'
+    assert models['teacher_model']['kwargs'] == {'name': 'test_resnet', 'pretrained': False,
+                                                 'checkpoint': str(imagenet / 'teacher.pth'), 'num_classes': 1000}
+    assert models['student_model']['kwargs'] == {'name': 'test_convnext', 'pretrained': False, 'num_classes': 1000}
+    assert models['student_model']['dst_ckpt'] == \
+        './resource/ckpt/ilsvrc2012/kd/ilsvrc2012-test_convnext_from_test_resnet.pt'  # the pair's names
+    summary = run_train(RunOptions(recipe=str(path), overrides=FAST, device='cpu', seed=0))
+    assert summary['epochs_run'] == 1 and summary['teacher_test_top1'] is not None
+
+
+def test_pairs_from_the_deit_base(imagenet):
+    pytest.importorskip('timm')
+    # a torchvision teacher and another timm student: the DeiT schedule, data and mixing stay
+    path = new_recipe(DEIT_BASE, 'resnet50:IMAGENET1K_V1', 'test_vit', 'wttm', output='tv.yaml')
+    text = path.read_text()
+    assert "'adamw_no_decay_norm_bias_tokens'" in text and 'mixup_cutmix_collate' in text
+    models = load_recipe(path)['models']
+    assert models['teacher_model']['key'] == 'resnet50'
+    assert models['teacher_model']['kwargs'] == {'weights': 'ResNet50_Weights.IMAGENET1K_V1', 'num_classes': 1000}
+    assert models['student_model']['kwargs'] == {'name': 'test_vit', 'pretrained': False, 'num_classes': 1000,
+                                                 'drop_path_rate': 0.0, 'img_size': 224}
+    assert models['student_model']['dst_ckpt'] == './resource/ckpt/ilsvrc2012/wttm/ilsvrc2012-test_vit_from_resnet50.pt'
+    small = ['datasets.ilsvrc2012/train.init.kwargs.transform.init.kwargs.input_size=32',
+             'train.scheduler.kwargs.warmup_epochs=0', *FAST]
+    summary = run_train(RunOptions(recipe=str(path), overrides=small, device='cpu', seed=0))
+    assert summary['epochs_run'] == 1 and summary['teacher_test_top1'] is not None
+    # a timm teacher by name: timm's pretrained weights at run time (nothing is downloaded to write the recipe)
+    path = new_recipe(DEIT_BASE, 'timm/test_vit2', 'test_vit', 'kd', output='timm.yaml')
+    models = load_recipe(path)['models']
+    assert models['teacher_model']['kwargs'] == {'name': 'test_vit2', 'pretrained': True, 'checkpoint': None,
+                                                 'num_classes': 1000, 'img_size': 224}
+    assert path.read_text().startswith("# KD: test_vit from test_vit2 (timm's pretrained weights)")
+    assert models['student_model']['dst_ckpt'] == './resource/ckpt/ilsvrc2012/kd/ilsvrc2012-test_vit_from_test_vit2.pt'
+
+
+@pytest.mark.parametrize('args, fragment', [
+    (dict(teacher='deit_tiny_patch16_999', student='test_vit'), "--teacher 'deit_tiny_patch16_999': neither a "
+                                                                 'torchvision classification model nor in '
+                                                                 "torchdistill's model registry, nor a timm model"),
+    (dict(teacher='timm/resnet51', student='test_vit'), "--teacher 'resnet51'"),
+    (dict(teacher='test_vit2:missing.pth', student='test_vit'), "'missing.pth' is not a file"),
+    (dict(teacher='test_vit2', student='test_vit3:x'), "--student 'test_vit3:x'"),
+])
+def test_timm_refusals(imagenet, args, fragment):
+    pytest.importorskip('timm')
+    with pytest.raises(UsageError, match=fragment.replace('(', r'\(').replace('[', r'\[')):
+        new_recipe(DEIT_BASE, method='wttm', output='x.yaml', **args)
+    assert not (imagenet / 'x.yaml').exists()
