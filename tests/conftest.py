@@ -48,6 +48,7 @@ def torch_home(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     for name, weights in (('resnet34', torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
                           ('resnet50', torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
+                          ('resnet50', torchvision.models.ResNet50_Weights.IMAGENET1K_V2),  # its DEFAULT
                           ('resnet101', torchvision.models.ResNet101_Weights.IMAGENET1K_V1),
                           ('resnet152', torchvision.models.ResNet152_Weights.IMAGENET1K_V1)):
         state = getattr(torchvision.models, name)(num_classes=1000).state_dict()

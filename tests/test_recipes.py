@@ -1,4 +1,5 @@
 """Shipped recipes: they load, run through torchdistill's boxes, and say what the paper says."""
+import os
 import re
 from pathlib import Path
 
@@ -155,7 +156,8 @@ def test_recipes_run_unmodified_in_torchdistills_own_pipeline(name, imagenet_env
     config = _loaded(name)
     device = torch.device('cpu')
     teacher, student = torchdistill_runner_models(config, device)
-    saved = torch.load(next((torch_home / 'hub/checkpoints').glob(f'{config["models"]["teacher_model"]["key"]}-*')))
+    weights = os.path.basename(config['models']['teacher_model']['kwargs']['weights'].url)
+    saved = torch.load(torch_home / 'hub/checkpoints' / weights)
     torch.testing.assert_close(teacher.state_dict()['fc.weight'], saved['fc.weight'])  # weights came from TORCH_HOME
     train_config = config['train']
     train_config['train_data_loader']['kwargs'].update(batch_size=2, num_workers=0)

@@ -81,7 +81,8 @@ def test_nan_loss_stops_with_exit_1_and_keeps_the_last_checkpoint(tmp_path):
     last = tmp_path / last_ckpt_path(BEST)
     before = hashlib.sha256(last.read_bytes()).hexdigest()
     best_before = hashlib.sha256((tmp_path / BEST).read_bytes()).hexdigest()
-    result = run_cli(['train', TINY, '--device', 'cpu', '--resume', '--set', 'train.num_epochs=2',
+    result = run_cli(['train', TINY, '--device', 'cpu', '--resume', '--allow-recipe-change',
+                      '--set', 'train.num_epochs=2',
                       '--set', 'train.train_data_loader.sampler.class_or_func=!import_get {key: '
                       'torch.utils.data.SequentialSampler}',
                       '--set', 'datasets.blobs/train.init.kwargs.nan_from=8'], tmp_path)

@@ -263,9 +263,10 @@ def test_short_names_need_exactly_one_distillation_term(tmp_path, capsys):
 def test_a_folder_with_another_sweep_or_foreign_files_is_refused_untouched(tmp_path, capsys, grid_sweep):
     _, out, _, _ = grid_sweep
     before = _digest(out)
-    _refused(capsys, ['sweep', str(TINY), '--grid', 'gamma=0.5,0.9', '--grid', 'train.optimizer.kwargs.lr=0.1,0.01',
-                      '--seeds', '0', '1', '-o', str(out)], [f'-o {out} holds another sweep (different grid)'])
-    _refused(capsys, ['sweep', str(TINY), *GRID, '--seeds', '0', '-o', str(out)], ['different seeds'])
+    _refused(capsys, ['sweep', str(TINY), '--grid', 'gamma=0.5,0.9', '--grid', 'train.optimizer.kwargs.momentum=0.9',
+                      '--seeds', '0', '1', '-o', str(out)], [f'-o {out} holds another sweep (different --grid names)'])
+    _refused(capsys, ['sweep', str(TINY), *GRID, '--seeds', '0', '--set', 'train.num_epochs=2', '-o', str(out)],
+             ['different --set overrides'])
     assert _digest(out) == before
     foreign = tmp_path / 'mine'
     foreign.mkdir()

@@ -2,15 +2,37 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
-from .errors import DataFileError, TrainingDiverged, UsageError
+from .errors import DataFileError, OutputError, TrainingDiverged, UsageError
 
 __all__ = ['main']
 
 CHECK_HELP = ('validate the recipe and build everything (data, models, loss, optimizer, scheduler; train: the loss on '
               'one batch), then exit without training or writing anything')
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line (the usage stays in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
+MAX_SEED = 2 ** 63 - 1 - 65536
+"""torch takes seeds below 2**64; per-rank seeds add the rank"""
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f'{seed} is outside 0 .. {MAX_SEED}')
+    return seed
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +42,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help='override a recipe value before anything is built (VALUE is YAML); repeatable')
     parser.add_argument('--run-log', metavar='PATH', help='also write the log here; metrics go beside it')
     parser.add_argument('--summary', metavar='PATH', help='write a JSON summary of the run here')
-    parser.add_argument('--seed', type=int, metavar='N', help='seed Python, NumPy and torch (per rank: N + rank)')
+    parser.add_argument('--seed', type=_seed, metavar='N', help='seed Python, NumPy and torch (per rank: N + rank)')
     parser.add_argument('--amp', choices=('bf16', 'fp16'), help='mixed precision forward; fp16 adds a GradScaler')
     parser.add_argument('--channels-last', action='store_true', help='channels_last models and inputs')
     parser.add_argument('--debug', action='store_true', help='full tracebacks and torchdistill logs')
@@ -32,7 +54,8 @@ def _options(args: argparse.Namespace):
     return RunOptions(recipe=args.recipe, overrides=args.overrides, device=args.device, run_log=args.run_log,
                       summary=args.summary, resume=getattr(args, 'resume', False), seed=args.seed, amp=args.amp,
                       channels_last=args.channels_last, debug=args.debug, check=getattr(args, 'check', False),
-                      test=not getattr(args, 'no_test', False), tensorboard=getattr(args, 'tensorboard', None))
+                      test=not getattr(args, 'no_test', False), tensorboard=getattr(args, 'tensorboard', None),
+                      allow_recipe_change=getattr(args, 'allow_recipe_change', False))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -106,12 +129,14 @@ def _new_recipe(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog='ttm-distill', description='Run torchdistill recipes with TTM / WTTM (and any other loss).')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     train = sub.add_parser('train', help='train a student, validating every epoch, then test teacher and student')
     _add_run_arguments(train)
     train.add_argument('--resume', action='store_true', help="continue from the recipe's last checkpoint")
+    train.add_argument('--allow-recipe-change', action='store_true',
+                       help='--resume even where models, data, loss, optimizer or scheduler differ from the checkpoint')
     train.add_argument('--check', action='store_true', help=CHECK_HELP)
     train.add_argument('--no-test', action='store_true', help='skip the test pass (searches choose on validation)')
     train.add_argument('--tensorboard', metavar='DIR', help='write per-epoch curves for TensorBoard here')
@@ -189,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings('ignore', message=".*'pin_memory' argument is set as true but no accelerator")
     try:
         return args.func(args)
-    except (UsageError, TrainingDiverged, DataFileError) as exc:
+    except (UsageError, TrainingDiverged, DataFileError, OutputError) as exc:
         if getattr(args, 'debug', False):
             raise
         print(f'ttm-distill: error: {exc}', file=sys.stderr)
@@ -197,3 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print('ttm-distill: interrupted', file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        if getattr(args, 'debug', False) or not _peer_failed(exc):
+            raise
+        return 1  # another rank failed and said why; this one stops quietly
+
+
+PEER_GONE = ('Connection closed by peer', 'Connection reset by peer', 'remote worker crashing')
+"""what Gloo says on the ranks left in a collective when another rank's process ends"""
+
+
+def _peer_failed(exc: RuntimeError) -> bool:
+    """Under torchrun, a collective that failed because another rank's process ended (with its own error)."""
+    return int(os.environ.get('WORLD_SIZE', '1')) > 1 and any(s in str(exc) for s in PEER_GONE)

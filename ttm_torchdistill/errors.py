@@ -29,3 +29,10 @@ class DataFileError(Exception):
 def one_line(exc: BaseException) -> str:
     """An exception's message with its whitespace (newlines included) collapsed."""
     return ' '.join(str(exc).split())
+
+
+class OutputError(Exception):
+    """A result could not be written (a full disk, a read-only file system): one line naming the path, exit code 1;
+    files written before are kept."""
+
+    exit_code = 1

@@ -1,12 +1,24 @@
-"""Output paths: checked before any work starts, so a run never fails after its work is done."""
+"""Output files: paths checked before any work starts, atomic writes with the user's umask, strict JSON, no clobbering.
+
+Nothing a user made is lost: a file is written to a temporary name in its folder, synced, then renamed
+over the target, so a kill or a full disk leaves the previous file or the new one, never a torn one;
+a write that fails (full disk, read-only file system) is one line naming the path.
+"""
 from __future__ import annotations
 
+import io
+import json
+import math
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-from .errors import UsageError
+from .errors import OutputError, UsageError
 
-__all__ = ['check_output_folder']
+__all__ = ['atomic_write', 'check_output_file', 'check_output_folder', 'dumps_json', 'file_mode', 'free_name',
+           'write_json', 'write_text']
 
 
 def check_output_folder(path: Path, what: str) -> None:
@@ -17,5 +29,99 @@ def check_output_folder(path: Path, what: str) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise UsageError(f'{what}={str(path)!r}: {existing} is a file, not a folder, so {folder} cannot be created')
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK) or _read_only(existing):
         raise UsageError(f'{what}={str(path)!r}: no permission to write in {existing}')
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether ``folder`` is on a read-only file system (root's os.access says writable there too)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def check_output_file(path: Path, what: str, replace: bool = False) -> None:
+    """:func:`check_output_folder`, and ``path`` is not a folder; unless ``replace``, it must not exist yet."""
+    check_output_folder(path, what)
+    path = path.expanduser()
+    if path.is_dir():
+        raise UsageError(f'{what}={str(path)!r}: is a folder; give a file name')
+    if not replace and path.exists():
+        raise UsageError(f'{what}={str(path)!r}: the file exists (from an earlier run); nothing is replaced: '
+                         'give another path or move the file away')
+
+
+def free_name(path: Path) -> Path:
+    """``path`` when it does not exist, else the first free ``NAME.2.EXT``, ``NAME.3.EXT``, ... beside it."""
+    if not path.exists():
+        return path
+    n = 2
+    while (candidate := path.with_name(f'{path.stem}.{n}{path.suffix}')).exists():
+        n += 1
+    return candidate
+
+
+def file_mode() -> int:
+    """The mode a new file gets from the process's umask (0o644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """``write`` into memory, then to a temporary file in ``path``'s folder, fsync, and rename over ``path``.
+
+    The file gets the umask's mode (like any file the user writes). A failing write (ENOSPC, EROFS, ...) is an
+    OutputError naming ``path``; the temporary file is removed and an existing ``path`` stays as it was.
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    write(buffer)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+        tmp = None
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise OutputError(f'cannot write {path}: {exc.strerror or exc}') from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _finite(obj: object) -> object:
+    """``obj`` with every NaN or infinity replaced by None (JSON has no such numbers)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: object, indent: int | None = 2) -> str:
+    """Strict JSON: NaN and infinities become null."""
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write` of UTF-8 text."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path: str | os.PathLike, obj: object) -> None:
+    """:func:`atomic_write` of strict JSON (see :func:`dumps_json`) with a final newline."""
+    write_text(path, dumps_json(obj) + '\n')

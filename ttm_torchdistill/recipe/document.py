@@ -30,6 +30,10 @@ yaml_util.load_yaml_file(os.devnull)
 
 SUB_TERMS = 'train.criterion.kwargs.sub_terms'
 """where a WeightedSumLoss recipe lists its loss terms"""
+FINGERPRINT_SECTIONS = ('models', 'datasets', 'train.train_data_loader', 'train.criterion', 'train.optimizer',
+                        'train.scheduler')
+"""the parts of a recipe that --resume must find unchanged"""
+FINGERPRINT_IGNORES = ('dst_ckpt', 'num_workers', 'pin_memory', 'persistent_workers', 'prefetch_factor', 'timeout')
 Keys = str | Sequence[str]
 """a key path: 'a.b.0.c' or its parts"""
 
@@ -196,6 +200,31 @@ class RecipeDocument:
                                   kwargs if isinstance(kwargs, dict) else {}))
         return terms
 
+    def fingerprint(self) -> dict[str, str]:
+        """What makes two runs the same experiment, as key path -> 'tag value' of every scalar below the models,
+        the datasets, the training loader, the loss, the optimizer and the scheduler (tags as written, not run).
+        Output paths (``dst_ckpt``) and loader mechanics (workers, pinned memory, prefetching) are left out."""
+        found: dict[str, str] = {}
+
+        def walk(node: yaml.Node, path: str) -> None:
+            if path.rsplit('.', 1)[-1] in FINGERPRINT_IGNORES:
+                return
+            if not node.tag.startswith('tag:yaml.org,2002:'):
+                found[f'{path}.!'] = node.tag
+            if isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    walk(v, f'{path}.{k.value}')
+            elif isinstance(node, yaml.SequenceNode):
+                for i, v in enumerate(node.value):
+                    walk(v, f'{path}.{i}')
+            else:
+                found[path] = node.value
+
+        for section in FINGERPRINT_SECTIONS:
+            if (node := self.node(section)) is not None:
+                walk(node, section)
+        return found
+
     # --- changing ------------------------------------------------------------------------------------------
     def set(self, keys: Keys, value: yaml.Node | str) -> None:
         """Override the value at an existing key path (``value``: a node, or YAML text); values read before
@@ -255,8 +284,23 @@ class RecipeDocument:
                              'and student must predict the same classes')
         return checked
 
+    def _data_root(self, name: str) -> object:
+        """The first ``root`` argument below ``datasets.NAME`` (also inside a wrapping Subset), resolved."""
+        stack = [self.node(f'datasets.{name}')]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    if k.value == 'root':
+                        return self.construct(v)
+                stack.extend(reversed([v for _, v in node.value]))
+            elif isinstance(node, yaml.SequenceNode):
+                stack.extend(reversed(node.value))
+        return None
+
     def _build_datasets(self) -> None:
-        """Construct each entry of ``datasets`` (torchdistill's tags build it); a failure names the dataset."""
+        """Construct each entry of ``datasets`` (torchdistill's tags build it); a failure names the dataset, and a
+        missing or incomplete data root says where the README tells how to get the files."""
         for name in self.keys('datasets'):
             label = f'datasets.{name}'
             class_key = self.node(f'datasets.{name}.key')
@@ -266,9 +310,17 @@ class RecipeDocument:
                 self.construct(self.node(f'datasets.{name}'))
             except FileNotFoundError as exc:
                 raise UsageError(f'{self.source}: {label}: missing file or directory while building the recipe: '
-                                 f'{one_line(exc)}') from None
+                                 f'{one_line(exc)}{self._data_hint(name)}') from None
+            except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted" (missing files, bad md5)
+                raise UsageError(f'{self.source}: {label}: {one_line(exc)}{self._data_hint(name)}') from None
             except (TypeError, ValueError) as exc:
                 raise UsageError(f'{self.source}: {label}: {type(exc).__name__}: {one_line(exc)}') from None
+
+    def _data_hint(self, name: str) -> str:
+        root = self._data_root(name)
+        where = f' under {str(root)!r}' if root is not None else ''
+        return (f'; the data files{where} are missing, incomplete or fail their checksum: README, "CIFAR-100 '
+                'recipes" / "ImageNet recipes", Data, says where to get them and which variable sets the root')
 
     def build(self, on_valid: Callable[[dict[str, object]], None] | None = None) -> dict:
         """Import ``dependencies``, validate, then construct (torchdistill's tags run here). ``on_valid`` gets the

@@ -5,19 +5,18 @@ import glob
 import os
 import pickle
 import random
-import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import UsageError, one_line
+from ..outputs import atomic_write
 
-__all__ = ['atomic_save', 'atomic_write', 'last_ckpt_path', 'load_checkpoint', 'load_model_state', 'model_state',
+__all__ = ['atomic_save', 'last_ckpt_path', 'load_checkpoint', 'load_model_state', 'model_state',
            'remove_stale_temporaries', 'rng_state', 'set_rng_state']
 
 
@@ -28,32 +27,9 @@ def last_ckpt_path(dst_ckpt: str | os.PathLike) -> Path:
 
 
 def atomic_save(obj: object, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A kill at any moment leaves either the previous file or the new one, never a torn one.
-    """
+    """torch.save through :func:`ttm_torchdistill.outputs.atomic_write`: a kill at any moment leaves either the
+    previous file or the new one, never a torn one."""
     atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """``write`` a binary file object that becomes ``path`` only once complete and synced (see atomic_save)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def rng_state() -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError, one_line
-from ..outputs import check_output_folder
+from ..outputs import check_output_file, check_output_folder, free_name
 from .distributed import DistContext, setup_distributed, teardown
 from .logs import log_to_file, logger, setup_logging
 from .report import report
@@ -16,22 +16,44 @@ from .run import Run, RunOptions, seed_everything
 from .tensorboard import require as require_tensorboard
 from .trainer import Trainer
 
-__all__ = ['run_test', 'run_train', 'with_context']
+__all__ = ['beside', 'check_outputs', 'run_test', 'run_train', 'with_context']
 
 
 def with_context(opts: RunOptions, body, log_file: bool = True) -> dict:
-    """Set up processes and logging, run ``body(ctx)``; ``log_file=False``: the body opens --run-log itself."""
+    """Set up processes and logging, run ``body(ctx)``; ``log_file=False``: the body opens --run-log itself.
+    The caller has checked the output paths (see :func:`check_outputs`)."""
     ctx = setup_distributed(opts.device)
     try:
         setup_logging(ctx, debug=opts.debug, quiet=opts.quiet)
-        for path, flag in ((opts.run_log, '--run-log'), (opts.summary, '--summary')):
-            if path:
-                check_output_folder(Path(path), flag)
         if log_file:
             log_to_file(ctx, opts.run_log, opts.resume, opts.debug)
         return body(ctx)
     finally:
         teardown()
+
+
+def check_outputs(opts: RunOptions) -> None:
+    """Before any work: --run-log and --summary can be written and, unless resuming, hold no earlier run's file;
+    a --tensorboard folder can be written and, unless resuming, holds no earlier run's curves."""
+    for path, flag in ((opts.run_log, '--run-log'), (opts.summary, '--summary')):
+        if path:
+            check_output_file(Path(path), flag, replace=opts.resume)
+    if opts.tensorboard:
+        folder = Path(opts.tensorboard).expanduser()
+        check_output_folder(folder / 'events', '--tensorboard')
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f'--tensorboard={opts.tensorboard!r}: is a file, not a folder')
+        if not opts.resume and folder.is_dir() and any(folder.glob('events.out.tfevents*')):
+            raise UsageError(f'--tensorboard={opts.tensorboard!r}: holds the curves of an earlier run; give a new '
+                             'folder (or --resume that run)')
+
+
+def beside(path: str | None, tag: str) -> str | None:
+    """``path`` when it is free, else a free ``NAME.TAG.EXT`` (``NAME.TAG.2.EXT``, ...) beside it."""
+    if not path or not Path(path).expanduser().exists():
+        return path
+    given = Path(path).expanduser()
+    return str(free_name(given.with_name(f'{given.stem}.{tag}{given.suffix}')))
 
 
 def _check_passed(run: Run, what: str) -> dict:
@@ -66,9 +88,10 @@ def run_train(opts: RunOptions) -> dict:
         opts = dataclasses.replace(opts, run_log=None, summary=None, tensorboard=None)
     if opts.tensorboard:
         require_tensorboard('--tensorboard')  # before the lock or anything else is made
+    check_outputs(opts)
 
     def body(ctx: DistContext) -> dict:
-        run = Run(opts, ctx, lock=not opts.check)
+        run = Run(opts, ctx, train=True)
         try:
             return train(run)
         finally:
@@ -95,24 +118,35 @@ def run_train(opts: RunOptions) -> dict:
         skipped = {f'{role}_test_top{k}': None for role in ('teacher', 'student') for k in (1, 5)}
         results = run.test()[0] if opts.test else skipped
         extra = {'epochs_run': epochs_run, 'best_val_top1': trainer.best_val_top1, 'train_images_per_s': rate}
-        return report(run, results, time.perf_counter() - start, extra)
+        return report(run, results, time.perf_counter() - start, extra, kind='train')
 
     return with_context(opts, body, log_file=False)
 
 
 def run_test(opts: RunOptions) -> dict:
-    """Evaluate the teacher and the best student checkpoint on the recipe's test loader."""
+    """Evaluate the teacher and the best student checkpoint on the recipe's test loader.
+
+    Its log and summary never replace a file (e.g. the training run's, given the same options): an existing
+    ``--run-log``/``--summary`` path is written beside, as ``NAME.test.EXT``.
+    """
     def body(ctx: DistContext) -> dict:
         start = time.perf_counter()
+        for given, used, flag in ((given_log, opts.run_log, '--run-log'), (given_summary, opts.summary, '--summary')):
+            if given != used:
+                logger.info('%s %s exists: this test writes %s', flag, given, used)
         run = Run(opts, ctx)
         if opts.check:
             run.load_best()
             run.test_loader()
             return _check_passed(run, f'best checkpoint {run.best_ckpt}')
         results, best_value = run.test()
-        return report(run, results, time.perf_counter() - start, {'best_val_top1': best_value})
+        return report(run, results, time.perf_counter() - start, {'best_val_top1': best_value}, kind='test')
 
     if opts.check:
         opts = dataclasses.replace(opts, run_log=None, summary=None)
+    given_log, given_summary = opts.run_log, opts.summary
+    opts = dataclasses.replace(opts, resume=False, run_log=beside(opts.run_log, 'test'),
+                               summary=beside(opts.summary, 'test'))
+    check_outputs(opts)
     return with_context(opts, body)
 

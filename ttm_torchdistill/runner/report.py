@@ -1,19 +1,20 @@
 """The end of a command: the summary lines in the log and the --summary JSON file."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from ..outputs import write_json
 from .logs import format_eta, logger
 from .run import Run
 
 __all__ = ['report']
 
 
-def report(run: Run, results: dict, wall_s: float, extra: dict) -> dict:
+def report(run: Run, results: dict, wall_s: float, extra: dict, kind: str) -> dict:
+    """Log the results and write --summary (strict JSON); ``kind``: 'train' or 'test'."""
     summary = {
+        'kind': kind,
         'recipe': run.name,
         'world_size': run.ctx.world_size,
         'device': run.ctx.device.type,
@@ -43,7 +44,6 @@ def report(run: Run, results: dict, wall_s: float, extra: dict) -> dict:
     for line in lines:
         logger.info(line)
     if run.opts.summary and run.ctx.is_main:
-        text = json.dumps(summary, indent=2) + '\n'
-        atomic_write(Path(run.opts.summary).expanduser(), lambda f: f.write(text.encode()))  # sweeps read it
+        write_json(Path(run.opts.summary).expanduser(), summary)  # atomic: sweeps read it
     return summary
 

@@ -47,35 +47,57 @@ class RunOptions:
     """validate and build everything, then stop: no training, nothing written"""
     tensorboard: str | None = None
     """folder for TensorBoard per-epoch curves (needs the tensorboard package)"""
+    allow_recipe_change: bool = False
+    """--resume even where the recipe's models, data, loss, optimizer or scheduler differ from the checkpoint's"""
 
 
 class Run:
     """Everything one command needs: context, recipe, models and output paths."""
 
-    def __init__(self, opts: RunOptions, ctx: DistContext, lock: bool = False) -> None:
-        """``lock``: hold dst_ckpt's run lock from right after validation (see release)."""
+    def __init__(self, opts: RunOptions, ctx: DistContext, train: bool = False) -> None:
+        """``train``: a training run: right after validation, hold dst_ckpt's run lock (see release; not with
+        --check) and refuse the outputs of an earlier run (checkpoints, metrics) unless resuming."""
         self.opts, self.ctx = opts, ctx
         self.lock = None
         self.recipe_path = resolve_recipe(opts.recipe)
-        overrides = parse_overrides(opts.overrides)
+        doc = RecipeDocument.open(self.recipe_path, parse_overrides(opts.overrides))
+        self.fingerprint = doc.fingerprint()
         if opts.seed is not None:
             seed_everything(opts.seed)
         try:
-            self.config = RecipeDocument.open(self.recipe_path, overrides).build(self._take_lock if lock else None)
+            self.config = doc.build(self._claim if train else None)
             self._build()
         except BaseException:
             self.release()
             raise
 
-    def _take_lock(self, checked: dict) -> None:
-        dst = checked.get('models.student_model.dst_ckpt') or checked.get('models.model.dst_ckpt')
+    def _claim(self, checked: dict) -> None:
+        """Take the run lock on dst_ckpt, then refuse what an earlier run left there (unless resuming)."""
+        key = 'student_model' if 'models.student_model.dst_ckpt' in checked else 'model'
+        dst = checked.get(f'models.{key}.dst_ckpt')
         if not dst:
             return  # _build says dst_ckpt is required
+        best, last, metrics = self._output_paths(dst)
+        if not self.opts.check:
+            self.lock = acquire_run_lock(best, self.ctx)
+            if self.ctx.is_main:
+                for tmp in remove_stale_temporaries(best, last):
+                    logger.info('removed %s, a temporary file of an interrupted save', tmp)
+        if self.opts.resume:
+            return
+        if last.is_file():
+            raise UsageError(f'{last} exists from an earlier run: pass --resume to continue it, or point '
+                             f'models.{key}.dst_ckpt elsewhere with --set for a new run')
+        for path, what in ((best, 'best checkpoint'), (metrics, 'metrics file')):
+            if path.exists():
+                raise UsageError(f'{path} exists (the {what} of an earlier run): nothing is replaced; point '
+                                 f'models.{key}.dst_ckpt (or --run-log) elsewhere for a new run, or move it away')
+
+    def _output_paths(self, dst: str) -> tuple[Path, Path, Path]:
+        """(best checkpoint, last checkpoint, metrics file): the metrics go beside --run-log, else the checkpoint."""
         best = Path(dst).expanduser()
-        self.lock = acquire_run_lock(best, self.ctx)
-        if self.ctx.is_main:
-            for tmp in remove_stale_temporaries(best, last_ckpt_path(best)):
-                logger.info('removed %s, a temporary file of an interrupted save', tmp)
+        log_base = Path(self.opts.run_log).expanduser() if self.opts.run_log else best
+        return best, last_ckpt_path(best), log_base.with_name(log_base.stem + '.metrics.jsonl')
 
     def release(self) -> None:
         """Free the run lock (the process's end frees it too)."""
@@ -97,17 +119,25 @@ class Run:
         dst = self.student_config.get('dst_ckpt')
         if not dst:
             raise UsageError(f'{self.recipe_path}: models.{self.student_key}.dst_ckpt is required')
-        self.best_ckpt = Path(dst).expanduser()
-        self.last_ckpt = last_ckpt_path(self.best_ckpt)
-        log_base = Path(opts.run_log).expanduser() if opts.run_log else self.best_ckpt
-        self.metrics_path = log_base.with_name(log_base.stem + '.metrics.jsonl')
+        self.best_ckpt, self.last_ckpt, self.metrics_path = self._output_paths(dst)
         self.amp_dtype = AMP_DTYPES.get(opts.amp) if opts.amp else None
         self.memory_format = torch.channels_last if opts.channels_last else torch.preserve_format
         guard_datasets(self.config['datasets'])
+        self._check_splits()
         self.teacher = self._build_model('teacher_model', self.teacher_config) if self.teacher_config else None
         self.student = self._build_model(self.student_key, self.student_config)
         if self.teacher is not None:
             self._check_outputs_agree()
+
+    def _check_splits(self) -> None:
+        """Every loader's dataset has samples (an empty split would train or score on nothing)."""
+        for section, name in (('train', 'train_data_loader'), ('train', 'val_data_loader'),
+                              ('test', 'test_data_loader')):
+            dataset_id = ((self.config.get(section) or {}).get(name) or {}).get('dataset_id')
+            dataset = self.config['datasets'].get(dataset_id)
+            if hasattr(dataset, '__len__') and len(dataset) == 0:
+                raise UsageError(f'{self.recipe_path}: {section}.{name}: datasets.{dataset_id} is empty (0 samples); '
+                                 'check its root and files, or its indices')
 
     @property
     def name(self) -> str:

@@ -1,7 +1,6 @@
 """The training loop on torchdistill's boxes: epochs, validation, checkpoints, resume and non-finite checks."""
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -12,10 +11,12 @@ from torchdistill.common.module_util import check_if_wrapped
 
 from ..errors import DataFileError, TrainingDiverged, UsageError, one_line
 from ..losses import TTMLoss
+from ..outputs import dumps_json
 from .build import build_box, recipe_part
 from .checkpoint import atomic_save, load_checkpoint, load_model_state, rng_state, set_rng_state
 from .distributed import all_gather_objects, all_reduce_sum, barrier
 from .evaluate import build_eval_loader, evaluate
+from .iocheck import check_loss_io
 from .logs import format_eta, logger
 from .run import Run
 from .tensorboard import EpochWriter
@@ -62,15 +63,18 @@ class Trainer:
                              "ttm-distill; run them with torchdistill's example runner")
         if self.opts.resume and not run.last_ckpt.is_file():
             raise UsageError(f'--resume: no checkpoint to resume from at {run.last_ckpt}')
-        if not self.opts.resume and run.last_ckpt.is_file():
-            raise UsageError(f'{run.last_ckpt} exists from an earlier run: pass --resume to continue it, or point '
-                             f'models.{run.student_key}.dst_ckpt elsewhere with --set for a new run')
         self.log_freq = train_config.get('log_freq', 1000)
         self.box = build_box(run.recipe_path, run.teacher, run.student, run.config['datasets'], train_config,
                              self.ctx.device, self._device_ids(), self.ctx.distributed)
         if self.box.train_data_loader is None:
             raise UsageError(f'{run.recipe_path}: train.train_data_loader.dataset_id is not a key of datasets')
+        if len(self.box.train_data_loader) == 0:
+            loader = self.box.train_data_loader
+            raise UsageError(f'{run.recipe_path}: train.train_data_loader: an epoch has 0 iterations '
+                             f'({len(loader.dataset)} samples per process, batch size {loader.batch_size}, drop_last '
+                             f'{loader.drop_last}); lower the batch size')
         self.distill = run.teacher is not None
+        check_loss_io(run.recipe_path, train_config, self.distill)
         self._wrap_student()
         val_config = train_config.get('val_data_loader')
         if not isinstance(val_config, dict):
@@ -108,6 +112,7 @@ class Trainer:
             'stage_grad_count': box.stage_grad_count,
             'recipe': str(self.run.recipe_path),
             'overrides': list(self.opts.overrides),
+            'fingerprint': self.run.fingerprint,
         }
 
     def _aux_modules(self) -> dict[str, nn.Module]:
@@ -132,6 +137,7 @@ class Trainer:
         missing = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         if missing:
             raise UsageError(f'--resume: {path} is not a checkpoint of ttm-distill train (no {", ".join(missing)})')
+        self._check_same_experiment(ckpt.get('fingerprint'), path)
         saved_world = len(ckpt['rng'])
         if saved_world != self.ctx.world_size:
             logger.warning('resuming a %d-process run with %d processes: data order and RNG streams differ',
@@ -153,6 +159,25 @@ class Trainer:
         self.box.stage_grad_count = ckpt['stage_grad_count']
         self.start_epoch, self.best_val_top1 = ckpt['epoch'], ckpt['best_value']
         set_rng_state(ckpt['rng'][self.ctx.rank % saved_world])
+
+    def _check_same_experiment(self, saved: dict | None, path) -> None:
+        """Refuse to resume where the recipe's models, data, loss, optimizer or scheduler changed since the checkpoint
+        (the first differing key is named), unless --allow-recipe-change."""
+        if saved is None:
+            logger.warning('%s does not record its recipe (an older version wrote it): resuming without checking that '
+                           'the recipe is unchanged', path)
+            return
+        now = self.run.fingerprint
+        differ = next((k for k in [*now, *(k for k in saved if k not in now)] if now.get(k) != saved.get(k)), None)
+        if differ is None:
+            return
+        change = f'{saved.get(differ, "(absent)")!s} -> {now.get(differ, "(absent)")!s}'
+        if self.opts.allow_recipe_change:
+            logger.warning('resuming with a changed recipe: %s: %s (--allow-recipe-change)', differ.removesuffix('.!'),
+                           change)
+            return
+        raise UsageError(f'--resume: the recipe differs from the run in {path} at {differ.removesuffix(".!")} '
+                         f'({change}): resume the same experiment, or pass --allow-recipe-change to accept the change')
 
     def _check_finite(self, losses: torch.Tensor, first: int, end: int, epoch: int) -> None:
         """Average ``losses[first:end]`` over ranks in place and stop at the first non-finite one.
@@ -255,7 +280,7 @@ class Trainer:
                 atomic_save(dict(state, rng=rngs, aux=aux), run.last_ckpt)
                 record = {'epoch': epoch + 1, **stats, 'val_top1': val.top1, 'val_top5': val.top5}
                 with run.metrics_path.open('a') as f:
-                    f.write(json.dumps(dict(record, recipe=run.name)) + '\n')
+                    f.write(dumps_json(dict(record, recipe=run.name), indent=None) + '\n')
                 if curves is not None:
                     curves.log(record)
             barrier()

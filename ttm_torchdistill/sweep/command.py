@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import shlex
 import sys
+import tempfile
 
 from ..errors import UsageError
 from ..runner import tensorboard
+from ..runner.commands import run_train
+from ..runner.run import RunOptions
 from .local import LocalLauncher
 from .manifest import check_directory, sweep_lock, write_manifest
-from .plan import Sweep, plan_sweep
+from .plan import OUTPUT_KEY, Sweep, plan_sweep
 from .slurm import SlurmLauncher, array_in_queue
 
 __all__ = ['run_sweep']
@@ -34,6 +37,35 @@ def _print_runs(sweep: Sweep) -> None:
         print(f'{run.name:<40} {state:<11} ttm-distill {shlex.join(run.command())}')
 
 
+def _plan(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str) -> tuple[Sweep, dict]:
+    """The sweep to run and DIR's manifest (or None). Over an existing sweep of the same recipe, --set and --grid
+    names, the plan is the union of both: more seeds or grid values add runs, and the earlier runs stay."""
+    sweep = plan_sweep(recipe, grid, seeds, overrides, output)
+    old = check_directory(sweep)  # a folder that is refused stays untouched: no lock file in it
+    if old is None:
+        return sweep, None
+    merged = []
+    for axis, spec in zip(sweep.axes, old['grid'], strict=True):
+        values = [*spec['values'], *(v for v in axis.values if v not in spec['values'])]
+        merged.append(f'{axis.name}={",".join(values)}')
+    old_seeds = [s for s in old['seeds'] if isinstance(s, int)]
+    all_seeds = [*old_seeds, *(s for s in seeds if s not in old_seeds)]
+    return plan_sweep(recipe, merged, all_seeds, overrides, output), old
+
+
+def _check_recipe(sweep: Sweep) -> None:
+    """`train --check` of the first run, in this process on the CPU, writing nothing (plugins imported, values
+    validated, datasets, models and teacher weights loaded, the loss on one batch): a recipe-wide error (a missing
+    plugin module, a wrong data root, missing teacher weights) is one line before any run starts, not one per run."""
+    first = sweep.runs[0]
+    overrides = [value for flag, value in zip(first.args, first.args[1:], strict=False) if flag == '--set']
+    with tempfile.TemporaryDirectory(prefix='ttm-sweep-check-') as scratch:  # where a new run would write
+        dst = [o for o in overrides if o.partition('=')[0].endswith(f'.{OUTPUT_KEY}')]
+        overrides = [o for o in overrides if o not in dst] + [f'{dst[0].partition("=")[0]}={scratch}/check.pt']
+        run_train(RunOptions(recipe=str(sweep.recipe_path), overrides=overrides, device='cpu', check=True,
+                             quiet=True))
+
+
 def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str,
               launcher: str = 'local', parallel: int | None = None, slurm: list[str] = (), dry_run: bool = False,
               wait: bool = False) -> int:
@@ -42,12 +74,14 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
         raise UsageError(f'--parallel {parallel}: must be at least 1')
     if launcher != 'slurm' and (slurm or wait):
         raise UsageError('--slurm and --wait need --launcher slurm')
-    sweep = plan_sweep(recipe, grid, seeds, overrides, output)
-    check_directory(sweep)  # a folder that is refused stays untouched: no lock file in it
-    if launcher == 'slurm':
-        runner = SlurmLauncher(sweep, parallel, slurm, wait)
-    else:
-        runner = LocalLauncher(sweep, parallel)
+    sweep, old = _plan(recipe, grid, seeds, overrides, output)
+    if old is not None and len(sweep.runs) > len(old['runs']):
+        print(f'{sweep.directory}: the sweep grows from {len(old["runs"])} to {len(sweep.runs)} runs', flush=True)
+    _check_recipe(sweep)
+    def make_launcher(sweep: Sweep) -> LocalLauncher | SlurmLauncher:
+        return SlurmLauncher(sweep, parallel, slurm, wait) if launcher == 'slurm' else LocalLauncher(sweep, parallel)
+
+    runner = make_launcher(sweep)
     if dry_run:
         _warn(sweep)
         _print_runs(sweep)
@@ -55,7 +89,8 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
         return 0
     sweep.directory.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep.directory):
-        old = check_directory(sweep)  # again: another launcher may have written DIR before this one got the lock
+        sweep, old = _plan(recipe, grid, seeds, overrides, output)  # again: another launcher may have written DIR
+        runner = make_launcher(sweep)
         sweep.slurm = (old or {}).get('slurm')
         array = (sweep.slurm or {}).get('job_id')
         if array and array_in_queue(array):

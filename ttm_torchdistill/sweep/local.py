@@ -12,12 +12,14 @@ from ..runner.logs import format_eta
 from .manifest import write_manifest
 from .plan import RunSpec, Sweep
 from .results import sweep_table
-from .runs import record_exit, start_run
+from .runs import child_setup, record_exit, start_run
 
 __all__ = ['LocalLauncher']
 
 STOP_WAIT_S = 120
-"""how long Ctrl-C waits for the runs to stop before killing them"""
+"""how long Ctrl-C waits for the runs to stop before killing them (they stop within seconds)"""
+PROGRESS_S = 60.0
+"""seconds between progress lines of the running runs"""
 
 
 def visible_gpus() -> list[str]:
@@ -58,19 +60,21 @@ class LocalLauncher:
         try:
             # a session of its own: a terminal's Ctrl-C reaches the sweep only, which forwards it once
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self._env(slot), start_new_session=True)
+                                    env=self._env(slot), start_new_session=True, preexec_fn=child_setup(os.getpid()))
         except BaseException:
             out.close()
             raise
         return proc, run, time.monotonic(), out
 
     def launch(self) -> int:
-        """Run what has not finished (the caller holds the sweep's lock)."""
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        """Run what has not finished (the caller holds the sweep's lock). SIGTERM and SIGHUP (a closed terminal)
+        stop the sweep as Ctrl-C does; if the launcher is killed outright, its runs get SIGINT from the kernel."""
+        previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             return self._run()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _run(self) -> int:
         sweep = self.sweep
@@ -82,12 +86,18 @@ class LocalLauncher:
                   flush=True)
         running: dict[int, tuple] = {}
         start, ended, failed = time.monotonic(), 0, 0
+        last_progress = time.monotonic()
         try:
             while todo or running:
                 for slot in range(self.parallel):
                     if slot not in running and todo:
                         running[slot] = self._start(todo.popleft(), slot)
+                        run = running[slot][1]
+                        print(f'started {run.describe()}: log {run.log_path}', flush=True)
                 time.sleep(0.1)
+                if time.monotonic() - last_progress >= PROGRESS_S:
+                    last_progress = time.monotonic()
+                    self._progress(running)
                 for slot, (proc, run, t0, out) in list(running.items()):
                     if proc.poll() is None:
                         continue
@@ -116,6 +126,20 @@ class LocalLauncher:
         write_manifest(sweep)
         print(sweep_table(sweep.directory), flush=True)
         return 1 if failed else 0
+
+    @staticmethod
+    def _progress(running: dict) -> None:
+        """One line per running run: epochs done (from its metrics file), its ETA, and where its log is."""
+        for _, run, t0, _ in running.values():
+            done, total = run.epochs_done(), run.epochs
+            elapsed = time.monotonic() - t0
+            if done and total:
+                eta = f'eta {format_eta(elapsed / done * (total - done))}'
+            else:
+                eta = 'eta after its first epoch'
+            of = f'/{total}' if total else ''
+            print(f'  running {run.describe()}: epoch {done}{of} done, {format_eta(elapsed)} so far, {eta}; '
+                  f'log {run.log_path}', flush=True)
 
     def _stop(self, running: dict) -> int:
         """Forward the interrupt to every run and wait for them (each keeps its last epoch's checkpoint); empties

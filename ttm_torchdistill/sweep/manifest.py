@@ -18,14 +18,45 @@ __all__ = ['LOCK', 'check_directory', 'read_manifest', 'sweep_lock', 'write_mani
 LOCK = '.sweep.lock'
 
 
+RUN_KEYS = {'point': str, 'values': dict, 'seed': int, 'dir': str, 'ckpt': str}
+TOP_KEYS = {'identity': dict, 'recipe': str, 'overrides': list, 'grid': list, 'seeds': list, 'runs': list}
+
+
+def _foreign(data: object) -> str | None:
+    """What makes ``data`` not a manifest this package wrote, or None."""
+    if not isinstance(data, dict):
+        return 'not a JSON object'
+    for key, kind in TOP_KEYS.items():
+        if not isinstance(data.get(key), kind):
+            return f'no {key!r} {kind.__name__}'
+    if not all(isinstance(a, dict) and isinstance(a.get('label'), str) and isinstance(a.get('key'), str)
+               and isinstance(a.get('values'), list) for a in data['grid']):
+        return "a 'grid' entry without label, key and values"
+    for run in data['runs']:
+        if not isinstance(run, dict) or any(not isinstance(run.get(k), t) for k, t in RUN_KEYS.items()):
+            return f"a 'runs' entry without {', '.join(RUN_KEYS)}"
+    return None
+
+
 def read_manifest(directory: Path) -> dict:
+    """DIR's sweep.json, checked to be one this package wrote (else one UsageError line naming it)."""
     path = directory / MANIFEST
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f'{directory}: not a sweep folder (no {MANIFEST})') from None
     except (OSError, ValueError) as exc:
         raise UsageError(f'{path}: unreadable ({one_line(exc)})') from None
+    problem = _foreign(data)
+    if problem:
+        raise UsageError(f'{path}: not a sweep.json written by `ttm-distill sweep` ({problem})')
+    return data
+
+
+def _core(identity: dict) -> dict:
+    """An identity without grid values and seeds (older manifests recorded them): those may grow."""
+    grid = [{'name': a.get('name'), 'key': a.get('key')} for a in identity.get('grid') or [] if isinstance(a, dict)]
+    return {'recipe_path': identity.get('recipe_path'), 'overrides': identity.get('overrides'), 'grid': grid}
 
 
 def check_directory(sweep: Sweep) -> dict | None:
@@ -35,11 +66,13 @@ def check_directory(sweep: Sweep) -> dict | None:
         raise UsageError(f'-o {directory}: exists and is not a folder')
     if sweep.manifest_path.is_file():
         old = read_manifest(directory)
-        mine = sweep.identity()
-        differ = [k for k in mine if old.get('identity', {}).get(k) != mine[k]]
+        mine, theirs = _core(sweep.identity()), _core(old['identity'])
+        differ = [k for k in mine if theirs.get(k) != mine[k]]
         if differ:
-            raise UsageError(f'-o {directory} holds another sweep (different {", ".join(differ)}); '
-                             'give another DIR, or the same command to continue that one')
+            what = {'recipe_path': 'recipe', 'overrides': '--set overrides', 'grid': '--grid names'}
+            raise UsageError(f'-o {directory} holds another sweep (different {", ".join(what[k] for k in differ)}); '
+                             'give another DIR, or the same recipe, --set and --grid names to continue or grow that '
+                             'one')
         return old
     if directory.is_dir() and any(p.name != LOCK for p in directory.iterdir()):
         raise UsageError(f'-o {directory}: the folder holds files but no {MANIFEST}; give a new or empty DIR')

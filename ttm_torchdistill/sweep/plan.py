@@ -26,6 +26,7 @@ __all__ = ['SHORT_NAMES', 'Axis', 'RunSpec', 'Sweep', 'parse_grid', 'plan_sweep'
 SHORT_NAMES = ('gamma', 'beta', 'alpha', 'temperature')
 LOSS_CLASSES = {'TTMLoss': TTMLoss, 'WTTMLoss': WTTMLoss, 'KDLoss': None}
 MANIFEST = 'sweep.json'
+OUTPUT_KEY = 'dst_ckpt'
 
 
 @dataclass
@@ -52,6 +53,8 @@ class RunSpec:
     args: list[str]
     """`ttm-distill` arguments of a fresh run (a resumed one adds --resume)"""
     tensorboard_dir: Path | None = None
+    epochs: int | None = None
+    """the run's train.num_epochs (for progress lines)"""
 
     @property
     def name(self) -> str:
@@ -68,6 +71,21 @@ class RunSpec:
     @property
     def output_path(self) -> Path:
         return self.directory / 'output.log'
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / 'run.log'
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.directory / 'run.metrics.jsonl'
+
+    def epochs_done(self) -> int:
+        """Epochs recorded in the run's metrics file so far."""
+        try:
+            return sum(1 for line in self.metrics_path.read_text(errors='replace').splitlines() if line.strip())
+        except OSError:
+            return 0
 
     @property
     def last_ckpt(self) -> Path:
@@ -91,7 +109,7 @@ class RunSpec:
             if isinstance(summary, dict):
                 return 'finished', summary.get('best_val_top1'), None
         if self.error_path.is_file():
-            return 'failed', None, self.error_path.read_text().strip()
+            return 'failed', None, self.error_path.read_text(errors='replace').strip()
         return ('interrupted' if self.last_ckpt.is_file() else 'pending'), None, None
 
 
@@ -114,9 +132,9 @@ class Sweep:
         return self.directory / MANIFEST
 
     def identity(self) -> dict:
-        """What makes two sweeps the same sweep (a re-run must match it)."""
+        """What makes two sweeps the same sweep (a re-run must match it: more values and seeds may be added)."""
         return {'recipe_path': str(self.recipe_path), 'overrides': self.overrides,
-                'grid': [{'name': a.name, 'key': a.key, 'values': a.values} for a in self.axes], 'seeds': self.seeds}
+                'grid': [{'name': a.name, 'key': a.key} for a in self.axes]}
 
 
 
@@ -191,6 +209,13 @@ def _check_losses(doc: RecipeDocument, point: str) -> None:
             raise UsageError(f'--grid {point}: {term.key} term {term.name!r}: {one_line(exc)}') from None
 
 
+def _refuse_outputs(keys: str, flag: str) -> None:
+    """A sweep places every run's outputs itself; a user's output path would make runs share one file."""
+    if OUTPUT_KEY in keys.split('.'):
+        raise UsageError(f'{flag} {keys}: a sweep puts each run\'s checkpoints, logs and summary under -o DIR '
+                         f'(DIR/<point>/seed<k>/), so it sets {OUTPUT_KEY} itself; leave it out')
+
+
 def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str],
                output: str | os.PathLike) -> Sweep:
     """Check everything and list the runs; touches nothing on disk."""
@@ -199,8 +224,13 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
         raise UsageError('--seeds: give at least one seed')
     if len(set(seeds)) < len(seeds):
         raise UsageError(f'--seeds {" ".join(map(str, seeds))}: a seed is repeated')
+    parsed = parse_overrides(list(overrides))
+    for keys, _ in parsed:
+        _refuse_outputs('.'.join(keys), '--set')
+    for axis in axes:
+        _refuse_outputs(axis.name, '--grid')
     path = resolve_recipe(recipe).resolve()
-    doc = RecipeDocument.open(path, parse_overrides(list(overrides)))
+    doc = RecipeDocument.open(path, parsed)
     for axis in axes:
         axis.key = _resolve_key(axis.name, doc)
     if len({a.key for a in axes}) < len(axes):
@@ -225,6 +255,7 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
         point = '_'.join(_folder(a.label, v) for a, v in zip(axes, values, strict=True))
         desc = ' '.join(f'{a.label}={v}' for a, v in zip(axes, values, strict=True))
         _check_losses(doc, desc)
+        epochs = doc.value('train.num_epochs')
         if point in folders:
             raise UsageError(f'--grid: two points share the folder name {point!r}; use simpler values')
         folders.add(point)
@@ -241,5 +272,5 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
             if tb_dir is not None:
                 args += ['--tensorboard', str(tb_dir)]
             runs.append(RunSpec(point, {a.label: v for a, v in zip(axes, values, strict=True)}, seed, run_dir,
-                                ckpt_name, args, tb_dir))
+                                ckpt_name, args, tb_dir, epochs if isinstance(epochs, int) else None))
     return Sweep(recipe, path, list(overrides), axes, list(seeds), directory, runs, val_is_test)

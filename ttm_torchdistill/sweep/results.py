@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import shlex
 from pathlib import Path
 
 from ..errors import UsageError
+from ..outputs import dumps_json
 from ..results import FORMATS, mean_std, plus_minus
 from .manifest import read_manifest
 from .plan import RunSpec
@@ -61,7 +61,7 @@ def sweep_table(directory: Path, fmt: str = 'markdown') -> str:
     labels = [axis['label'] for axis in manifest['grid']]
     best = next((r for r in rows if r['best']), None)
     if fmt == 'json':
-        return json.dumps({'recipe': manifest['recipe'], 'grid': manifest['grid'], 'seeds': manifest['seeds'],
+        return dumps_json({'recipe': manifest['recipe'], 'grid': manifest['grid'], 'seeds': manifest['seeds'],
                            'rows': rows, 'best': best}, indent=2)
     if fmt == 'csv':
         out = io.StringIO()

@@ -1,8 +1,12 @@
-"""One sweep run's process: its command line, and its state recorded when it ends."""
+"""One sweep run's process: its folder and command line, a child that dies with its launcher, its recorded end."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -10,7 +14,11 @@ import yaml
 from ..runner import tensorboard
 from .plan import RunSpec
 
-__all__ = ['INTERRUPTED', 'record_exit', 'start_run']
+__all__ = ['INTERRUPTED', 'child_setup', 'record_exit', 'start_run']
+
+PR_SET_PDEATHSIG = 1
+"""Linux prctl option: the signal a process gets when its parent dies"""
+_LIBC = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True) if sys.platform.startswith('linux') else None
 
 INTERRUPTED = {130, -signal.SIGINT, -signal.SIGTERM}
 """exit codes of a run stopped from outside (Ctrl-C, preemption): resumable, not failed"""
@@ -51,8 +59,44 @@ def record_exit(run: RunSpec, returncode: int) -> tuple[str, float | None, str |
     return 'failed', None, error
 
 
+def _set_aside(run: RunSpec) -> Path | None:
+    """Before a fresh start (no .last.pt to resume): move what an earlier attempt left (its log, metrics, summary,
+    checkpoint, error, curves) into ``<run>/attempts/<n>/``, so the new attempt replaces nothing."""
+    left = [p for p in (run.log_path, run.metrics_path, run.summary_path, run.error_path,
+                        run.directory / run.ckpt_name) if p.exists()]
+    curves = run.tensorboard_dir if run.tensorboard_dir is not None and run.tensorboard_dir.is_dir() else None
+    if not left and curves is None:
+        return None
+    n = 1
+    while (target := run.directory / 'attempts' / str(n)).exists():
+        n += 1
+    target.mkdir(parents=True)
+    for path in left:
+        path.rename(target / path.name)
+    if curves is not None:
+        curves.rename(target / 'tensorboard')
+    return target
+
+
 def start_run(run: RunSpec) -> list[str]:
-    """Clear an earlier failure and return the full command line of the run (this interpreter)."""
+    """Prepare the run's folder and return its full command line (this interpreter): resumes from .last.pt, else
+    starts afresh with an earlier attempt's files set aside."""
     run.directory.mkdir(parents=True, exist_ok=True)
-    run.error_path.unlink(missing_ok=True)
+    if run.last_ckpt.is_file():
+        run.error_path.unlink(missing_ok=True)  # a resumed failure: its error line is in sweep.json's history
+    else:
+        _set_aside(run)
     return [sys.executable, '-m', 'ttm_torchdistill', *run.command()]
+
+
+def child_setup(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` for a run's process: it gets SIGINT when the launcher dies (even by kill -9), so it stops and
+    keeps its last epoch's checkpoint; Ctrl-C works in it even when the launcher was started in the background."""
+    def setup() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job ignores SIGINT; its runs must not
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+        if os.getppid() != parent:  # the launcher died before prctl
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return setup

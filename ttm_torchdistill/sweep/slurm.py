@@ -7,6 +7,7 @@ A task requeued from outside (`scontrol requeue`, preemption with requeue) is ki
 """
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from ..runner.logs import format_eta
 from .manifest import write_manifest
 from .plan import RunSpec, Sweep
 from .results import sweep_table
-from .runs import record_exit, start_run
+from .runs import child_setup, record_exit, start_run
 
 __all__ = ['SlurmLauncher', 'SweepTask', 'array_in_queue']
 
@@ -93,7 +94,8 @@ class SweepTask:
             return 'finished'
         cmd = start_run(run)
         with run.output_path.open('ab') as out:
-            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          preexec_fn=child_setup(os.getpid()))
             # poll rather than wait(): submitit's signal handler must be able to reap the child itself
             while self._proc.poll() is None:
                 time.sleep(0.5)
@@ -125,7 +127,7 @@ class SlurmLauncher:
     def launch(self) -> int:
         """Submit what has not finished (the caller holds the sweep's lock)."""
         sweep = self.sweep
-        self.todo = [r for r in self.todo if r.state()[0] != 'finished']  # another launcher may have run some
+        self.todo = [r for r in sweep.runs if r.state()[0] != 'finished']  # another launcher may have run some
         if not self.todo:
             print(f'all {len(sweep.runs)} runs finished')
             print(sweep_table(sweep.directory), flush=True)

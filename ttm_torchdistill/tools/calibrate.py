@@ -1,7 +1,6 @@
 """`ttm-distill calibrate`: how calibrated is a recipe's teacher, and which gamma calibrates it."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -10,7 +9,8 @@ from ..calibration import expected_calibration_error, fit_temperature, nll, reli
 from ..errors import UsageError
 from ..functional import power_sum
 from ..losses import resolve_gamma
-from ..runner.commands import with_context
+from ..outputs import atomic_write, check_output_folder, write_json
+from ..runner.commands import check_outputs, with_context
 from ..runner.distributed import DistContext
 from ..runner.evaluate import build_eval_loader
 from ..runner.logs import logger
@@ -42,11 +42,24 @@ def _teacher_logits(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     loader = build_eval_loader(run.config['datasets'], loader_config, run.ctx, f'{section}.{key}')
     run.teacher.eval()
     logits, targets = [], []
-    for batch in loader:
+    total, step = len(loader), max(len(loader) // 10, 1)
+    for i, batch in enumerate(loader, 1):
         with run.autocast():
             logits.append(run.teacher(batch[0].to(run.ctx.device, memory_format=run.memory_format)).float().cpu())
         targets.append(batch[1])
+        if i % step == 0 or i == total:
+            logger.info('calibrate: teacher on %s.%s, batch %d/%d', section, key, i, total)
     return torch.cat(logits), torch.cat(targets)
+
+
+def _warn_if_test(run: Run, split: str) -> None:
+    """Choosing gamma on the test set sees the test set (as sweep says for choosing a grid point)."""
+    val = ((run.config.get('train') or {}).get('val_data_loader') or {}).get('dataset_id')
+    test = ((run.config.get('test') or {}).get('test_data_loader') or {}).get('dataset_id')
+    if split == 'test' or val == test:
+        logger.warning('warning: calibrating on %s, the recipe\'s test set: a gamma chosen from it has seen the test '
+                       'set; calibrate on a held-out part of the training set instead (README, "Tuning a new pair")',
+                       f'{SPLITS[split][0]}.{SPLITS[split][1]} ({test})')
 
 
 def _diagram(logits: torch.Tensor, targets: torch.Tensor, temperature: float, path: Path) -> Path | None:
@@ -67,24 +80,34 @@ def _diagram(logits: torch.Tensor, targets: torch.Tensor, temperature: float, pa
         ax.set_xlim(0, 1), ax.set_ylim(0, 1)
         ax.legend(loc='upper left', fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=100, format='png'))
+    finally:
+        plt.close(fig)
     return path
 
 
 def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calibration') -> dict:
-    """Teacher top-1, NLL and ECE before/after temperature scaling; JSON report and reliability diagram."""
+    """Teacher top-1, NLL and ECE before/after temperature scaling; JSON report (also to ``--summary``) and
+    reliability diagram in ``out_dir``. Every output path is checked before the teacher runs."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f'-o={str(out_dir)!r}: is a file, not a folder')
+    check_output_folder(out / 'calibration.json', '-o')
+    check_outputs(opts)
+
     def body(ctx: DistContext) -> dict:
         if ctx.distributed:
             raise UsageError('calibrate runs in one process: launch it without torchrun/srun')
         run = Run(opts, ctx)
         if run.teacher is None:
             raise UsageError(f'{run.recipe_path}: the recipe has no models.teacher_model to calibrate')
+        _warn_if_test(run, split)
         logits, targets = _teacher_logits(run, split)
         t_star = fit_temperature(logits, targets)
         gamma = _recipe_gamma(run.config)
         report = {
-            'recipe': run.name, 'split': split, 'samples': len(targets),
+            'kind': 'calibrate', 'recipe': run.name, 'split': split, 'samples': len(targets),
             'top1': 100.0 * logits.argmax(1).eq(targets).double().mean().item(),
             'nll': nll(logits, targets), 'ece': expected_calibration_error(logits, targets),
             'temperature': t_star,
@@ -95,12 +118,12 @@ def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calib
             'u_gamma_recipe': power_sum(logits.double(), gamma).mean().item() if gamma else None,
             'u_gamma_calibrated': power_sum(logits.double(), 1.0 / t_star).mean().item(),
         }
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         # shipped recipes by name (ilsvrc2012-wttm-...), files by their stem
         stem = run.recipe_path.stem if run.name.endswith('.yaml') else run.name.replace('/', '-')
         report_path = out / f'{stem}.calibration.json'
-        report_path.write_text(json.dumps(report, indent=2) + '\n')
+        write_json(report_path, report)
+        if opts.summary:
+            write_json(Path(opts.summary).expanduser(), report)
         figure = _diagram(logits, targets, t_star, out / f'{stem}.reliability.png')
         logger.info('teacher %s on %s (%d images): top-1 %.2f', run.teacher_config.get('key'), split,
                     report['samples'], report['top1'])
@@ -110,7 +133,8 @@ def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calib
         if gamma:
             logger.info('mean U_gamma: %.4f at the recipe gamma %.4g, %.4f at gamma 1/T*', report['u_gamma_recipe'],
                         gamma, report['u_gamma_calibrated'])
-        logger.info('report %s%s', report_path, f'; reliability diagram {figure}' if figure else '')
+        logger.info('report %s%s%s', report_path, f'; reliability diagram {figure}' if figure else '',
+                    f'; summary {opts.summary}' if opts.summary else '')
         return report
 
     return with_context(opts, body)

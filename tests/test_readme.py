@@ -1,0 +1,156 @@
+"""The README's walkthroughs run as written: only data roots (environment variables), epochs and batch sizes change.
+
+Each test takes the command blocks of one README section, appends the short-run overrides to every
+`ttm-distill train/test/sweep/calibrate` command, runs the block with bash in a fresh folder on generated
+data, and checks what the section says comes out. When the README's commands change, these tests run the
+new ones, and their checks fail where the outputs no longer match.
+"""
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FAST, ROOT, TESTS
+
+README = (ROOT / 'README.md').read_text()
+BIN = Path(sys.executable).parent
+SHORT = {  # per command: the overrides that make a run one short epoch on tiny data
+    'train': FAST, 'test': [o for o in FAST if o.startswith('test.')]}
+SHORT['sweep'] = SHORT['calibrate'] = SHORT['train']
+OFFLINE_CIFAR = '''\
+"""Test-only (tests/test_readme.py): accept generated CIFAR-100 files, whose md5 sums torchvision cannot know."""
+import os
+
+if os.environ.get('TTM_TEST_OFFLINE_CIFAR') == '1':
+    import torchvision.datasets.cifar
+
+    torchvision.datasets.cifar.check_integrity = lambda path, md5=None: os.path.isfile(path)
+'''
+
+
+def section(title: str) -> str:
+    """The README's text under the heading that starts with ``title`` (any level), up to the next heading of that
+    level or above."""
+    match = re.search(rf'^(#+) {re.escape(title)}\b.*$', README, re.M)
+    assert match, f'README has no section {title!r}'
+    level = len(match.group(1))
+    end = re.search(rf'^#{{1,{level}}} ', README[match.end():], re.M)
+    return README[match.end():match.end() + end.start() if end else len(README)]
+
+
+def blocks(text: str) -> list[str]:
+    """Shell blocks: fenced ```bash / ``` blocks and indented blocks, in order; YAML and output blocks are left out."""
+    found = []
+    for match in re.finditer(r'^```(\w*)\n(.*?)^```|((?:^ {4}\S[^\n]*\n(?:^ {4,}[^\n]*\n)*)+)', text, re.M | re.S):
+        lang, fenced, indented = match.groups()
+        body = fenced if fenced is not None else re.sub(r'^ {4}', '', indented, flags=re.M)
+        command = re.search(r'^\s*(ttm-distill|for |make |[A-Z0-9_]+=\S* ttm-distill)', body, re.M)
+        if (lang or '') in ('', 'bash', 'sh') and command:
+            found.append(body)
+    return found
+
+
+def runnable(block: str) -> str:
+    """A block as bash runs it in the test: optional ``[...]`` parts dropped, the short-run overrides appended to
+    each run command."""
+    lines = block.replace('\\\n', ' ').splitlines()
+    out = []
+    for line in lines:
+        code, hash_, comment = line.partition('  #')
+        code = re.sub(r'\s\[[^\]]*\]', '', code)
+        match = re.search(r'\bttm-distill (train|test|sweep|calibrate)\b', code)
+        if match:  # a key the command sets itself gets the short value in place; the others are appended
+            for override in SHORT[match.group(1)]:
+                key = override.partition('=')[0]
+                code, found = re.subn(rf'--set {re.escape(key)}=\S+', f'--set {override}', code)
+                if not found:
+                    code = code.rstrip() + f' --set {shlex.quote(override)}'
+        out.append(code + (hash_ + comment if hash_ else ''))
+    return '\n'.join(out) + '\n'
+
+
+def run_blocks(texts: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    script = 'set -euo pipefail\n' + ''.join(runnable(t) for t in texts)
+    (cwd / 'readme.sh').write_text(script)
+    result = subprocess.run(['bash', 'readme.sh'], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, f'{script}\n--- out\n{result.stdout[-3000:]}\n--- err\n{result.stderr[-3000:]}'
+    return result
+
+
+@pytest.fixture
+def shell_env(tmp_path, cifar100_root, image_root, torch_home) -> dict:
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(OFFLINE_CIFAR)
+    env = dict(os.environ, PATH=f'{BIN}{os.pathsep}{os.environ["PATH"]}', CIFAR100_ROOT=str(cifar100_root),
+               ILSVRC2012_ROOT=str(image_root), TORCH_HOME=str(torch_home), TTM_TEST_OFFLINE_CIFAR='1',
+               PYTHONPATH=os.pathsep.join([str(site), str(TESTS), str(ROOT)]))
+    (tmp_path / 'work').mkdir()
+    return env
+
+
+def test_the_blocks_are_found_and_made_short():
+    tuning = blocks(section('Tuning a new pair'))
+    assert any('new-recipe' in b for b in tuning) and any('--launcher slurm' in b for b in tuning)
+    line = runnable('ttm-distill sweep r.yaml --grid gamma=1 --set train.num_epochs=30 \\\n'
+                    '    -o d [--parallel N] [--dry-run]   # note\n')
+    assert '[' not in line.split('#')[0] and line.count('--set') == len(SHORT['sweep']) and '# note' in line
+    assert 'train.num_epochs=1 ' in line and 'num_epochs=30' not in line
+
+
+def test_cifar100_teacher_then_five_seeds_then_the_table(tmp_path, shell_env):
+    text = section('CIFAR-100 recipes')
+    teacher = [b for b in blocks(text) if 'cifar100/ce/' in b]
+    loop = [b for b in blocks(text) if b.lstrip().startswith('for seed')]
+    assert len(teacher) == 1 and len(loop) == 1
+    work = tmp_path / 'work'
+    result = run_blocks([*teacher, *loop], work, shell_env)
+    summaries = sorted(work.glob('runs/wttm-r8x4/seed*/summary.json'))
+    assert len(summaries) == 5
+    assert {json.loads(p.read_text())['kind'] for p in summaries} == {'train'}
+    table = result.stdout.strip().splitlines()
+    row = next(line for line in table if line.startswith('| cifar100/wttm/resnet8x4_from_resnet32x4 '))
+    assert '| 5 |' in row.replace('  ', ' ') and '76.06' in row  # five runs beside the paper's WTTM number
+
+
+def test_tuning_a_new_pair_locally(tmp_path, shell_env):
+    steps = [b for b in blocks(section('Tuning a new pair')) if '--launcher slurm' not in b]
+    assert [next(w for w in shlex.split(b.split('#')[0]) if not w.startswith('[')) for b in steps] == \
+        ['ttm-distill'] * len(steps)
+    work = tmp_path / 'work'
+    result = run_blocks(steps, work, shell_env)
+    manifest = json.loads(next(work.glob('sweeps/*/sweep.json')).read_text())
+    assert manifest['runs'] and all(r['state'] == 'finished' for r in manifest['runs'])
+    for run in manifest['runs']:  # every output of every run lives in the sweep folder
+        folder = work / 'sweeps' / Path(next(work.glob('sweeps/*')).name) / run['dir']
+        assert {'run.log', 'run.metrics.jsonl', 'summary.json', run['ckpt']} <= {p.name for p in folder.iterdir()}
+    written = {p.name for p in work.glob('resource/**/*') if p.is_file()}  # only step 5 writes the recipe's own
+    name = 'ilsvrc2012-efficientnet_b0_from_resnet50'
+    assert written == {f'{name}.pt', f'{name}.last.pt', f'{name}.metrics.jsonl'}
+    assert 'best:' in result.stdout and 'train it with the test pass' in result.stdout
+    final = [p for p in work.glob('final/*.json')]
+    assert final and json.loads(final[0].read_text())['student_test_top1'] is not None
+
+
+def test_when_something_goes_wrong_examples(tmp_path, shell_env):
+    examples = blocks(section('When something goes wrong'))
+    assert examples
+    work = tmp_path / 'work'
+    for block in examples:
+        for command in runnable(block).splitlines():
+            if not command.strip() or command.lstrip().startswith('#'):
+                continue
+            expected = re.search(r'#\s*exit (\d+)', command)
+            result = subprocess.run(['bash', '-c', command], cwd=work, env=shell_env, capture_output=True,
+                                    text=True, timeout=600)
+            assert expected, f'README example without "# exit N": {command}'
+            assert result.returncode == int(expected.group(1)), (command, result.stdout[-2000:], result.stderr)
+            assert 'Traceback' not in result.stderr
+            if result.returncode:
+                errors = [line for line in result.stderr.splitlines() if line.startswith('ttm-distill')]
+                assert len(errors) == 1, result.stderr

@@ -1,0 +1,58 @@
+"""Before the first step: every loss term reads a model input or output that the models provide."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+from ..recipe import SUB_TERMS
+
+__all__ = ['check_loss_io']
+
+SELF = '.'
+"""torchdistill's path of a model's own output"""
+
+
+def _provided(model_config: dict) -> set[tuple[str, str]]:
+    """(module path, 'input' | 'output') pairs a model's io dict holds: its own output and its forward hooks."""
+    hooks = model_config.get('forward_hook') or {}
+    return {(SELF, 'output'), *((p, 'input') for p in hooks.get('input') or ()),
+            *((p, 'output') for p in hooks.get('output') or ())}
+
+
+def _reads(term: dict) -> list[tuple[str, str, str, str]]:
+    """(key, role, module path, io) of every model input/output a loss term reads: the criterion's
+    ``<role>..._module_path``/``_module_io`` keyword pairs and its wrapper's ``module_path``/``io`` entries."""
+    reads = []
+    kwargs = (term.get('criterion') or {}).get('kwargs') or {}
+    for key, path in kwargs.items():
+        if key.endswith('_module_path') and isinstance(path, str):
+            prefix = key[:-len('_module_path')]
+            role = 'teacher' if prefix.startswith('teacher') else 'student'
+            reads.append((f'criterion.kwargs.{key}', role, path, kwargs.get(f'{prefix}_module_io', 'output')))
+    wrapper = (term.get('criterion_wrapper') or {}).get('kwargs') or {}
+    for name, spec in wrapper.items():
+        if isinstance(spec, dict) and isinstance(spec.get('module_path'), str):
+            role = 'teacher' if spec.get('is_from_teacher') else 'student'
+            reads.append((f'criterion_wrapper.kwargs.{name}.module_path', role, spec['module_path'],
+                          spec.get('io', 'output')))
+    return reads
+
+
+def check_loss_io(source: Path, train_config: dict, distill: bool) -> None:
+    """Raise UsageError naming the first loss term that reads a (module path, io) its model does not provide."""
+    sections = {'student': 'student' if distill else 'model', 'teacher': 'teacher'}
+    provided = {role: _provided(train_config.get(section) or {}) for role, section in sections.items()}
+    criterion = train_config.get('criterion') or {}
+    part = f'train.criterion ({criterion.get("key")})'
+    sub_terms = (criterion.get('kwargs') or {}).get('sub_terms') or {}
+    for name, term in sub_terms.items():
+        if not isinstance(term, dict):
+            continue
+        for key, role, path, io in _reads(term):
+            if role == 'teacher' and not distill:
+                raise UsageError(f'{source}: {part}: {SUB_TERMS}.{name}.{key}={path!r}: this recipe has no teacher')
+            if (path, io) not in provided[role]:
+                have = ', '.join(f'{p!r} ({i})' for p, i in sorted(provided[role]))
+                raise UsageError(f'{source}: {part}: {SUB_TERMS}.{name}.{key}={path!r} (io {io!r}): the {role} '
+                                 f'provides no such {io}; it provides {have}; a module\'s input or output must be '
+                                 f'listed in train.{sections[role]}.forward_hook.{io}')
