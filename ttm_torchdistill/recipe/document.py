@@ -234,12 +234,30 @@ class RecipeDocument:
         apply_override(self.root, keys, value, self.source)
         self._loader = yaml.FullLoader('')
 
-    def scalar_span(self, keys_or_node: Keys | yaml.ScalarNode) -> tuple[int, int]:
-        """(start, end) in :attr:`text` of a scalar's value, after its anchor and tag."""
+    def scalar_span(self, keys_or_node: Keys | yaml.Node) -> tuple[int, int]:
+        """(start, end) in :attr:`text` of a value (a scalar, or a flow sequence such as ``!join [...]``), after its
+        anchor and tag."""
         node = keys_or_node if isinstance(keys_or_node, yaml.Node) else self.node(keys_or_node)
         span = self.text[node.start_mark.index:node.end_mark.index]
         prefix = re.match(r'((?:[&!]\S*\s+)*)', span).group(1)
         return node.start_mark.index + len(prefix), node.end_mark.index
+
+    def entry_span(self, keys: Keys) -> tuple[int, int] | None:
+        """(start, end) in :attr:`text` of the mapping entry ``key: value`` at a key path, from the start of its
+        line through the end of its value's last line; None when absent."""
+        keys = _split(keys)
+        parent = self.node(keys[:-1]) if len(keys) > 1 else self.root
+        if not isinstance(parent, yaml.MappingNode):
+            return None
+        entry = next(((k, v) for k, v in parent.value if isinstance(k, yaml.ScalarNode) and k.value == keys[-1]), None)
+        if entry is None:
+            return None
+        start = self.text.rfind('\n', 0, entry[0].start_mark.index) + 1
+        end = entry[1].end_mark.index
+        if end and self.text[end - 1] != '\n':  # a scalar or flow value ends inside its line
+            newline = self.text.find('\n', end)
+            end = len(self.text) if newline < 0 else newline + 1
+        return start, end
 
     def block_span(self, keys: Keys) -> tuple[int, int, int]:
         """(start, end, column) in :attr:`text` of the block at a key path, trailing blank lines excluded."""

@@ -39,6 +39,7 @@ def _optional(rule: Rule) -> Rule:
 
 
 COUNT = Rule(lambda v: _int(v) and v >= 1, 'an integer >= 1')
+BATCH = Rule(lambda v: _int(v) and 1 <= v <= 2 ** 31 - 1, 'an integer from 1 to 2147483647')
 INDEX = Rule(lambda v: _int(v) and v >= 0, 'an integer >= 0')
 POSITIVE = Rule(lambda v: _number(v) and v > 0, 'a number > 0')
 NON_NEGATIVE = Rule(lambda v: _number(v) and v >= 0, 'a number >= 0')
@@ -62,7 +63,7 @@ EPOCHS = Rule(lambda v: isinstance(v, list) and all(_int(e) and e >= 0 for e in 
 
 LOADER_RULES = {
     'dataset_id': NAME,
-    'kwargs.batch_size': COUNT,
+    'kwargs.batch_size': BATCH,
     'kwargs.num_workers': INDEX,
     'kwargs.pin_memory': FLAG,
     'kwargs.drop_last': FLAG,

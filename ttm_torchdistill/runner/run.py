@@ -84,6 +84,7 @@ class Run:
                 for tmp in remove_stale_temporaries(best, last):
                     logger.info('removed %s, a temporary file of an interrupted save', tmp)
         if self.opts.resume:
+            self._check_same_experiment(last)
             return
         if last.is_file():
             raise UsageError(f'{last} exists from an earlier run: pass --resume to continue it, or point '
@@ -92,6 +93,29 @@ class Run:
             if path.exists():
                 raise UsageError(f'{path} exists (the {what} of an earlier run): nothing is replaced; point '
                                  f'models.{key}.dst_ckpt (or --run-log) elsewhere for a new run, or move it away')
+
+    def _check_same_experiment(self, path: Path) -> None:
+        """Refuse to resume where the recipe's models, data, loss, optimizer or scheduler changed since the checkpoint
+        (the first differing key is named), unless --allow-recipe-change; before anything is built."""
+        if not path.is_file():
+            return  # the trainer says there is nothing to resume
+        ckpt = load_checkpoint(path, '--resume')
+        saved = ckpt.get('fingerprint') if isinstance(ckpt, dict) else None
+        if saved is None:
+            logger.warning('%s does not record its recipe (an older version wrote it): resuming without checking that '
+                           'the recipe is unchanged', path)
+            return
+        now = self.fingerprint
+        differ = next((k for k in [*now, *(k for k in saved if k not in now)] if now.get(k) != saved.get(k)), None)
+        if differ is None:
+            return
+        change = f'{saved.get(differ, "(absent)")!s} -> {now.get(differ, "(absent)")!s}'
+        if self.opts.allow_recipe_change:
+            logger.warning('resuming with a changed recipe: %s: %s (--allow-recipe-change)', differ.removesuffix('.!'),
+                           change)
+            return
+        raise UsageError(f'--resume: the recipe differs from the run in {path} at {differ.removesuffix(".!")} '
+                         f'({change}): resume the same experiment, or pass --allow-recipe-change to accept the change')
 
     def _output_paths(self, dst: str) -> tuple[Path, Path, Path]:
         """(best checkpoint, last checkpoint, metrics file): the metrics go beside --run-log, else the checkpoint."""

@@ -137,7 +137,6 @@ class Trainer:
         missing = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         if missing:
             raise UsageError(f'--resume: {path} is not a checkpoint of ttm-distill train (no {", ".join(missing)})')
-        self._check_same_experiment(ckpt.get('fingerprint'), path)
         saved_world = len(ckpt['rng'])
         if saved_world != self.ctx.world_size:
             logger.warning('resuming a %d-process run with %d processes: data order and RNG streams differ',
@@ -159,25 +158,6 @@ class Trainer:
         self.box.stage_grad_count = ckpt['stage_grad_count']
         self.start_epoch, self.best_val_top1 = ckpt['epoch'], ckpt['best_value']
         set_rng_state(ckpt['rng'][self.ctx.rank % saved_world])
-
-    def _check_same_experiment(self, saved: dict | None, path) -> None:
-        """Refuse to resume where the recipe's models, data, loss, optimizer or scheduler changed since the checkpoint
-        (the first differing key is named), unless --allow-recipe-change."""
-        if saved is None:
-            logger.warning('%s does not record its recipe (an older version wrote it): resuming without checking that '
-                           'the recipe is unchanged', path)
-            return
-        now = self.run.fingerprint
-        differ = next((k for k in [*now, *(k for k in saved if k not in now)] if now.get(k) != saved.get(k)), None)
-        if differ is None:
-            return
-        change = f'{saved.get(differ, "(absent)")!s} -> {now.get(differ, "(absent)")!s}'
-        if self.opts.allow_recipe_change:
-            logger.warning('resuming with a changed recipe: %s: %s (--allow-recipe-change)', differ.removesuffix('.!'),
-                           change)
-            return
-        raise UsageError(f'--resume: the recipe differs from the run in {path} at {differ.removesuffix(".!")} '
-                         f'({change}): resume the same experiment, or pass --allow-recipe-change to accept the change')
 
     def _check_finite(self, losses: torch.Tensor, first: int, end: int, epoch: int) -> None:
         """Average ``losses[first:end]`` over ranks in place and stop at the first non-finite one.

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError, one_line
+from ..outputs import check_output_folder, write_json
 from .plan import MANIFEST, Sweep
 
 __all__ = ['LOCK', 'check_directory', 'read_manifest', 'sweep_lock', 'write_manifest']
@@ -64,6 +64,7 @@ def check_directory(sweep: Sweep) -> dict | None:
     directory = sweep.directory
     if directory.exists() and not directory.is_dir():
         raise UsageError(f'-o {directory}: exists and is not a folder')
+    check_output_folder(sweep.manifest_path, '-o')
     if sweep.manifest_path.is_file():
         old = read_manifest(directory)
         mine, theirs = _core(sweep.identity()), _core(old['identity'])
@@ -105,6 +106,4 @@ def write_manifest(sweep: Sweep) -> None:
             'seeds': sweep.seeds, 'runs': runs}
     if sweep.slurm is not None:
         data['slurm'] = sweep.slurm
-    tmp = sweep.manifest_path.with_name(MANIFEST + '.tmp')
-    tmp.write_text(json.dumps(data, indent=2) + '\n')
-    os.replace(tmp, sweep.manifest_path)
+    write_json(sweep.manifest_path, data)

@@ -26,6 +26,7 @@ from ..errors import UsageError, one_line
 from ..extras import MissingExtra, require_timm
 from ..losses import resolve_gamma
 from ..models.timm_model import load_weights
+from ..outputs import check_output_file, write_text
 from ..recipe import SUB_TERMS, RecipeDocument, resolve_recipe
 
 __all__ = ['new_recipe']
@@ -142,9 +143,9 @@ def _registry_teacher(doc: RecipeDocument, teacher: str, key: str, weights: str)
     if not weights or not Path(weights).expanduser().is_file():
         raise UsageError(f'--teacher {teacher}: {key} is not a torchvision model, so give its weights '
                          'as KEY:CHECKPOINT_FILE (an existing file)')
-    if not isinstance(doc.node('models.teacher_model.src_ckpt'), yaml.ScalarNode):
+    if not doc.has('models.teacher_model.src_ckpt'):
         raise UsageError(f'--from {doc.source}: models.teacher_model.src_ckpt is missing in the base recipe')
-    return [(*doc.scalar_span('models.teacher_model.src_ckpt'), _quoted(weights))]
+    return [(*doc.scalar_span('models.teacher_model.src_ckpt'), _quoted(weights))]  # a path or a !join of parts
 
 
 def _torchvision_teacher_edits(doc: RecipeDocument, key: str, weights: str) -> tuple[list, str]:
@@ -217,6 +218,14 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     if not doc.keys(SUB_TERMS):
         raise UsageError(f'--from {base}: the base recipe needs {SUB_TERMS}')
     base_method, base_kwargs = _base_loss(doc)
+    out = Path(output) if output else Path(f'{student_key}_from_{teacher_key}.{method}.yaml')
+    check_output_file(out, '-o', replace=True)  # a writable place, not a folder; checked before any work
+    if out.exists() and not force:
+        raise UsageError(f'{out} exists: choose another -o PATH or pass --force to overwrite it')
+    if beta is None and method != 'kd' and base_method != method:
+        raise UsageError(f'--method {method}: the base recipe uses {base_method or "no TTM/WTTM/KD term"}, whose beta '
+                         f'does not carry over ({method.upper()}\'s beta has another scale: the paper tunes it per '
+                         'method and pair); give --beta')
     if gamma is None:
         gamma = base_kwargs.get('gamma') or (1.0 / base_kwargs['temperature'] if base_kwargs.get('temperature')
                                              else 0.8)
@@ -247,6 +256,9 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
                 if weights_node is not None:
                     edits.append((weights_node.start_mark.index, weights_node.end_mark.index, 'null'))
                 weights_note = weights
+    paper = doc.entry_span('paper')
+    if paper is not None:  # the base pair's reported number is not the new pair's
+        edits.append((*paper, ''))
     block_start, block_end, column = doc.block_span(SUB_TERMS)
     edits.append((block_start, block_end, _loss_block(method, gamma, beta, column)))
     dst = doc.node('models.student_model.dst_ckpt')
@@ -264,14 +276,13 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
               f'# Written by `ttm-distill new-recipe` on {datetime.date.today()} from {base}: same data, schedule,\n'
               f'# optimizer and transforms; {LOSS_KEYS[method]} with {hp}.\n'
               '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).\n'
+              '# No `paper:` block: the paper reports no number for this pair.\n'
               '#\n# Recipes are code: torchdistill\'s YAML tags import and call Python while the file loads.\n\n')
     new_text = header + body
     _check(new_text)
-    out = Path(output) if output else Path(f'{student_key}_from_{teacher_key}.{method}.yaml')
-    if out.exists() and not force:
+    if out.exists() and not force:  # again: it may have appeared while the recipe was checked
         raise UsageError(f'{out} exists: choose another -o PATH or pass --force to overwrite it')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(new_text)
+    write_text(out, new_text)
     return out
 
 
