@@ -39,8 +39,9 @@ def _grid_and_sets(name: str, deit_ckpt: Path) -> tuple[list[str], list[str]]:
     sets = list(SETS)
     if doc.value('models.teacher_model.src_ckpt'):  # CIFAR-100 teachers are trained elsewhere: random weights here
         sets += ['--set', 'models.teacher_model.src_ckpt=null']
-    if doc.value('models.teacher_model.key') == 'timm_model':
-        sets = [a for o in _small(1, 0, deit_ckpt) for a in ('--set', o)]
+    if doc.value(f'models.{doc.student_key}.key') == 'timm_model':  # the DeiT recipes, at reduced size
+        teacher = deit_ckpt if doc.has('models.teacher_model') else None
+        sets = [a for o in _small(1, 0, teacher) for a in ('--set', o)]
     return ['--grid', grid], sets
 
 

@@ -19,22 +19,22 @@ def _provided(model_config: dict) -> set[tuple[str, str]]:
             *((p, 'output') for p in hooks.get('output') or ())}
 
 
-def _reads(term: dict) -> list[tuple[str, str, str, str]]:
+def _reads(term: dict) -> list[tuple[str, str, str, str | None]]:
     """(key, role, module path, io) of every model input/output a loss term reads: the criterion's
-    ``<role>..._module_path``/``_module_io`` keyword pairs and its wrapper's ``module_path``/``io`` entries."""
+    ``<role>..._module_path``/``_module_io`` keyword pairs and its wrapper's ``module_path``/``io`` entries; io is
+    None where the loss names none (it reads a fixed one, e.g. CRDLoss the input of ``student_empty_module_path``)."""
     reads = []
     kwargs = (term.get('criterion') or {}).get('kwargs') or {}
     for key, path in kwargs.items():
         if key.endswith('_module_path') and isinstance(path, str):
             prefix = key[:-len('_module_path')]
             role = 'teacher' if prefix.startswith('teacher') else 'student'
-            reads.append((f'criterion.kwargs.{key}', role, path, kwargs.get(f'{prefix}_module_io', 'output')))
+            reads.append((f'criterion.kwargs.{key}', role, path, kwargs.get(f'{prefix}_module_io')))
     wrapper = (term.get('criterion_wrapper') or {}).get('kwargs') or {}
     for name, spec in wrapper.items():
         if isinstance(spec, dict) and isinstance(spec.get('module_path'), str):
             role = 'teacher' if spec.get('is_from_teacher') else 'student'
-            reads.append((f'criterion_wrapper.kwargs.{name}.module_path', role, spec['module_path'],
-                          spec.get('io', 'output')))
+            reads.append((f'criterion_wrapper.kwargs.{name}.module_path', role, spec['module_path'], spec.get('io')))
     return reads
 
 
@@ -51,8 +51,10 @@ def check_loss_io(source: Path, train_config: dict, distill: bool) -> None:
         for key, role, path, io in _reads(term):
             if role == 'teacher' and not distill:
                 raise UsageError(f'{source}: {part}: {SUB_TERMS}.{name}.{key}={path!r}: this recipe has no teacher')
-            if (path, io) not in provided[role]:
+            ok = (path, io) in provided[role] if io else any(p == path for p, _ in provided[role])
+            if not ok:
                 have = ', '.join(f'{p!r} ({i})' for p, i in sorted(provided[role]))
-                raise UsageError(f'{source}: {part}: {SUB_TERMS}.{name}.{key}={path!r} (io {io!r}): the {role} '
-                                 f'provides no such {io}; it provides {have}; a module\'s input or output must be '
-                                 f'listed in train.{sections[role]}.forward_hook.{io}')
+                read = f'{SUB_TERMS}.{name}.{key}={path!r}' + (f' (io {io!r})' if io else '')
+                raise UsageError(f'{source}: {part}: {read}: the {role} provides no such {io or "input or output"}; '
+                                 f'it provides {have}; a module\'s input or output must be listed in '
+                                 f'train.{sections[role]}.forward_hook.{io or "input/output"}')
