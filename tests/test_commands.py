@@ -291,3 +291,18 @@ def test_under_torchrun_a_rank_that_cannot_read_an_image_is_the_only_error(tmp_p
     ours = [line for line in result.stderr.splitlines() if line.startswith('ttm-distill')]
     assert len(ours) == 1 and f'cannot read data file {bad}' in ours[0], result.stderr[-3000:]
     assert 'Connection closed by peer' not in result.stderr and 'pair.cc' not in result.stderr
+
+
+def test_calibrate_shows_progress_warns_on_the_test_set_and_writes_its_summary(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('PYTHONPATH', cli_env()['PYTHONPATH'])
+    assert main(['calibrate', str(TINY), '--device', 'cpu', '--split', 'test', '-o', 'cal', '--summary',
+                 'cal.json']) == 0
+    out = capsys.readouterr().out
+    assert 'calibrate: teacher on test.test_data_loader, batch 2/2' in out
+    assert "warning: calibrating on test.test_data_loader (blobs/val), the recipe's test set" in out
+    summary = json.loads((tmp_path / 'cal.json').read_text())
+    assert summary['kind'] == 'calibrate' and summary['split'] == 'test' and summary['samples'] == 16
+    assert summary == json.loads(next((tmp_path / 'cal').glob('*.calibration.json')).read_text())
+    assert main(['calibrate', str(TINY), '--device', 'cpu', '-o', 'cal', '--summary', 'cal.json']) == 2
+    assert "--summary='cal.json': the file exists" in _errors(capsys.readouterr())[0]
