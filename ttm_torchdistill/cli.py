@@ -21,6 +21,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+"""torch.compile's modes (the runner's runner.compiled.COMPILE_MODES; torch is imported only when a command runs)"""
+
 MAX_SEED = 2 ** 63 - 1 - 65536
 """torch takes seeds below 2**64; per-rank seeds add the rank"""
 
@@ -45,6 +48,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=_seed, metavar='N', help='seed Python, NumPy and torch (per rank: N + rank)')
     parser.add_argument('--amp', choices=('bf16', 'fp16'), help='mixed precision forward; fp16 adds a GradScaler')
     parser.add_argument('--channels-last', action='store_true', help='channels_last models and inputs')
+    parser.add_argument('--compile', nargs='?', const='default', choices=COMPILE_MODES, metavar='MODE',
+                        help='torch.compile student and teacher; MODE: default (without a value), reduce-overhead '
+                             '(CUDA graphs), max-autotune or max-autotune-no-cudagraphs')
     parser.add_argument('--debug', action='store_true', help='full tracebacks and torchdistill logs')
 
 
@@ -55,7 +61,7 @@ def _options(args: argparse.Namespace):
                       summary=args.summary, resume=getattr(args, 'resume', False), seed=args.seed, amp=args.amp,
                       channels_last=args.channels_last, debug=args.debug, check=getattr(args, 'check', False),
                       test=not getattr(args, 'no_test', False), tensorboard=getattr(args, 'tensorboard', None),
-                      allow_recipe_change=getattr(args, 'allow_recipe_change', False))
+                      allow_recipe_change=getattr(args, 'allow_recipe_change', False), compile=args.compile)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -12,17 +12,19 @@ from torch import nn
 from torchdistill.models.official import get_image_classification_model
 from torchdistill.models.registry import get_model
 
+from ..data import device_batches
 from ..errors import UsageError, one_line
 from ..recipe import RecipeDocument, parse_overrides, recipe_name, resolve_recipe
 from .build import recipe_part
 from .checkpoint import last_ckpt_path, load_checkpoint, load_model_state, model_state, remove_stale_temporaries
+from .compiled import compile_models
 from .datafiles import guard_datasets
 from .distributed import DistContext
 from .evaluate import build_eval_loader, evaluate
 from .lock import acquire_run_lock
 from .logs import logger
 
-__all__ = ['AMP_DTYPES', 'Run', 'RunOptions', 'seed_everything']
+__all__ = ['AMP_DTYPES', 'Run', 'RunOptions', 'on_device', 'seed_everything']
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -49,6 +51,8 @@ class RunOptions:
     """folder for TensorBoard per-epoch curves (needs the tensorboard package)"""
     allow_recipe_change: bool = False
     """--resume even where the recipe's models, data, loss, optimizer or scheduler differ from the checkpoint's"""
+    compile: str | None = None
+    """torch.compile mode for student and teacher (runner.compiled), e.g. 'default'; None: eager"""
 
 
 class Run:
@@ -152,6 +156,8 @@ class Run:
         self.student = self._build_model(self.student_key, self.student_config)
         if self.teacher is not None:
             self._check_outputs_agree()
+        if opts.compile:  # after the one-sample check, which would compile a batch shape of its own
+            compile_models({'student': self.student, 'teacher': self.teacher}, opts.compile)
 
     def _check_splits(self) -> None:
         """Every loader's dataset has samples (an empty split would train or score on nothing)."""
@@ -238,7 +244,8 @@ class Run:
         if not isinstance(test_config, dict):
             raise UsageError(f'{self.recipe_path}: test.test_data_loader is required')
         with recipe_part(self.recipe_path, 'test.test_data_loader'):
-            return build_eval_loader(self.config['datasets'], test_config, self.ctx, 'test.test_data_loader')
+            loader = build_eval_loader(self.config['datasets'], test_config, self.ctx, 'test.test_data_loader')
+        return on_device(loader, self.ctx.device, 'test.test_data_loader')
 
     def load_best(self) -> float | None:
         """Load the best checkpoint into the student; returns its best validation value."""
@@ -262,6 +269,18 @@ class Run:
             results[f'{role}_test_top1'], results[f'{role}_test_top5'] = acc.top1, acc.top5
             logger.info('%s test: top-1 %.2f  top-5 %.2f  (%d images)', role, acc.top1, acc.top5, acc.samples)
         return results, best_value
+
+
+def on_device(loader: object, device: torch.device, where: str) -> object:
+    """``loader``, or its batches made on ``device`` when its dataset is an in-memory CIFAR dataset (one line says
+    which, or why not)."""
+    batches, note = device_batches(loader, device)
+    if note:
+        logger.warning('%s: %s', where, note)
+    elif batches is not loader:
+        logger.info('%s: %s in memory on %s, batches made there (the loader\'s workers are not used)', where,
+                    type(batches.memory).__name__, device)
+    return batches
 
 
 def seed_everything(seed: int) -> None:

@@ -14,11 +14,12 @@ from ..losses import TTMLoss
 from ..outputs import dumps_json
 from .build import build_box, recipe_part
 from .checkpoint import atomic_save, load_checkpoint, load_model_state, rng_state, set_rng_state
+from .compiled import mark_step
 from .distributed import all_gather_objects, all_reduce_sum, barrier
 from .evaluate import build_eval_loader, evaluate
 from .iocheck import check_loss_io
 from .logs import format_eta, logger
-from .run import Run
+from .run import Run, on_device
 from .tensorboard import EpochWriter
 
 __all__ = ['CHECK_EVERY', 'PART_NAMES', 'RESUME_KEYS', 'Trainer']
@@ -68,6 +69,7 @@ class Trainer:
                              self.ctx.device, self._device_ids(), self.ctx.distributed)
         if self.box.train_data_loader is None:
             raise UsageError(f'{run.recipe_path}: train.train_data_loader.dataset_id is not a key of datasets')
+        self.box.train_data_loader = on_device(self.box.train_data_loader, self.ctx.device, 'train.train_data_loader')
         if len(self.box.train_data_loader) == 0:
             loader = self.box.train_data_loader
             raise UsageError(f'{run.recipe_path}: train.train_data_loader: an epoch has 0 iterations '
@@ -81,6 +83,7 @@ class Trainer:
             raise UsageError(f'{run.recipe_path}: train.val_data_loader is required')
         with recipe_part(run.recipe_path, 'train.val_data_loader'):
             self.val_loader = build_eval_loader(run.config['datasets'], val_config, self.ctx, 'train.val_data_loader')
+        self.val_loader = on_device(self.val_loader, self.ctx.device, 'train.val_data_loader')
         self.scaler = torch.amp.GradScaler(self.ctx.device.type) if self.opts.amp == 'fp16' else None
         self.ttm_losses = _ttm_losses(self.box.criterion)
         self.start_epoch, self.best_val_top1 = 0, -math.inf
@@ -186,6 +189,7 @@ class Trainer:
         images_seen = images_since_log = checked = logged = 0
         start = last_log = time.perf_counter()
         for it, (images, targets, supp_dict) in enumerate(loader):
+            mark_step(self.opts.compile)
             images = images.to(ctx.device, non_blocking=True, memory_format=run.memory_format)
             targets = targets.to(ctx.device, non_blocking=True)
             with run.autocast():
