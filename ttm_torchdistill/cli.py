@@ -100,7 +100,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep.command import run_sweep
 
     return run_sweep(args.recipe, args.grid, args.seeds, args.overrides, args.output, launcher=args.launcher,
-                     parallel=args.parallel, slurm=args.slurm, dry_run=args.dry_run, wait=args.wait)
+                     parallel=args.parallel, slurm=args.slurm, dry_run=args.dry_run, wait=args.wait,
+                     runs_per_gpu=args.runs_per_gpu)
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -204,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument('--launcher', choices=('local', 'slurm'), default='local')
     sweep.add_argument('--parallel', type=int, metavar='N',
                        help='runs at a time (local default: one per visible GPU, 1 on CPU; slurm: array %%N)')
+    sweep.add_argument('--runs-per-gpu', type=int, metavar='N',
+                       help='local: N runs at once on each visible GPU (default 1); ignored, with a note, on CPU')
     sweep.add_argument('--slurm', action='append', default=[], metavar='KEY=VALUE',
                        help='submitit SlurmExecutor parameter: partition, time (minutes), gpus_per_node, '
                             'cpus_per_task, mem, account, additional_parameters, ...; repeatable')

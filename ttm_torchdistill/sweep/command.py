@@ -68,10 +68,16 @@ def _check_recipe(sweep: Sweep) -> None:
 
 def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str,
               launcher: str = 'local', parallel: int | None = None, slurm: list[str] = (), dry_run: bool = False,
-              wait: bool = False) -> int:
-    """`ttm-distill sweep`: check, then run (local) or submit (slurm) every run that has not finished."""
+              wait: bool = False, runs_per_gpu: int | None = None) -> int:
+    """`ttm-distill sweep`: check, then run (local) or submit (slurm) every run that has not finished.
+
+    ``runs_per_gpu`` (local): that many runs at once on each visible GPU, each pinned with CUDA_VISIBLE_DEVICES."""
     if parallel is not None and parallel < 1:
         raise UsageError(f'--parallel {parallel}: must be at least 1')
+    if runs_per_gpu is not None and runs_per_gpu < 1:
+        raise UsageError(f'--runs-per-gpu {runs_per_gpu}: must be at least 1')
+    if launcher == 'slurm' and runs_per_gpu is not None:
+        raise UsageError('--runs-per-gpu needs --launcher local (a SLURM array gives each run its own task)')
     if launcher != 'slurm' and (slurm or wait):
         raise UsageError('--slurm and --wait need --launcher slurm')
     sweep, old = _plan(recipe, grid, seeds, overrides, output)
@@ -79,7 +85,9 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
         print(f'{sweep.directory}: the sweep grows from {len(old["runs"])} to {len(sweep.runs)} runs', flush=True)
     _check_recipe(sweep)
     def make_launcher(sweep: Sweep) -> LocalLauncher | SlurmLauncher:
-        return SlurmLauncher(sweep, parallel, slurm, wait) if launcher == 'slurm' else LocalLauncher(sweep, parallel)
+        if launcher == 'slurm':
+            return SlurmLauncher(sweep, parallel, slurm, wait)
+        return LocalLauncher(sweep, parallel, runs_per_gpu or 1)
 
     runner = make_launcher(sweep)
     if dry_run:

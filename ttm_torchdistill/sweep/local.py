@@ -1,4 +1,5 @@
-"""The sweep's local launcher: N `ttm-distill train` processes at a time, each pinned to one visible GPU."""
+"""The sweep's local launcher: N `ttm-distill train` processes at a time, each pinned to one visible GPU (several
+per GPU with --runs-per-gpu)."""
 from __future__ import annotations
 
 import os
@@ -37,13 +38,23 @@ def _raise_interrupt(signum, frame):
 
 
 class LocalLauncher:
-    def __init__(self, sweep: Sweep, parallel: int | None) -> None:
+    def __init__(self, sweep: Sweep, parallel: int | None, runs_per_gpu: int = 1) -> None:
+        """``runs_per_gpu``: slots per visible GPU (``parallel`` defaults to GPUs x N); slot k runs on GPU k mod G.
+        Without a GPU it has no effect (a note says so) and ``parallel`` defaults to 1."""
         self.sweep = sweep
         self.gpus = visible_gpus()
-        self.parallel = parallel or max(len(self.gpus), 1)
+        self.runs_per_gpu = runs_per_gpu
+        self.parallel = parallel or max(len(self.gpus) * runs_per_gpu, 1)
+        self.note = None
+        if runs_per_gpu > 1 and not self.gpus:
+            self.note = (f'note: --runs-per-gpu {runs_per_gpu} has no effect: no GPU is visible, so runs share the '
+                         f'CPU, {self.parallel} at a time (--parallel)')
 
     def describe(self) -> None:
-        where = f'GPUs {",".join(self.gpus)}, one per run' if self.gpus else 'CPU'
+        per = 'one per run' if self.runs_per_gpu == 1 else f'{self.runs_per_gpu} runs per GPU'
+        where = f'GPUs {",".join(self.gpus)}, {per}' if self.gpus else 'CPU'
+        if self.note:
+            print(self.note)
         print(f'local launcher: {self.parallel} run(s) at a time on {where}')
 
     def _env(self, slot: int) -> dict:
@@ -81,8 +92,11 @@ class LocalLauncher:
         todo = deque(r for r in sweep.runs if r.state()[0] != 'finished')
         total = len(sweep.runs)
         done = total - len(todo)
+        if self.note:
+            print(self.note, flush=True)
         if todo:
-            print(f'{len(todo)} of {total} run(s) to do, {self.parallel} at a time; runs in {sweep.directory}',
+            per = f', {self.runs_per_gpu} per GPU' if self.gpus and self.runs_per_gpu > 1 else ''
+            print(f'{len(todo)} of {total} run(s) to do, {self.parallel} at a time{per}; runs in {sweep.directory}',
                   flush=True)
         running: dict[int, tuple] = {}
         start, ended, failed = time.monotonic(), 0, 0
