@@ -1,17 +1,18 @@
 """CIFAR-100 recipes: generated from one table, the paper's values, and every one runs."""
+import dataclasses
 import json
 import re
 
 import pytest
 import torch
-from conftest import FAST, RECIPES, ROOT, cli_env, run_cli, torchdistill_runner_models
+from conftest import FAST, RECIPES, ROOT, assert_same_state, cli_env, run_cli, torchdistill_runner_models
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
 from torchdistill.core.training import get_training_box
 from torchdistill.models.registry import get_model
 
 from ttm_torchdistill.models.cifar import FEATURES
-from ttm_torchdistill.paper import write_recipes
+from ttm_torchdistill.paper import cifar100, write_recipes
 from ttm_torchdistill.runner import RunOptions, run_train
 
 CIFAR = sorted(p.relative_to(RECIPES).as_posix() for p in (RECIPES / 'cifar100').rglob('*.yaml'))
@@ -34,6 +35,23 @@ resnet32x4 shufflenetv1_cifar .2/12 .2/1.4 .2/.4 - 74.07 74.18 74.37 75.82 -
 resnet32x4 shufflenetv2_cifar .4/40 .4/16 .4/12 - 74.45 76.57 76.55 77.04 -
 wrn_40_2 shufflenetv1_cifar .3/8 .3/3 .2/.16 - 74.83 75.39 75.42 76.86 -
 """
+# teacher -> student | WTTM+ITRD gamma/beta (Tables 8, 9) | ITRD beta_mi, alpha_it (A.5) | top-1: CRD (Tables 1-4),
+# ITRD, WTTM+ITRD (Tables 2, 4)
+ITRD_TABLE = """
+wrn_40_2 wrn_16_2 .3/6 1 1.01 75.48 76.12 76.65
+wrn_40_2 wrn_40_1 .4/.08 1 1.01 74.14 75.18 75.34
+resnet56 resnet20 .5/5 1 1.01 71.16 71.47 72.16
+resnet110 resnet20 .3/1.5 1 1.01 71.46 71.99 72.20
+resnet110 resnet32 .3/.015 1 1.01 73.48 74.26 74.36
+resnet32x4 resnet8x4 .1/1.5 1 1.01 75.51 76.19 77.36
+vgg13_cifar vgg8_cifar .1/.5 1 1.01 73.94 74.93 75.13
+vgg13_cifar mobilenetv2_cifar .3/.03 1 1.5 69.73 70.39 70.70
+resnet50_cifar mobilenetv2_cifar .2/.02 0 1.5 69.11 71.41 71.56
+resnet50_cifar vgg8_cifar .1/1 0 1.5 74.30 75.71 76.00
+resnet32x4 shufflenetv1_cifar .3/.6 1 1.5 75.11 76.91 77.03
+resnet32x4 shufflenetv2_cifar .4/.8 1 1.5 75.65 77.40 77.68
+wrn_40_2 shufflenetv1_cifar .1/.2 0 1.5 76.05 77.35 77.44
+"""
 CE_TOP1 = {'wrn_40_2': 75.61, 'wrn_16_2': 73.26, 'wrn_40_1': 71.98, 'resnet56': 72.34, 'resnet110': 74.31,
            'resnet20': 69.06, 'resnet32': 71.14, 'resnet32x4': 79.42, 'resnet8x4': 72.50, 'vgg13_cifar': 74.64,
            'vgg8_cifar': 70.36, 'resnet50_cifar': 79.34, 'mobilenetv2_cifar': 64.6, 'shufflenetv1_cifar': 70.5,
@@ -43,15 +61,19 @@ SLOW_LR_STUDENTS = ('mobilenetv2_cifar', 'shufflenetv1_cifar', 'shufflenetv2_cif
 
 def _paper_rows():
     rows = {}
+
+    def gb(text):
+        return tuple(float(v) for v in text.split('/'))
     for line in PAPER_TABLE.strip().splitlines():
         t, s, ttm, wttm, crd, wo_ce, *top1 = line.split()
-
-        def gb(text):
-            return tuple(float(v) for v in text.split('/'))
         methods = ('kd', 'ttm', 'wttm', 'wttm_crd', 'wttm_wo_ce')
         rows[(t, s)] = {'ttm': gb(ttm), 'wttm': gb(wttm), 'wttm_crd': gb(crd),
                         'wo_ce_gamma': None if wo_ce == '-' else float(wo_ce),
                         'top1': {m: float(v) for m, v in zip(methods, top1, strict=True) if v != '-'}}
+    for line in ITRD_TABLE.strip().splitlines():
+        t, s, wttm_itrd, beta_mi, alpha_it, *top1 = line.split()
+        rows[(t, s)].update(wttm_itrd=gb(wttm_itrd), beta_mi=float(beta_mi), alpha_it=float(alpha_it))
+        rows[(t, s)]['top1'].update(zip(('crd', 'itrd', 'wttm_itrd'), map(float, top1), strict=True))
     return rows
 
 
@@ -70,12 +92,33 @@ def test_committed_recipes_are_what_the_table_generates():
     assert write_recipes(RECIPES, check=True) == []
 
 
+def test_an_itrd_value_of_the_table_reaches_both_itrd_recipes_of_its_pair(monkeypatch):
+    index = next(i for i, p in enumerate(cifar100.PAIRS) if (p.teacher, p.student) == ('resnet32x4', 'resnet8x4'))
+    pairs = list(cifar100.PAIRS)
+    pairs[index] = dataclasses.replace(pairs[index], itrd_beta_mi=0.0)
+    monkeypatch.setattr(cifar100, 'PAIRS', tuple(pairs))
+    assert write_recipes(RECIPES, check=True) == ['cifar100/itrd/resnet8x4_from_resnet32x4.yaml',
+                                                  'cifar100/wttm_itrd/resnet8x4_from_resnet32x4.yaml']
+    assert 'beta_mi: 0.0\n' in cifar100.render_distill(pairs[index], 'wttm_itrd')
+
+
 def test_the_suite_has_every_pair_method_and_architecture():
     expected = [f'cifar100/ce/{key}.yaml' for key in CE_TOP1]
     for (t, s), row in PAPER.items():
-        methods = ['kd', 'ttm', 'wttm', 'wttm_crd'] + (['wttm_wo_ce'] if row['wo_ce_gamma'] else [])
+        methods = ['kd', 'ttm', 'wttm', 'wttm_crd', 'crd', 'itrd', 'wttm_itrd']
+        methods += ['wttm_wo_ce'] if row['wo_ce_gamma'] else []
         expected += [f'cifar100/{m}/{s}_from_{t}.yaml' for m in methods]
-    assert CIFAR == sorted(expected) and len(CIFAR) == 15 + 13 * 4 + 7
+    assert CIFAR == sorted(expected) and len(CIFAR) == 15 + 13 * 7 + 7
+
+
+def test_readme_table_shows_the_itrd_and_crd_columns_of_every_pair():
+    lines = (ROOT / 'README.md').read_text().splitlines()
+    for (t, s), row in PAPER.items():
+        (line,) = [x for x in lines if x.startswith(f'| `{s}_from_{t}` |')]
+        gamma, beta = row['wttm_itrd']
+        top1 = row['top1']
+        assert f" | {gamma:g} / {beta:g}; {row['beta_mi']:g} | " in line
+        assert line.endswith(f" | {top1['crd']:.2f} · {top1['itrd']:.2f} · {top1['wttm_itrd']:.2f} |")
 
 
 def _terms(config):
@@ -126,6 +169,18 @@ def test_recipe_values_schedule_and_paths(name, cifar100_env):
         # the benchmark's KD, 0.1 * CE + 0.9 * T^2 * KL, in torchdistill's KDLoss terms
         assert (kwargs['temperature'], kwargs['alpha'], kwargs['beta']) == (4.0, 0.1, 0.9)
         return
+    if method in ('crd', 'wttm_crd'):
+        _check_crd(train, terms, teacher, student)
+    if method in ('itrd', 'wttm_itrd'):
+        _check_itrd(train, terms, teacher, student, row)
+    if method in ('crd', 'itrd'):  # the comparison rows: cross entropy and the one feature loss, no WTTM
+        assert set(terms) == {'ce', method} and terms['ce']['weight'] == 1.0
+        ce = terms['ce']
+        assert ce['criterion'] == {'key': 'CrossEntropyLoss', 'kwargs': {'reduction': 'mean'}}
+        assert ce['criterion_wrapper']['kwargs']['input'] == {'is_from_teacher': False, 'module_path': '.',
+                                                             'io': 'output'}
+        assert ce['criterion_wrapper']['kwargs']['target'] == {'uses_label': True}
+        return
     main = terms['ttm' if method == 'ttm' else 'wttm']
     kwargs = main['criterion']['kwargs']
     assert main['criterion']['key'] == ('TTMLoss' if method == 'ttm' else 'WTTMLoss') and main['weight'] == 1.0
@@ -134,22 +189,66 @@ def test_recipe_values_schedule_and_paths(name, cifar100_env):
         assert 'beta = 1 is our choice' in text
     else:
         assert (kwargs['gamma'], kwargs['beta'], kwargs['alpha']) == (*row[method], 1.0)
-    if method == 'wttm_crd':
-        crd = terms['crd']
-        assert crd['criterion']['key'] == 'CRDLoss' and crd['weight'] == 0.8
-        c = crd['criterion']['kwargs']
-        assert (c['num_negative_samples'], c['input_size'], c['temperature'], c['momentum']) == (16384, 128, 0.07, 0.5)
-        assert c['num_samples'] == c['output_size'] == 50000
-        assert train['student']['wrapper'] is None  # Linear4CRD wraps in DDP itself
-        wrapper = train['train_data_loader']['dataset_wrapper']
-        assert wrapper['key'] == 'CRDDatasetWrapper' and wrapper['kwargs']['num_negative_samples'] == 16384
-        for role, key in (('teacher', teacher), ('student', student)):
-            aux = train[role]['auxiliary_model_wrapper']['kwargs']
-            path, size = FEATURES[key]
-            assert aux['input_module_path'] == f'model.{path}' and aux['linear_kwargs']['in_features'] == size
-            assert aux['linear_kwargs']['out_features'] == 128
-    else:
-        assert set(terms) == {'ttm' if method == 'ttm' else 'wttm'}
+    second = {'wttm_crd': 'crd', 'wttm_itrd': 'itrd'}.get(method)
+    assert set(terms) == {'ttm' if method == 'ttm' else 'wttm'} | ({second} if second else set())
+    if second is None:
+        assert 'dataset_wrapper' not in train['train_data_loader'] and 'auxiliary_model_wrapper' not in train['student']
+
+
+def _check_crd(train, terms, teacher, student):
+    crd = terms['crd']
+    assert crd['criterion']['key'] == 'CRDLoss' and crd['weight'] == 0.8
+    c = crd['criterion']['kwargs']
+    assert (c['num_negative_samples'], c['input_size'], c['temperature'], c['momentum']) == (16384, 128, 0.07, 0.5)
+    assert c['num_samples'] == c['output_size'] == 50000
+    assert train['student']['wrapper'] is None  # Linear4CRD wraps in DDP itself
+    wrapper = train['train_data_loader']['dataset_wrapper']
+    assert wrapper['key'] == 'CRDDatasetWrapper' and wrapper['kwargs']['num_negative_samples'] == 16384
+    for role, key in (('teacher', teacher), ('student', student)):
+        aux = train[role]['auxiliary_model_wrapper']['kwargs']
+        path, size = FEATURES[key]
+        assert aux['input_module_path'] == f'model.{path}' and aux['linear_kwargs']['in_features'] == size
+        assert aux['linear_kwargs']['out_features'] == 128
+
+
+def _check_itrd(train, terms, teacher, student, row):
+    itrd = terms['itrd']
+    assert itrd['criterion']['key'] == 'ITRDLoss' and itrd['weight'] == 1.0  # mu = 1 (Eq. 23)
+    k = itrd['criterion']['kwargs']
+    assert (k['beta_corr'], k['beta_mi'], k['alpha_it']) == (2.0, row['beta_mi'], row['alpha_it'])
+    (t_path, t_size), (s_path, s_size) = FEATURES[teacher], FEATURES[student]
+    assert (k['student_module_path'], k['student_module_io']) == (f'model.{s_path}', 'output')
+    assert (k['teacher_module_path'], k['teacher_module_io']) == (t_path, 'output')
+    assert (k['student_feature_size'], k['teacher_feature_size'], k['student_embed_module_path']) == (s_size, t_size,
+                                                                                                       'embed')
+    aux = train['student']['auxiliary_model_wrapper']
+    assert aux == {'key': 'Linear4ITRD', 'kwargs': {'input_module_path': f'model.{s_path}', 'in_features': s_size,
+                                                    'out_features': t_size}}
+    assert train['student']['forward_hook']['output'] == [f'model.{s_path}', 'embed']
+    assert train['student']['wrapper'] is None  # Linear4ITRD wraps in DDP itself
+    assert train['teacher']['forward_hook']['output'] == [t_path] and train['teacher']['requires_grad'] is False
+    assert 'auxiliary_model_wrapper' not in train['teacher'] and 'dataset_wrapper' not in train['train_data_loader']
+
+
+def _teacher_like(key):
+    """Random weights, with batch-norm shifts 0.5 and running statistics estimated on random images, as a trained
+    teacher's are on its data. A freshly initialised network has pooled channels that are 0 for every image
+    of a batch; ITRD's L_corr is then NaN (0/0 in the standardisation, as in the reference code)."""
+    torch.manual_seed(0)
+    model = get_model(key, num_classes=100)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.bias.data.fill_(0.5)
+            m.momentum = None  # a cumulative average over the estimation batch
+            m.reset_running_stats()
+    images = torch.randint(0, 256, (64, 3, 32, 32), generator=torch.Generator().manual_seed(1)) / 255
+    mean, std = torch.tensor([0.5071, 0.4867, 0.4408]), torch.tensor([0.2675, 0.2565, 0.2761])
+    with torch.no_grad():
+        model.train()((images - mean[:, None, None]) / std[:, None, None])
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
+    return model
 
 
 @pytest.fixture(scope='session')
@@ -159,10 +258,9 @@ def teacher_ckpts(tmp_path_factory):
 
     def get(key):
         if key not in made:
-            torch.manual_seed(0)
             made[key] = folder / f'{key}_vanilla.pth'
-            torch.save({'model': get_model(key, num_classes=100).state_dict(), 'epoch': 240,
-                        'accuracy': torch.tensor(70.0)}, made[key])
+            torch.save({'model': _teacher_like(key).state_dict(), 'epoch': 240, 'accuracy': torch.tensor(70.0)},
+                       made[key])
         return made[key]
     return get
 
@@ -186,7 +284,9 @@ SAMPLE = ['cifar100/ce/wrn_40_2.yaml', 'cifar100/kd/resnet8x4_from_resnet32x4.ya
           'cifar100/ttm/mobilenetv2_cifar_from_vgg13_cifar.yaml',
           'cifar100/wttm/shufflenetv2_cifar_from_resnet32x4.yaml',
           'cifar100/wttm_crd/shufflenetv1_cifar_from_wrn_40_2.yaml', 'cifar100/wttm_crd/resnet20_from_resnet56.yaml',
-          'cifar100/wttm_wo_ce/vgg8_cifar_from_vgg13_cifar.yaml']
+          'cifar100/wttm_wo_ce/vgg8_cifar_from_vgg13_cifar.yaml', 'cifar100/crd/resnet8x4_from_resnet32x4.yaml',
+          'cifar100/itrd/mobilenetv2_cifar_from_resnet50_cifar.yaml',
+          'cifar100/wttm_itrd/wrn_40_1_from_wrn_40_2.yaml']
 
 
 @pytest.mark.parametrize('name', SAMPLE)
@@ -213,10 +313,15 @@ def test_recipes_run_unmodified_in_torchdistills_own_pipeline(name, cifar100_env
     bn = next(m for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
     running_mean = bn.running_mean.clone()
     images, targets, supp = next(iter(box.train_data_loader))
-    if method == 'wttm_crd':
+    if method in ('crd', 'wttm_crd'):
         assert supp['contrast_idx'].shape == (4, 16385)  # the positive + 16384 negatives per sample
     before = [p.detach().clone() for p in student.parameters()]
-    embed = box.teacher_model.normalizer.linear.weight if method == 'wttm_crd' else None
+    embed = box.teacher_model.normalizer.linear.weight if method in ('crd', 'wttm_crd') else None
+    if method in ('itrd', 'wttm_itrd'):  # the student's optimizer trains ITRD's embedding like the student
+        embed = box.student_model.embed.weight
+        (group,) = [g for g in box.optimizer.param_groups if any(p is embed for p in g['params'])]
+        assert (group['lr'], group['weight_decay']) == (config['train']['optimizer']['kwargs']['lr'], 0.0005)
+        assert all(any(p is q for q in group['params']) for p in student.parameters())
     embed_before = embed.detach().clone() if embed is not None else None
     loss = box.forward_process(images, targets, supp)
     box.post_forward_process(loss=loss)
@@ -224,7 +329,7 @@ def test_recipes_run_unmodified_in_torchdistills_own_pipeline(name, cifar100_env
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
     torch.testing.assert_close(bn.running_mean, running_mean)  # the frozen teacher's statistics do not drift
     assert all(p.grad is None for p in teacher.parameters())
-    if embed is not None:  # CRD trains the teacher's embedding, not the teacher
+    if embed is not None:  # CRD trains the teacher's embedding (not the teacher), ITRD the student's
         assert not torch.equal(embed, embed_before)
 
 
@@ -287,3 +392,64 @@ def test_wttm_crd_trains_on_two_cpu_ranks(tmp_path, cifar100_root, teacher_ckpts
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / 's.json').read_text())
     assert summary['world_size'] == 2 and summary['epochs_run'] == 1
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+PROBE = ['--set', 'train.pre_epoch_process=probe_epoch',
+         '--set', 'dependencies=[{name: ttm_torchdistill}, {name: offline_cifar}, {name: epoch_probe}]']
+
+
+def test_wttm_itrd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path, cifar100_root,
+                                                                                   teacher_ckpts):
+    """ITRD's embedding lives in the student's Linear4ITRD wrapper: .last.pt holds it and --resume restores it.
+    wrn_40_2 -> wrn_40_1 has feature sizes 128 and 64, so the embedding enters both ITRD terms."""
+    name = 'cifar100/wttm_itrd/wrn_40_1_from_wrn_40_2'
+    args = ['train', name, '--device', 'cpu', '--seed', '0', *[a for o in FAST for a in ('--set', o)],
+            '--set', 'train.num_epochs=2', *PROBE,
+            '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("wrn_40_2")}']
+    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+    straight.mkdir(), killed.mkdir()
+    _ok(run_cli([*args, '--summary', 'summary.json'], straight, env=cli_env(CIFAR100_ROOT=cifar100_root)))
+    result = run_cli(args, killed, env=cli_env(CIFAR100_ROOT=cifar100_root, PROBE_KILL_AT_EPOCH=2))
+    assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL at the start of epoch 2
+    last = 'resource/ckpt/cifar100/wttm_itrd/cifar100-wrn_40_1_from_wrn_40_2.last.pt'
+    after_one = torch.load(killed / last, weights_only=False)
+    assert after_one['epoch'] == 1
+    _ok(run_cli([*args, '--resume'], killed, env=cli_env(CIFAR100_ROOT=cifar100_root)))
+    straight_ckpt, resumed = (torch.load(f / last, weights_only=False) for f in (straight, killed))
+    assert straight_ckpt['epoch'] == resumed['epoch'] == 2
+    assert set(straight_ckpt['aux']) == {'student_wrapper'}  # ITRDLoss itself holds no state
+    wrapper = straight_ckpt['aux']['student_wrapper']
+    assert wrapper['embed.weight'].shape == (128, 64) and wrapper['embed.bias'].shape == (128,)
+    assert_same_state(straight_ckpt['model'], resumed['model'])
+    assert_same_state(wrapper, resumed['aux']['student_wrapper'])
+    assert not torch.equal(after_one['aux']['student_wrapper']['embed.weight'], wrapper['embed.weight'])
+    # `ttm-distill table` puts the run beside the paper's WTTM + ITRD number (Table 2)
+    table = _ok(run_cli(['table', straight / 'summary.json'], tmp_path)).stdout
+    (row,) = [line for line in table.splitlines() if name in line]
+    assert '| 75.34 |' in row
+
+
+def test_wttm_itrd_trains_on_two_cpu_ranks_with_one_embedding(tmp_path, cifar100_root, teacher_ckpts):
+    """Linear4ITRD wraps the student and the embedding in DDP itself: after an epoch on different shards, both
+    ranks hold the same student weights and the same (trained) embedding."""
+    fast = [a for o in FAST for a in ('--set', o)]
+    probe = tmp_path / 'ranks'
+    result = run_cli(['train', 'cifar100/wttm_itrd/resnet20_from_resnet56', '--device', 'cpu', '--seed', '0', *fast,
+                      '--set', 'train.num_epochs=2', *PROBE, '--summary', 's.json',
+                      '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}'],
+                     tmp_path, env=cli_env(CIFAR100_ROOT=cifar100_root, PROBE_RANK_DIR=probe), torchrun_nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / 's.json').read_text())
+    assert summary['world_size'] == 2 and summary['epochs_run'] == 2
+    start, rank0, rank1 = (torch.load(probe / f, weights_only=False)
+                           for f in ('epoch0_rank0.pt', 'epoch1_rank0.pt', 'epoch1_rank1.pt'))
+    assert 'embed.module.weight' in rank0 and any(k.startswith('model.module.') for k in rank0)
+    # the same weights; batch-norm running statistics stay per rank (DDP broadcasts them before each forward)
+    weights = [k for k in rank0 if 'running_' not in k and 'num_batches_tracked' not in k]
+    assert_same_state({k: rank0[k] for k in weights}, {k: rank1[k] for k in weights})
+    assert not torch.equal(start['embed.module.weight'], rank0['embed.module.weight'])

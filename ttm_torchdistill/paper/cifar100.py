@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from ..models.cifar import FEATURES
 from .cifar100_blocks import (
+    CE_TERM,
     CRD_TERM,
     CRD_WRAPPER,
     DATASETS,
     FOOTER,
+    ITRD_ROLES,
+    ITRD_TERM,
     KD_TERM,
     LOADERS,
     PLAIN_ROLES,
@@ -22,11 +25,14 @@ from .cifar100_blocks import (
     SCHEDULE,
     TEST,
 )
-from .cifar100_table import ARCHS, NUM_TRAIN, PAIRS, Arch, Pair
+from .cifar100_table import ARCHS, ITRD_BETA_CORR, NUM_TRAIN, PAIRS, Arch, Pair
 
 __all__ = ['render_all', 'render_ce', 'render_distill']
 
-_LABELS = {'kd': 'KD', 'ttm': 'TTM', 'wttm': 'WTTM', 'wttm_crd': 'WTTM + CRD', 'wttm_wo_ce': 'WTTM without CE'}
+_LABELS = {'kd': 'KD', 'ttm': 'TTM', 'wttm': 'WTTM', 'wttm_crd': 'WTTM + CRD', 'wttm_wo_ce': 'WTTM without CE',
+           'crd': 'CRD', 'itrd': 'ITRD', 'wttm_itrd': 'WTTM + ITRD'}
+_CRD_SETTINGS = ['# feature dimension 128, NCE temperature 0.07, momentum 0.5, with torchdistill\'s',
+                 '# CRDDatasetWrapper and Linear4CRD embeddings on the models\' penultimate features.']
 
 
 def _num(value: float) -> str:
@@ -35,11 +41,13 @@ def _num(value: float) -> str:
 
 
 def _source(pair: Pair, method: str) -> str:
-    """Where the paper reports ``method`` on ``pair``: Tables 1, 2, 6 (same architecture) or 3, 4."""
+    """Where the paper reports ``method`` on ``pair``: Tables 1, 2, 6 (same architecture) or 3, 4. ITRD and
+    WTTM + ITRD are means of 3 runs also on same-architecture pairs (Table 2, following ITRD's paper)."""
+    itrd = method in ('itrd', 'wttm_itrd')
     if pair.same_arch:
-        table, runs = {'wttm_crd': 2, 'wttm_wo_ce': 6}.get(method, 1), 5
+        table, runs = {'wttm_crd': 2, 'wttm_wo_ce': 6, 'itrd': 2, 'wttm_itrd': 2}.get(method, 1), 3 if itrd else 5
     else:
-        table, runs = {'wttm_crd': 4}.get(method, 3), 3
+        table, runs = {'wttm_crd': 4, 'itrd': 4, 'wttm_itrd': 4}.get(method, 3), 3
     return f'Table {table}, mean of {runs} runs'
 
 
@@ -95,22 +103,7 @@ train:
     key: 'WeightedSumLoss'
     kwargs:
       sub_terms:
-        ce:
-          criterion:
-            key: 'CrossEntropyLoss'
-            kwargs:
-              reduction: 'mean'
-          criterion_wrapper:
-            key: 'SimpleLossWrapper'
-            kwargs:
-              input:
-                is_from_teacher: False
-                module_path: '.'
-                io: 'output'
-              target:
-                uses_label: True
-          weight: 1.0
-
+{CE_TERM}
 {TEST}"""
     return header + body
 
@@ -171,12 +164,32 @@ def _crd_roles(teacher: Arch, student: Arch) -> str:
 """
 
 
+def _itrd_lines(pair: Pair) -> list[str]:
+    return [f'# ITRD (Miles et al., BMVC 2022; Eq. 24) with beta_corr {ITRD_BETA_CORR:g}, '
+            f'beta_mi {pair.itrd_beta_mi:g} and alpha_it {pair.itrd_alpha:g}',
+            '# (ITRD\'s own values, Appendix A.5), on the pooled penultimate features. Its trainable embedding',
+            '# Linear(d_s, d_t) is held by the student\'s Linear4ITRD wrapper and trained by the student\'s SGD.']
+
+
+def _itrd(pair: Pair) -> dict[str, object]:
+    """The fields of ITRD_ROLES and ITRD_TERM for ``pair``."""
+    (t_path, t_size), (s_path, s_size) = FEATURES[pair.teacher], FEATURES[pair.student]
+    return {'teacher_path': t_path, 'teacher_size': t_size, 'student_path': s_path, 'student_size': s_size,
+            'alpha_it': _num(pair.itrd_alpha), 'beta_corr': _num(ITRD_BETA_CORR), 'beta_mi': _num(pair.itrd_beta_mi)}
+
+
 def _method_header(pair: Pair, method: str) -> str:
     t, s = ARCHS[pair.teacher], ARCHS[pair.student]
     top1, source = pair.top1[method], _source(pair, method)
     hyper = _hyper_table(pair)
     lines = [f'# {_LABELS[method]}: {t.key} -> {s.key} on CIFAR-100 (CRD benchmark names: {t.name} -> {s.name}).']
-    if method == 'kd':
+    if method == 'crd':
+        lines += ['# CRD alone (the paper\'s comparison row): cross entropy plus torchdistill\'s CRDLoss with',
+                  '# weight 0.8, CRD\'s own settings (as in the WTTM + CRD recipes): 16384 negatives,', *_CRD_SETTINGS]
+    elif method == 'itrd':
+        lines += ['# ITRD alone (the paper\'s comparison row): cross entropy plus ITRD with weight 1:',
+                  *_itrd_lines(pair)]
+    elif method == 'kd':
         lines += ['# The benchmark\'s KD: T = 4, loss = 0.1 * CE + 0.9 * T^2 * KL. torchdistill\'s KDLoss weights the',
                   '# cross entropy by `alpha` and the KL term by `beta`, so the benchmark\'s "alpha 0.9" (KL weight)',
                   '# is `alpha: 0.1, beta: 0.9` here.']
@@ -191,8 +204,9 @@ def _method_header(pair: Pair, method: str) -> str:
         lines.append(f'# {loss} with gamma {gamma}, beta {beta} ({hyper}), alpha 1 (cross entropy weight).')
         if method == 'wttm_crd':
             lines += ['# Plus torchdistill\'s CRDLoss with weight 0.8 (Eq. 23): CRD\'s own settings, 16384 negatives,',
-                      '# feature dimension 128, NCE temperature 0.07, momentum 0.5, with torchdistill\'s',
-                      '# CRDDatasetWrapper and Linear4CRD embeddings on the models\' penultimate features.']
+                      *_CRD_SETTINGS]
+        elif method == 'wttm_itrd':
+            lines += ['# Plus ITRD with weight mu = 1 (Eq. 23):', *_itrd_lines(pair)]
     lines.append(f'# Reported student top-1: {top1} ({source}).')
     lines += ['#', f'# Teacher: the checkpoint that `ttm-distill train cifar100/ce/{t.key}` writes. To use the CRD',
               '# benchmark\'s released teacher instead (a dict with the state dict under "model"), without editing:',
@@ -206,17 +220,22 @@ def render_distill(pair: Pair, method: str) -> str:
     t, s = ARCHS[pair.teacher], ARCHS[pair.student]
     name = f'cifar100/{method}/{s.key}_from_{t.key}'
     header = _method_header(pair, method) + PROTOCOL.format(lr=s.lr) + '#\n' + _run_lines(name) + FOOTER
-    crd = method == 'wttm_crd'
+    crd, itrd = method in ('wttm_crd', 'crd'), method in ('itrd', 'wttm_itrd')
     if method == 'kd':
         terms = KD_TERM
     elif method == 'ttm':
         terms = _ttm_term('TTMLoss', *pair.ttm, 1.0)
     elif method == 'wttm_wo_ce':
         terms = _ttm_term('WTTMLoss', pair.wo_ce_gamma, 1.0, 0.0)
+    elif method in ('crd', 'itrd'):
+        terms = CE_TERM
     else:
         terms = _ttm_term('WTTMLoss', *getattr(pair, method), 1.0)
     if crd:
         terms += CRD_TERM.format(num_train=NUM_TRAIN)
+    if itrd:
+        terms += ITRD_TERM.format(**_itrd(pair))
+    roles = _crd_roles(t, s) if crd else ITRD_ROLES.format(**_itrd(pair)) if itrd else PLAIN_ROLES
     body = f"""
 {_paper_block(pair.top1[method], _source(pair, method))}
 dependencies:
@@ -241,7 +260,7 @@ train:
   log_freq: 200
   num_epochs: 240
   pre_epoch_process: 'pre_epoch_process_with_frozen_teacher'
-{LOADERS.format(wrapper=CRD_WRAPPER if crd else '')}{_crd_roles(t, s) if crd else PLAIN_ROLES}\
+{LOADERS.format(wrapper=CRD_WRAPPER if crd else '')}{roles}\
 {SCHEDULE.format(lr=s.lr)}  criterion:
     key: 'WeightedSumLoss'
     kwargs:

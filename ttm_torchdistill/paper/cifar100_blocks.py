@@ -1,12 +1,13 @@
 """The fixed YAML and comment blocks that every CIFAR-100 recipe shares.
 
-:mod:`ttm_torchdistill.paper.cifar100` fills in their fields (``{lr}``, ``{wrapper}``, ``{num_train}``).
+:mod:`ttm_torchdistill.paper.cifar100` fills in their fields (``{lr}``, ``{wrapper}``, ``{num_train}``, ITRD's
+feature paths, sizes and weights).
 The text is byte for byte what the committed recipes under ``recipes/cifar100/`` hold: a change here
 changes every recipe (``python -m ttm_torchdistill.paper`` rewrites them, ``--check`` only compares).
 """
 
-__all__ = ['CRD_TERM', 'CRD_WRAPPER', 'DATASETS', 'FOOTER', 'KD_TERM', 'LOADERS', 'PLAIN_ROLES', 'PROTOCOL', 'SCHEDULE',
-           'TEST']
+__all__ = ['CE_TERM', 'CRD_TERM', 'CRD_WRAPPER', 'DATASETS', 'FOOTER', 'ITRD_ROLES', 'ITRD_TERM', 'KD_TERM', 'LOADERS',
+           'PLAIN_ROLES', 'PROTOCOL', 'SCHEDULE', 'TEST']
 
 DATASETS = """\
 datasets:
@@ -196,4 +197,68 @@ PLAIN_ROLES = """\
     wrapper: 'DistributedDataParallel'
     requires_grad: True
     frozen_modules: []
+"""
+
+CE_TERM = """\
+        ce:
+          criterion:
+            key: 'CrossEntropyLoss'
+            kwargs:
+              reduction: 'mean'
+          criterion_wrapper:
+            key: 'SimpleLossWrapper'
+            kwargs:
+              input:
+                is_from_teacher: False
+                module_path: '.'
+                io: 'output'
+              target:
+                uses_label: True
+          weight: 1.0
+"""
+
+# ITRD's embedding Linear(d_s, d_t) lives in the student's Linear4ITRD wrapper, which wraps the student and the
+# embedding in DDP itself (so the student takes no wrapper); the loss reads the hooked features and embedding.
+ITRD_ROLES = """\
+  teacher:
+    forward_proc: 'forward_batch_only'
+    sequential: []
+    forward_hook:
+      input: []
+      output: ['{teacher_path}']
+    requires_grad: False
+  student:
+    forward_proc: 'forward_batch_only'
+    adaptations:
+    sequential: []
+    auxiliary_model_wrapper:
+      key: 'Linear4ITRD'
+      kwargs:
+        input_module_path: 'model.{student_path}'
+        in_features: &student_feature_size {student_size}
+        out_features: &teacher_feature_size {teacher_size}
+    forward_hook:
+      input: []
+      output: ['model.{student_path}', 'embed']
+    wrapper:
+    requires_grad: True
+    frozen_modules: []
+"""
+
+ITRD_TERM = """\
+        itrd:
+          criterion:
+            key: 'ITRDLoss'
+            kwargs:
+              student_module_path: 'model.{student_path}'
+              student_module_io: 'output'
+              student_embed_module_path: 'embed'
+              teacher_module_path: '{teacher_path}'
+              teacher_module_io: 'output'
+              student_feature_size: *student_feature_size
+              teacher_feature_size: *teacher_feature_size
+              alpha_it: {alpha_it}
+              beta_corr: {beta_corr}
+              beta_mi: {beta_mi}
+          weight: 1.0
 """
