@@ -10,6 +10,7 @@ import sys
 import tempfile
 
 from ..errors import UsageError
+from ..recipe import RecipeDocument, parse_overrides
 from ..runner import tensorboard
 from ..runner.commands import run_train
 from ..runner.run import RunOptions
@@ -53,17 +54,21 @@ def _plan(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], 
     return plan_sweep(recipe, merged, all_seeds, overrides, output), old
 
 
-def _check_recipe(sweep: Sweep) -> None:
-    """`train --check` of the first run, in this process on the CPU, writing nothing (plugins imported, values
-    validated, datasets, models and teacher weights loaded, the loss on one batch): a recipe-wide error (a missing
-    plugin module, a wrong data root, missing teacher weights) is one line before any run starts, not one per run."""
+def _check_recipe(sweep: Sweep, dry_run: bool) -> None:
+    """A recipe-wide error (a missing plugin module, a wrong data root, missing teacher weights) is one line before
+    any run starts, not one failure per run. Before launching: `train --check` of the first run, in this process on
+    the CPU, writing nothing (datasets, models, teacher weights, the loss on one batch). For --dry-run, quicker: the
+    recipe is built as a document (plugins imported, values validated, datasets built), no models."""
     first = sweep.runs[0]
     overrides = [value for flag, value in zip(first.args, first.args[1:], strict=False) if flag == '--set']
     with tempfile.TemporaryDirectory(prefix='ttm-sweep-check-') as scratch:  # where a new run would write
         dst = [o for o in overrides if o.partition('=')[0].endswith(f'.{OUTPUT_KEY}')]
         overrides = [o for o in overrides if o not in dst] + [f'{dst[0].partition("=")[0]}={scratch}/check.pt']
-        run_train(RunOptions(recipe=str(sweep.recipe_path), overrides=overrides, device='cpu', check=True,
-                             quiet=True))
+        if dry_run:
+            RecipeDocument.open(sweep.recipe_path, parse_overrides(overrides)).build()
+        else:
+            run_train(RunOptions(recipe=str(sweep.recipe_path), overrides=overrides, device='cpu', check=True,
+                                 quiet=True))
 
 
 def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str,
@@ -83,7 +88,7 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
     sweep, old = _plan(recipe, grid, seeds, overrides, output)
     if old is not None and len(sweep.runs) > len(old['runs']):
         print(f'{sweep.directory}: the sweep grows from {len(old["runs"])} to {len(sweep.runs)} runs', flush=True)
-    _check_recipe(sweep)
+    _check_recipe(sweep, dry_run)
     def make_launcher(sweep: Sweep) -> LocalLauncher | SlurmLauncher:
         if launcher == 'slurm':
             return SlurmLauncher(sweep, parallel, slurm, wait)
