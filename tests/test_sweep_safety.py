@@ -156,3 +156,15 @@ def test_sigterm_stops_a_background_sweep_within_seconds_and_records_its_runs_as
     assert (tmp_path / 'rc').read_text().strip() == '130', (tmp_path / 'sweep.err').read_text()
     assert _states(tmp_path / 'out') == {'gamma0.5/seed0': 'interrupted'}
     assert not (run / 'error.txt').exists()
+
+
+@pytest.mark.parametrize('name, term', [('gamma', 'wttm'), ('beta', 'wttm'), ('beta_corr', 'itrd'), ('beta_mi', 'itrd'),
+                                        ('alpha_it', 'itrd')])
+def test_short_names_reach_the_term_that_sets_them_in_a_wttm_itrd_recipe(tmp_path, cifar100_env, monkeypatch, capsys,
+                                                                        name, term):
+    monkeypatch.chdir(tmp_path)
+    args = ['sweep', 'cifar100/wttm_itrd/resnet8x4_from_resnet32x4', '--grid', f'{name}=0.5,1.5', '--seeds', '0',
+            '--set', 'models.teacher_model.src_ckpt=null', '-o', 'sw', '--dry-run']
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f'--set train.criterion.kwargs.sub_terms.{term}.criterion.kwargs.{name}=0.5' in out

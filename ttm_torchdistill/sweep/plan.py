@@ -16,15 +16,16 @@ from pathlib import Path
 import yaml
 
 from ..errors import UsageError, one_line
-from ..losses import TTMLoss, WTTMLoss
+from ..losses import ITRDLoss, TTMLoss, WTTMLoss
 from ..recipe import SUB_TERMS, RecipeDocument, parse_overrides, resolve_recipe
 from ..runner import tensorboard
 from ..runner.checkpoint import last_ckpt_path
 
 __all__ = ['SHORT_NAMES', 'Axis', 'RunSpec', 'Sweep', 'parse_grid', 'plan_sweep']
 
-SHORT_NAMES = ('gamma', 'beta', 'alpha', 'temperature')
-LOSS_CLASSES = {'TTMLoss': TTMLoss, 'WTTMLoss': WTTMLoss, 'KDLoss': None}
+SHORT_NAMES = ('gamma', 'beta', 'alpha', 'temperature', 'beta_corr', 'beta_mi', 'alpha_it')
+LOSS_CLASSES = {'TTMLoss': TTMLoss, 'WTTMLoss': WTTMLoss, 'KDLoss': None, 'ITRDLoss': ITRDLoss}
+"""the loss terms whose parameters short names reach (a class: its values are checked before anything runs)"""
 MANIFEST = 'sweep.json'
 OUTPUT_KEY = 'dst_ckpt'
 
@@ -139,22 +140,29 @@ class Sweep:
 
 
 def _resolve_key(name: str, doc: RecipeDocument) -> str:
+    """A short name's full key: the parameter of the one TTM/WTTM/KD/ITRD term that sets it (in a WTTM + ITRD recipe
+    ``gamma`` and ``beta`` reach the WTTM term, ``beta_corr`` the ITRD term)."""
     if name not in SHORT_NAMES:
         return name
     path = doc.source
     terms = [t for t in doc.loss_terms() if t.key in LOSS_CLASSES]
     if not terms:
-        raise UsageError(f'--grid {name}: {path} has no TTMLoss, WTTMLoss or KDLoss term under '
+        raise UsageError(f'--grid {name}: {path} has no TTMLoss, WTTMLoss or KDLoss term (nor ITRDLoss) under '
                          f'{SUB_TERMS}; give the full key instead')
-    if len(terms) > 1:
-        names = ', '.join(f'{t.name} ({t.key})' for t in terms)
-        raise UsageError(f'--grid {name}: {path} has several loss terms ({names}); give the full key, e.g. '
-                         f'{terms[0].param_path(name)}')
-    term = terms[0]
-    if name not in term.kwargs:
+    setting = [t for t in terms if name in t.kwargs]
+    if len(setting) > 1:
+        names = ', '.join(f'{t.name} ({t.key})' for t in setting)
+        raise UsageError(f'--grid {name}: {path} has several loss terms that set it ({names}); give the full key, '
+                         f'e.g. {setting[0].param_path(name)}')
+    if not setting and len(terms) == 1:
+        term = terms[0]
         raise UsageError(f'--grid {name}: the {term.key} term {term.name!r} of {path} does not set {name!r} (it sets: '
                          f'{", ".join(term.kwargs) or "nothing"}); add it to the recipe or give another name')
-    return term.param_path(name)
+    if not setting:
+        sets = '; '.join(f'{t.name} ({t.key}) sets {", ".join(t.kwargs) or "nothing"}' for t in terms)
+        raise UsageError(f'--grid {name}: no loss term of {path} sets {name!r} ({sets}); add it to the recipe or '
+                         'give another name')
+    return setting[0].param_path(name)
 
 
 def parse_grid(specs: list[str]) -> list[Axis]:
