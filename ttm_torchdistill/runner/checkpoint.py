@@ -32,20 +32,24 @@ def atomic_save(obj: object, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def rng_state() -> dict:
-    """This process's random number generator states (torch, CUDA, Python, NumPy)."""
+def rng_state(device: torch.device) -> dict:
+    """This process's random number generator states (torch, Python, NumPy, and its own CUDA device's)."""
     return {
         'torch': torch.get_rng_state(),
-        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        'cuda': [torch.cuda.get_rng_state(device)] if device.type == 'cuda' else [],
         'python': random.getstate(),
         'numpy': np.random.get_state(),
     }
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore :func:`rng_state`; the CUDA state goes to ``device`` whatever GPUs are visible now (a checkpoint of
+    an older version holds one state per visible GPU: the one of this device's index, else the first)."""
     torch.set_rng_state(state['torch'])
-    if state['cuda'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+    cuda = state['cuda']
+    if cuda and device.type == 'cuda':
+        index = device.index or 0
+        torch.cuda.set_rng_state(cuda[index] if len(cuda) > 1 and index < len(cuda) else cuda[0], device)
     random.setstate(state['python'])
     np.random.set_state(state['numpy'])
 

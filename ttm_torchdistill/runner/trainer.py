@@ -160,7 +160,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt['scaler'])
         self.box.stage_grad_count = ckpt['stage_grad_count']
         self.start_epoch, self.best_val_top1 = ckpt['epoch'], ckpt['best_value']
-        set_rng_state(ckpt['rng'][self.ctx.rank % saved_world])
+        set_rng_state(ckpt['rng'][self.ctx.rank % saved_world], self.ctx.device)
 
     def _check_finite(self, losses: torch.Tensor, first: int, end: int, epoch: int) -> None:
         """Average ``losses[first:end]`` over ranks in place and stop at the first non-finite one.
@@ -255,7 +255,7 @@ class Trainer:
             box.post_epoch_process()
             if improved:
                 self.best_val_top1 = val.top1
-            rngs = all_gather_objects(rng_state())
+            rngs = all_gather_objects(rng_state(self.ctx.device))
             if ctx.is_main:
                 state = self._state(epoch + 1)
                 if improved:
