@@ -14,8 +14,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
 
+# DEMO_ARGS: options of `ttm-distill demo`, e.g. DEMO_ARGS='--seeds 0 --epochs 6' (the tests' short demo)
 demo: $(STAMP)
-	$(VENV)/bin/ttm-distill demo
+	$(VENV)/bin/ttm-distill demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ttm_torchdistill tests benchmarks

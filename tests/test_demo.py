@@ -1,9 +1,10 @@
 """A fast configuration of `ttm-distill demo` on the real digits data."""
 import json
 import re
+import subprocess
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, cli_env, run_cli
 
 from ttm_torchdistill.data import DigitsDataset
 from ttm_torchdistill.tools.demo import METHODS
@@ -24,8 +25,10 @@ def test_digits_splits_are_fixed_disjoint_and_stratified():
 
 
 def test_fast_demo_learns_and_reports(tmp_path):
+    """The README's quick start, `make demo`, with fewer seeds and epochs."""
     out = tmp_path / 'runs'
-    result = run_cli(['demo', '--out', out, '--seeds', '0', '--epochs', '6'], tmp_path)
+    result = subprocess.run(['make', '-C', str(ROOT), 'demo', f'DEMO_ARGS=--out {out} --seeds 0 --epochs 6'],
+                            cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads((out / 'demo.json').read_text())
     assert data['teacher_test_top1'] > 90.0  # chance is 10%

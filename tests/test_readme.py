@@ -94,6 +94,14 @@ def shell_env(tmp_path, cifar100_root, image_root, torch_home) -> dict:
     return env
 
 
+def test_quick_start_is_the_makefiles_demo_and_test(tmp_path):
+    lines = [line.split('#')[0].strip() for b in blocks(section('Quick start')) for line in b.splitlines()]
+    assert [line for line in lines if line] == ['make demo', 'make test']
+    makefile = (ROOT / 'Makefile').read_text()
+    assert '\t$(VENV)/bin/ttm-distill demo $(DEMO_ARGS)\n' in makefile  # test_demo runs it with fewer seeds/epochs
+    assert re.search(r'^test: \$\(STAMP\) lint\n\t\$\(PY\) -m pytest', makefile, re.M)
+
+
 def test_the_blocks_are_found_and_made_short():
     tuning = blocks(section('Tuning a new pair'))
     assert any('new-recipe' in b for b in tuning) and any('--launcher slurm' in b for b in tuning)
