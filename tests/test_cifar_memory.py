@@ -145,13 +145,14 @@ def test_a_transform_it_cannot_batch_is_one_line(switched, monkeypatch, tmp_path
 
 
 def test_an_in_memory_run_resumes_bit_exactly(tmp_path, monkeypatch, switched):
-    """Two epochs straight equal one epoch, then --resume for the second (offsets, flips and order included)."""
-    common = [*FAST, 'train.train_data_loader.kwargs.batch_size=8', 'train.val_data_loader.kwargs.batch_size=8', SWITCH,
-              TEST_SWITCH, 'models.teacher_model.src_ckpt=null']
+    """Two epochs straight equal one epoch, then --resume for the second (offsets, flips and order included); the
+    recipe's data and loaders with tests/tiny.py's small CNN as teacher and student (the data path is what differs)."""
+    common = [*FAST, SWITCH, TEST_SWITCH, 'models.teacher_model.src_ckpt=null', 'models.teacher_model.key=tiny_cnn',
+              'models.student_model.key=tiny_cnn', 'dependencies=[{name: ttm_torchdistill}, {name: tiny}]']
     epochs_made, iterate = [], DeviceBatchLoader.__iter__
     monkeypatch.setattr(DeviceBatchLoader, '__iter__', lambda self: epochs_made.append(self.memory.train) or
                         iterate(self))
-    last = 'resource/ckpt/cifar100/wttm/cifar100-resnet20_from_resnet56.last.pt'
+    last = 'resource/ckpt/cifar100/wttm/cifar100-tiny_cnn_from_tiny_cnn.last.pt'  # the names follow the keys
     for folder, epochs in (('straight', [2]), ('resumed', [1, 2])):
         (tmp_path / folder).mkdir()
         monkeypatch.chdir(tmp_path / folder)
