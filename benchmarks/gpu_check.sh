@@ -14,7 +14,10 @@
 # Environment: OUT; GPU_CHECK_PYTHON (default python3); GPU_CHECK_WHEELS (default .whl/ in the tree: wheels to install
 # with --no-deps when torchdistill or this project does not import); GPU_CHECK_SITE (default /tmp/gpu_check_site: where
 # they go, put on PYTHONPATH); GPU_CHECK_INSTALL=force installs them even where everything imports;
-# GPU_CHECK_TEST_TIMEOUT (default 480 s: pytest is stopped then, and the summary says so).
+# GPU_CHECK_TEST_TIMEOUT (default 480 s: pytest is stopped then, and the summary says so); GPU_CHECK_PARTS (default
+# tests): a comma list of tests and benchmarks; benchmarks runs benchmarks/gpu_benchmarks.sh (issue 23's GPU rows,
+# within its own BENCH_BUDGET_S) into the same OUT, skipped without a GPU. Each part fits one device call of 10 minutes:
+# call the script once per part.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -120,7 +123,10 @@ fi
 
 # 4. the CUDA tests
 mapfile -t files < <(grep -lE '^pytestmark = .*pytest\.mark\.cuda|^@pytest\.mark\.cuda' tests/test_*.py | sort)
-if [ "$status" != 0 ]; then
+PARTS=${GPU_CHECK_PARTS:-tests}
+if [[ ",$PARTS," != *,tests,* ]]; then
+  part tests skipped "not asked for (GPU_CHECK_PARTS=$PARTS)"
+elif [ "$status" != 0 ]; then
   part tests failed "not run: an earlier part failed"
 elif [ ${#files[@]} -eq 0 ]; then
   part tests failed "no test file marks tests cuda"
@@ -166,6 +172,17 @@ EOF
   fi
   echo "--- the end of tests.log"
   tail -n 40 "$OUT/tests.log"
+fi
+
+# 5. the GPU benchmark rows (issue 23), when asked for
+if [[ ",$PARTS," == *,benchmarks,* ]]; then
+  if [ -z "$gpu" ]; then
+    part benchmarks skipped "no CUDA device: the GPU rows need one"
+  elif BENCH_PYTHON="$PY" bash "$ROOT/benchmarks/gpu_benchmarks.sh" "$OUT"; then
+    part benchmarks passed "benchmarks.log, benchmarks.json"
+  else
+    part benchmarks failed "a step failed or was cut: see benchmarks.log"
+  fi
 fi
 
 echo "--- summary.txt ($((SECONDS - start)) s)"

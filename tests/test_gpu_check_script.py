@@ -39,7 +39,7 @@ def runs(tmp_path_factory) -> dict:
     _wheel(tmp / 'whl')
     envs = {'found': dict(base, OUT=str(tmp / 'found')),
             'wheels': dict(base, OUT=str(tmp / 'wheels'), GPU_CHECK_INSTALL='force', GPU_CHECK_WHEELS=str(tmp / 'whl'),
-                           GPU_CHECK_SITE=str(tmp / 'site'))}
+                           GPU_CHECK_SITE=str(tmp / 'site'), GPU_CHECK_PARTS='tests,benchmarks')}
     procs = {name: subprocess.Popen(['bash', str(SCRIPT)], cwd=tmp, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True) for name, env in envs.items()}
     results = {}
@@ -73,6 +73,11 @@ def test_the_script_runs_to_the_end_on_cpu_with_the_cuda_tests_skipped(runs, nam
     for package in ('torch', 'torchvision', 'timm', 'torchdistill', 'nvidia-smi'):
         assert package in env
     assert (out / 'summary.txt').read_text() in stdout and stdout in (out / 'gpu_check.log').read_text()
+
+
+def test_the_benchmark_part_is_asked_for_and_skips_without_a_gpu(runs):
+    assert 'benchmarks' not in _summary(runs['found'][2])
+    assert _summary(runs['wheels'][2])['benchmarks'] == 'skipped (no CUDA device: the GPU rows need one)'
 
 
 def test_an_importable_setup_installs_nothing(runs):
