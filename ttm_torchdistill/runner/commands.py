@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError, one_line
+from ..errors import TrainingDiverged, UsageError, one_line
 from ..outputs import check_output_file, check_output_folder, free_name
 from .distributed import DistContext, setup_distributed, teardown
 from .logs import log_to_file, logger, setup_logging
@@ -74,9 +74,9 @@ def _check_one_batch(trainer: Trainer) -> None:
     except (RuntimeError, TypeError, ValueError, KeyError) as exc:
         raise UsageError(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch fails: '
                          f'{type(exc).__name__}: {one_line(exc)[:300]}') from None
-    if not torch.isfinite(loss).all():
-        raise UsageError(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch is '
-                         f'{loss.item()}')
+    if not torch.isfinite(loss).all():  # the values diverge (exit 1), the recipe builds
+        raise TrainingDiverged(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch is '
+                               f'{loss.item()}')
 
 
 def run_train(opts: RunOptions) -> dict:

@@ -9,7 +9,7 @@ import shlex
 import sys
 import tempfile
 
-from ..errors import UsageError
+from ..errors import TrainingDiverged, UsageError
 from ..recipe import RecipeDocument, parse_overrides
 from ..runner import tensorboard
 from ..runner.commands import run_train
@@ -67,8 +67,11 @@ def _check_recipe(sweep: Sweep, dry_run: bool) -> None:
         if dry_run:
             RecipeDocument.open(sweep.recipe_path, parse_overrides(overrides)).build()
         else:
-            run_train(RunOptions(recipe=str(sweep.recipe_path), overrides=overrides, device='cpu', check=True,
-                                 quiet=True))
+            try:
+                run_train(RunOptions(recipe=str(sweep.recipe_path), overrides=overrides, device='cpu', check=True,
+                                     quiet=True))
+            except TrainingDiverged:
+                pass  # a non-finite loss belongs to this point's values, not the recipe: its run records it
 
 
 def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str,
