@@ -15,8 +15,9 @@ from ttm_torchdistill.cli import main
 from ttm_torchdistill.sweep import local
 
 TINY = TESTS / 'tiny_recipe.yaml'
-SLOW = ['--set', 'train.num_epochs=3', '--set', 'datasets.blobs/train.init.kwargs.size=2048']
-"""256 iterations per epoch: a run is still training for a while after its first checkpoint appears"""
+SLOW = ['--set', 'train.num_epochs=3', '--set', 'datasets.blobs/train.init.kwargs.size=2048',
+        '--set', 'datasets.blobs/train.init.kwargs.delay=0.001']
+"""256 iterations (about 2 s) per epoch: a run is still training for a while after its first checkpoint appears"""
 
 
 def _states(out: Path) -> dict:

@@ -39,7 +39,7 @@ def _optional(rule: Rule) -> Rule:
 
 
 COUNT = Rule(lambda v: _int(v) and v >= 1, 'an integer >= 1')
-BATCH = Rule(lambda v: _int(v) and 1 <= v <= 2 ** 31 - 1, 'an integer from 1 to 2147483647')
+BATCH = Rule(lambda v: _int(v) and 1 <= v <= 2 ** 31 - 1, 'an integer >= 1 and <= 2147483647')
 INDEX = Rule(lambda v: _int(v) and v >= 0, 'an integer >= 0')
 POSITIVE = Rule(lambda v: _number(v) and v > 0, 'a number > 0')
 NON_NEGATIVE = Rule(lambda v: _number(v) and v >= 0, 'a number >= 0')

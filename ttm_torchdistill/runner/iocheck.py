@@ -1,7 +1,10 @@
 """Before the first step: every loss term reads a model input or output that the models provide."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+
+from torchdistill.losses.registry import MIDDLE_LEVEL_LOSS_DICT
 
 from ..errors import UsageError
 from ..recipe import SUB_TERMS
@@ -19,17 +22,30 @@ def _provided(model_config: dict) -> set[tuple[str, str]]:
             *((p, 'output') for p in hooks.get('output') or ())}
 
 
+def _default_io(loss_key: object, prefix: str) -> str | None:
+    """The io a registered loss reads by default for ``<prefix>_module_path`` (its ``<prefix>_module_io`` default)."""
+    cls = MIDDLE_LEVEL_LOSS_DICT.get(loss_key) if isinstance(loss_key, str) else None
+    try:
+        param = inspect.signature(cls).parameters.get(f'{prefix}_module_io') if cls is not None else None
+    except (TypeError, ValueError):
+        return None
+    return param.default if param is not None and isinstance(param.default, str) else None
+
+
 def _reads(term: dict) -> list[tuple[str, str, str, str | None]]:
     """(key, role, module path, io) of every model input/output a loss term reads: the criterion's
     ``<role>..._module_path``/``_module_io`` keyword pairs and its wrapper's ``module_path``/``io`` entries; io is
-    None where the loss names none (it reads a fixed one, e.g. CRDLoss the input of ``student_empty_module_path``)."""
+    the loss's default where the recipe names none, else None (a fixed one, e.g. CRDLoss reads the input of
+    ``student_empty_module_path``)."""
     reads = []
-    kwargs = (term.get('criterion') or {}).get('kwargs') or {}
+    criterion = term.get('criterion') or {}
+    kwargs = criterion.get('kwargs') or {}
     for key, path in kwargs.items():
         if key.endswith('_module_path') and isinstance(path, str):
             prefix = key[:-len('_module_path')]
             role = 'teacher' if prefix.startswith('teacher') else 'student'
-            reads.append((f'criterion.kwargs.{key}', role, path, kwargs.get(f'{prefix}_module_io')))
+            io = kwargs.get(f'{prefix}_module_io') or _default_io(criterion.get('key'), prefix)
+            reads.append((f'criterion.kwargs.{key}', role, path, io))
     wrapper = (term.get('criterion_wrapper') or {}).get('kwargs') or {}
     for name, spec in wrapper.items():
         if isinstance(spec, dict) and isinstance(spec.get('module_path'), str):
