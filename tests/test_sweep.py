@@ -167,8 +167,8 @@ def _wait_for(predicate, proc, timeout=120):
 def test_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path):
     # 256 iterations per epoch: a run is still training for a while after its first checkpoint appears
     args = ['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '--parallel', '1',
-            '--set', 'train.num_epochs=3', '--set', 'datasets.blobs/train.init.kwargs.size=2048',
-            '--set', 'datasets.blobs/train.init.kwargs.delay=0.001', '-o', 'out']  # ~2 s an epoch on any machine
+            '--set', 'train.num_epochs=3',  # 256 iterations, ~2 s an epoch on any machine (a per-sample delay)
+            '--set', 'datasets.blobs/train.init.kwargs={size: 2048, seed: 0, delay: 0.001}', '-o', 'out']
     env = cli_env(OMP_NUM_THREADS=1)
     (tmp_path / 'a').mkdir(), (tmp_path / 'b').mkdir()
     out = tmp_path / 'a' / 'out'

@@ -1,6 +1,7 @@
 """Sweeps keep every run's files, grow, fail once for recipe-wide errors, show progress and die with their launcher."""
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,8 +16,7 @@ from ttm_torchdistill.cli import main
 from ttm_torchdistill.sweep import local
 
 TINY = TESTS / 'tiny_recipe.yaml'
-SLOW = ['--set', 'train.num_epochs=3', '--set', 'datasets.blobs/train.init.kwargs.size=2048',
-        '--set', 'datasets.blobs/train.init.kwargs.delay=0.001']
+SLOW = ['--set', 'train.num_epochs=3', '--set', 'datasets.blobs/train.init.kwargs={size: 2048, seed: 0, delay: 0.001}']
 """256 iterations (about 2 s) per epoch: a run is still training for a while after its first checkpoint appears"""
 
 
@@ -126,7 +126,7 @@ def _start_slow_sweep(cwd: Path, background: bool) -> tuple[subprocess.Popen, in
     if not background:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         return proc, proc.pid
-    script = ' '.join(map(str, command)) + ' > sweep.out 2> sweep.err & echo $! > sweep.pid; wait $!; echo $? > rc'
+    script = shlex.join(map(str, command)) + ' > sweep.out 2> sweep.err & echo $! > sweep.pid; wait $!; echo $? > rc'
     proc = subprocess.Popen(['bash', '-c', script], cwd=cwd, env=env)
     _wait(lambda: (cwd / 'sweep.pid').is_file() and (cwd / 'sweep.pid').read_text().strip())
     return proc, int((cwd / 'sweep.pid').read_text())
