@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .cifar100_blocks import CE_TERM  # the plain cross-entropy term every CE recipe shares
+
 __all__ = ['RUNS', 'STUDENT', 'TEACHER', 'DeitRun', 'render', 'render_all']
 
 SOURCE = 'Table 13 (appendix A.9)'
@@ -275,24 +277,6 @@ _SCHEDULE = """\
       sub_terms:
 """
 
-_CE_TERM = """\
-        ce:
-          criterion:
-            key: 'CrossEntropyLoss'
-            kwargs:
-              reduction: 'mean'
-          criterion_wrapper:
-            key: 'SimpleLossWrapper'
-            kwargs:
-              input:
-                is_from_teacher: False
-                module_path: '.'
-                io: 'output'
-              target:
-                uses_label: True
-          weight: 1.0
-"""
-
 _TEST = """\
 test:
   test_data_loader:
@@ -308,7 +292,7 @@ test:
 
 def _term(run: DeitRun) -> str:
     if run.method == 'ce':
-        return _CE_TERM
+        return CE_TERM
     first, second = (repr(float(v)) for v in run.params)
     if run.method == 'kd':
         key, values = 'KDLoss', f'temperature: {first}\n              alpha: {second}\n'
