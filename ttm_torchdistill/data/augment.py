@@ -2,7 +2,8 @@
 
 * :func:`timm_transform` is ``timm.data.create_transform`` (RandomResizedCrop, flip, RandAugment such as
   ``rand-m9-mstd0.5-inc1``, RandomErasing; or the evaluation resize and centre crop), with one line naming the
-  ``timm`` extra when timm is missing.
+  ``timm`` extra when timm is missing. Its AutoAugment / RandAugment / AugMix posterize takes 0 bits as timm means
+  it (keep none of the 8: a black image, what Pillow did before it refused bits below 1), see :func:`posterize`.
 * :func:`mixup_cutmix_collate` registers a collate function in torchdistill's registry and returns its key, for
   ``train_data_loader.collate_fn`` (torchdistill looks collate functions up by key and passes them no arguments).
   Each batch gets either torchvision's MixUp or its CutMix (v2, equal odds); the labels become label-smoothed
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sized
 
 import torch
 import torch.distributed as dist
+from PIL import Image, ImageOps
 from torch.nn import functional as F
 from torch.utils.data import default_collate
 from torchdistill.datasets.registry import COLLATE_FUNC_DICT
@@ -24,14 +26,50 @@ from torchvision.transforms import v2
 
 from ..extras import require_timm
 
-__all__ = ['MixupCutmixCollate', 'iterations_per_epoch', 'mixup_cutmix_collate', 'timm_transform']
+__all__ = ['MixupCutmixCollate', 'iterations_per_epoch', 'mixup_cutmix_collate', 'posterize', 'timm_transform']
+
+
+def posterize(img: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
+    """timm's posterize op with Pillow's own arithmetic for every bit count timm asks for, 0 included.
+
+    timm's RandAugment (``Posterize`` at magnitude 0, ``PosterizeIncreasing`` at the top magnitude) asks for 0 bits:
+    keep none of a channel's 8 bits, so every pixel becomes 0. Pillow computed exactly that until it began to refuse
+    bits below 1 (``ValueError: bits must be between or equal to 1 and 8``), which ends a DeiT epoch about once in
+    600 images. 1 to 7 bits are Pillow's ``ImageOps.posterize``; 8 or more keep the image, as in timm.
+    """
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep >= 1:
+        return ImageOps.posterize(img, bits_to_keep)
+    return img.point([0] * 256 * len(img.getbands()))  # the mask ~(2**8 - 1) keeps no bit of any value
+
+
+def _augment_ops(transform: object, op_class: type) -> list:
+    """timm's AugmentOp objects inside a transform (Compose, RandAugment, AutoAugment policies, AugMix)."""
+    found, stack = [], [transform]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, op_class):
+            found.append(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        else:
+            stack.extend(inner for name in ('transforms', 'ops', 'policy')
+                         if (inner := getattr(item, name, None)) is not None)
+    return found
 
 
 def timm_transform(**kwargs) -> Callable:
     """``timm.data.create_transform(**kwargs)``, e.g. ``input_size: 224, is_training: True, auto_augment:
-    'rand-m9-mstd0.5-inc1', interpolation: 'bicubic', re_prob: 0.25, re_mode: 'pixel'`` (needs the timm extra)."""
+    'rand-m9-mstd0.5-inc1', interpolation: 'bicubic', re_prob: 0.25, re_mode: 'pixel'`` (needs the timm extra);
+    its posterize op is :func:`posterize`, which takes timm's 0 bits on any Pillow."""
     timm = require_timm('ttm_torchdistill.data.timm_transform')
-    return timm.data.create_transform(**kwargs)
+    transform = timm.data.create_transform(**kwargs)
+    auto_augment = timm.data.auto_augment
+    for op in _augment_ops(transform, auto_augment.AugmentOp):
+        if op.aug_fn is auto_augment.posterize:
+            op.aug_fn = posterize
+    return transform
 
 
 def _number(name: str, value: object, low: float, high: float, high_open: bool = False) -> float:
