@@ -1,4 +1,6 @@
 """Shared fixtures: tiny data, offline teacher weights, and helpers to run `ttm-distill`."""
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchdistill.models.registry import get_model
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -68,6 +71,17 @@ def slurm_cluster(tmp_path_factory):
         yield cluster
 
 
+@pytest.fixture(scope='session')
+def deit_teacher(tmp_path_factory) -> Path:
+    """Random DeiT III-Small weights at the tests' 32 x 32 input size, in timm's bare state-dict format."""
+    timm = pytest.importorskip('timm')
+    path = tmp_path_factory.mktemp('deit3') / 'deit3_small.pth'
+    torch.manual_seed(0)
+    torch.save(timm.create_model('deit3_small_patch16_224.fb_in22k_ft_in1k', img_size=32, num_classes=1000)
+               .state_dict(), path)
+    return path
+
+
 def make_cifar100(root: Path, train: int = 8, test: int = 4, seed: int = 0) -> Path:
     """root/cifar-100-python/{train,test,meta} in torchvision's CIFAR-100 file format, random pixels."""
     import pickle
@@ -102,12 +116,46 @@ def cifar100_env(monkeypatch, cifar100_root) -> Path:
     return cifar100_root
 
 
+def teacher_like(key: str) -> torch.nn.Module:
+    """Random weights, with batch-norm shifts 0.5 and running statistics estimated on random images, as a trained
+    teacher's are on its data. A freshly initialised network has pooled channels that are 0 for every image
+    of a batch; ITRD's L_corr is then NaN (0/0 in the standardisation, as in the reference code)."""
+    torch.manual_seed(0)
+    model = get_model(key, num_classes=100)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.bias.data.fill_(0.5)
+            m.momentum = None  # a cumulative average over the estimation batch
+            m.reset_running_stats()
+    images = torch.randint(0, 256, (64, 3, 32, 32), generator=torch.Generator().manual_seed(1)) / 255
+    mean, std = torch.tensor([0.5071, 0.4867, 0.4408]), torch.tensor([0.2675, 0.2565, 0.2761])
+    with torch.no_grad():
+        model.train()((images - mean[:, None, None]) / std[:, None, None])
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
+    return model
+
+
+@pytest.fixture(scope='session')
+def teacher_ckpts(tmp_path_factory):
+    """Released-checkpoint-shaped files ({'model': state_dict, ...}) of random teachers, made on demand."""
+    folder, made = tmp_path_factory.mktemp('cifar_teachers'), {}
+
+    def get(key):
+        if key not in made:
+            made[key] = folder / f'{key}_vanilla.pth'
+            torch.save({'model': teacher_like(key).state_dict(), 'epoch': 240, 'accuracy': torch.tensor(70.0)},
+                       made[key])
+        return made[key]
+    return get
+
+
 def torchdistill_runner_models(config: dict, device: torch.device) -> tuple:
     """What torchdistill's examples/torchvision/image_classification.py does before its epoch loop: import the
     recipe's dependencies, build teacher and student (torchvision first, then the registry), load src_ckpt."""
     from torchdistill.common.main_util import import_dependencies, load_ckpt
     from torchdistill.models.official import get_image_classification_model
-    from torchdistill.models.registry import get_model
 
     import_dependencies(config.get('dependencies'))
     models = {}
@@ -137,6 +185,25 @@ def run_cli(args, cwd, env=None, timeout=600, torchrun_nproc=None) -> subprocess
     else:
         cmd = [sys.executable, '-m', 'ttm_torchdistill', *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def cli(args, cwd: Path) -> subprocess.CompletedProcess:
+    """`ttm-distill ARGS` in this process (``main``), in ``cwd``: its exit code and what it printed. The tests' own
+    environment applies (monkeypatch.setenv, the offline CIFAR switch); use :func:`run_cli` for signals, locks across
+    processes and torchrun."""
+    from ttm_torchdistill.cli import main
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def one_error_line(result: subprocess.CompletedProcess, code: int, *fragments) -> str:

@@ -230,41 +230,6 @@ def _check_itrd(train, terms, teacher, student, row):
     assert 'auxiliary_model_wrapper' not in train['teacher'] and 'dataset_wrapper' not in train['train_data_loader']
 
 
-def _teacher_like(key):
-    """Random weights, with batch-norm shifts 0.5 and running statistics estimated on random images, as a trained
-    teacher's are on its data. A freshly initialised network has pooled channels that are 0 for every image
-    of a batch; ITRD's L_corr is then NaN (0/0 in the standardisation, as in the reference code)."""
-    torch.manual_seed(0)
-    model = get_model(key, num_classes=100)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.bias.data.fill_(0.5)
-            m.momentum = None  # a cumulative average over the estimation batch
-            m.reset_running_stats()
-    images = torch.randint(0, 256, (64, 3, 32, 32), generator=torch.Generator().manual_seed(1)) / 255
-    mean, std = torch.tensor([0.5071, 0.4867, 0.4408]), torch.tensor([0.2675, 0.2565, 0.2761])
-    with torch.no_grad():
-        model.train()((images - mean[:, None, None]) / std[:, None, None])
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.1
-    return model
-
-
-@pytest.fixture(scope='session')
-def teacher_ckpts(tmp_path_factory):
-    """Released-checkpoint-shaped files ({'model': state_dict, ...}) of random teachers, made on demand."""
-    folder, made = tmp_path_factory.mktemp('cifar_teachers'), {}
-
-    def get(key):
-        if key not in made:
-            made[key] = folder / f'{key}_vanilla.pth'
-            torch.save({'model': _teacher_like(key).state_dict(), 'epoch': 240, 'accuracy': torch.tensor(70.0)},
-                       made[key])
-        return made[key]
-    return get
-
-
 @pytest.mark.parametrize('name', CIFAR)
 def test_every_cifar_recipe_trains_validates_and_tests_through_the_runner(name, tmp_path, monkeypatch, cifar100_env,
                                                                          teacher_ckpts):

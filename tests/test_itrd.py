@@ -294,8 +294,8 @@ def test_a_bad_parameter_is_one_line_naming_loss_value_and_range(name, value, ac
 def test_features_of_another_size_are_one_line():
     loss_fn = ITRDLoss('model.avgpool', 'output', 'avgpool', 'output', 4, 6, alpha_it=1.5)
     z_s, z_t = torch.randn(3, 5), torch.randn(3, 6)
-    with pytest.raises(ValueError, match=r"^ITRDLoss: the student feature 'model.avgpool' \(output\) has 5 "
-                                         r'dimensions, but student_feature_size=4$'):
+    with pytest.raises(ValueError, match=r"^ITRDLoss: student_feature_size=4, but the student's 'model.avgpool' "
+                                         r'\(output\) has 5 features$'):
         loss_fn(*_io(z_s, z_t, z_t))
     z_s = torch.randn(3, 4)
     with pytest.raises(ValueError, match=r"^ITRDLoss: the embedded student feature 'embed' has shape \(3, 5\)"):

@@ -61,8 +61,9 @@ def test_kill_after_first_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     straight.mkdir(), killed.mkdir()
     args = ['train', TINY, '--device', 'cpu', '--seed', '3', '--set', 'train.num_epochs=3']
     _ok(run_cli(args, straight))
-    # Blobs SIGKILLs its own process at the first training sample of epoch 2 (32 samples per epoch)
-    result = run_cli(args, killed, env=cli_env(TINY_KILL_AT=33))
+    # Blobs SIGKILLs its own process at the first training sample of epoch 2 (2 reads of the runner's pre-flight
+    # step, then 32 samples per epoch)
+    result = run_cli(args, killed, env=cli_env(TINY_KILL_AT=35))
     assert result.returncode == -9, result.stderr[-2000:]
     ckpt = torch.load(killed / last_ckpt_path(BEST), map_location='cpu', weights_only=False)
     assert ckpt['epoch'] == 1

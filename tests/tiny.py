@@ -13,17 +13,20 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchdistill.core.interfaces.post_epoch_proc import default_post_epoch_process_with_teacher
 from torchdistill.core.interfaces.registry import register_post_epoch_proc_func
+from torchdistill.losses.registry import register_mid_level_loss
 from torchdistill.models.registry import register_model
 
 
 @register_model
-def tiny_cnn(num_classes=4, batch_norm=False, **kwargs):
-    """A small CNN; without batch-norm, a 2-process step equals a 1-process step on the same global batch."""
+def tiny_cnn(num_classes=4, batch_norm=False, norm_head=False, **kwargs):
+    """A small CNN; without batch-norm, a 2-process step equals a 1-process step on the same global batch.
+    ``norm_head``: batch norm on the pooled features (one value per channel: a batch of one sample is refused)."""
     layers = [nn.Conv2d(3, 8, 3, 2, 1)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(8))
-    layers += [nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes)]
-    return nn.Sequential(*layers)
+    layers += [nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten()]
+    layers += [nn.BatchNorm1d(32)] if norm_head else []
+    return nn.Sequential(*layers, nn.Linear(32, num_classes))
 
 
 class Blobs(Dataset):
@@ -93,3 +96,19 @@ class LogitData(Dataset):
 
     def __getitem__(self, index):
         return self.logits[index], int(self.targets[index])
+
+
+@register_mid_level_loss
+class FailAtCall(nn.Module):
+    """The student's cross entropy, until its ``fail_at``-th call, which raises ValueError (a loss that cannot take
+    some batch of a real run)."""
+
+    def __init__(self, fail_at=3, **kwargs):
+        super().__init__()
+        self.fail_at, self.calls = fail_at, 0
+
+    def forward(self, student_io_dict, teacher_io_dict, targets, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise ValueError(f'cannot take call {self.calls}')
+        return nn.functional.cross_entropy(student_io_dict['.']['output'], targets)

@@ -6,7 +6,7 @@ import os
 import sys
 import warnings
 
-from .errors import DataFileError, OutputError, TrainingDiverged, UsageError
+from .errors import DataFileError, OutputError, TrainingDiverged, TrainingFailed, UsageError
 
 __all__ = ['main']
 
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings('ignore', message=".*'pin_memory' argument is set as true but no accelerator")
     try:
         return args.func(args)
-    except (UsageError, TrainingDiverged, DataFileError, OutputError) as exc:
+    except (UsageError, TrainingDiverged, TrainingFailed, DataFileError, OutputError) as exc:
         if getattr(args, 'debug', False):
             raise
         print(f'ttm-distill: error: {exc}', file=sys.stderr)

@@ -13,6 +13,13 @@ class TrainingDiverged(Exception):
     exit_code = 1
 
 
+class TrainingFailed(Exception):
+    """A training step raised (a loss or model that cannot take a batch, CUDA out of memory): one line naming the
+    recipe part, exit code 1; the last good checkpoint is kept."""
+
+    exit_code = 1
+
+
 class DataFileError(Exception):
     """An unreadable data file (a truncated or corrupt image): one line naming it, exit code 1."""
 

@@ -211,7 +211,7 @@ class Linear4ITRD(AuxiliaryModelWrapper):
         in_features = _count('Linear4ITRD', 'in_features', in_features)
         out_features = _count('Linear4ITRD', 'out_features', out_features)
         self.model = wrap_if_distributed(student_model, device, device_ids, distributed, find_unused_parameters)
-        self.input_module_path = input_module_path
+        self.input_module_path, self.in_features = input_module_path, in_features
         self.embed = wrap_if_distributed(nn.Linear(in_features, out_features), device, device_ids, distributed,
                                          find_unused_parameters)
 
@@ -219,7 +219,11 @@ class Linear4ITRD(AuxiliaryModelWrapper):
         return self.model(*args, **kwargs)
 
     def secondary_forward(self, io_dict: dict) -> None:
-        self.embed(torch.flatten(io_dict[self.input_module_path]['output'], 1))
+        feature = torch.flatten(io_dict[self.input_module_path]['output'], 1)
+        if feature.shape[1] != self.in_features:
+            raise ValueError(f'Linear4ITRD: in_features={self.in_features}, but the output of '
+                             f'{self.input_module_path!r} has {feature.shape[1]} features')
+        self.embed(feature)
 
 
 def _itrd_number(name: str, value: object, accepted: str, ok: Callable[[float], bool]) -> float:
@@ -278,6 +282,8 @@ class ITRDLoss(nn.Module):
     """
 
     PART_NAMES = ('corr', 'mi')
+    min_batch_size = 2
+    """the batch standard deviation needs two samples; the runner refuses a loader whose last batch holds one"""
 
     def __init__(self, student_module_path: str, student_module_io: str, teacher_module_path: str,
                  teacher_module_io: str, student_feature_size: int, teacher_feature_size: int, alpha_it: float,
@@ -299,8 +305,8 @@ class ITRDLoss(nn.Module):
     def _feature(self, io_dict: dict, path: str, io: str, side: str, size: int) -> Tensor:
         feature = torch.flatten(io_dict[path][io], 1)
         if feature.shape[1] != size:
-            raise ValueError(f'ITRDLoss: the {side} feature {path!r} ({io}) has {feature.shape[1]} dimensions, but '
-                             f'{side}_feature_size={size}')
+            raise ValueError(f'ITRDLoss: {side}_feature_size={size}, but the {side}\'s {path!r} ({io}) has '
+                             f'{feature.shape[1]} features')
         return feature
 
     def forward(self, student_io_dict: dict, teacher_io_dict: dict, *args, **kwargs) -> Tensor:

@@ -203,11 +203,14 @@ class RecipeDocument:
     def fingerprint(self) -> dict[str, str]:
         """What makes two runs the same experiment, as key path -> 'tag value' of every scalar below the models,
         the datasets, the training loader, the loss, the optimizer and the scheduler (tags as written, not run).
-        Output paths (``dst_ckpt``) and loader mechanics (workers, pinned memory, prefetching) are left out."""
+        Output paths (``dst_ckpt``) and loader mechanics (workers, pinned memory, prefetching) are left out, and so is
+        ``train.num_epochs`` where a scheduler names it through an alias: the runner rebuilds the schedule for the
+        length it is given (see ``runner.schedule``)."""
         found: dict[str, str] = {}
+        epochs = self.node('train.num_epochs')
 
         def walk(node: yaml.Node, path: str) -> None:
-            if path.rsplit('.', 1)[-1] in FINGERPRINT_IGNORES:
+            if path.rsplit('.', 1)[-1] in FINGERPRINT_IGNORES or (epochs is not None and node is epochs):
                 return
             if not node.tag.startswith('tag:yaml.org,2002:'):
                 found[f'{path}.!'] = node.tag

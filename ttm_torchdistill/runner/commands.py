@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import TrainingDiverged, UsageError, one_line
+from ..errors import TrainingDiverged, UsageError
 from ..outputs import check_output_file, check_output_folder, free_name
 from .distributed import DistContext, setup_distributed, teardown
 from .logs import log_to_file, logger, setup_logging
+from .preflight import STEP_ERRORS, describe_step_failure
 from .report import report
 from .run import Run, RunOptions, seed_everything
 from .tensorboard import require as require_tensorboard
@@ -71,9 +72,8 @@ def _check_one_batch(trainer: Trainer) -> None:
         with run.autocast():
             loss = box.forward_process(images.to(trainer.ctx.device, memory_format=run.memory_format),
                                        targets.to(trainer.ctx.device), supp_dict)
-    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
-        raise UsageError(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch fails: '
-                         f'{type(exc).__name__}: {one_line(exc)[:300]}') from None
+    except STEP_ERRORS as exc:
+        raise UsageError(describe_step_failure(run, box, exc, 'the loss on one training batch')) from None
     if not torch.isfinite(loss).all():  # the values diverge (exit 1), the recipe builds
         raise TrainingDiverged(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch is '
                                f'{loss.item()}')

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torchdistill.common.module_util import check_if_wrapped
 
-from ..errors import DataFileError, TrainingDiverged, UsageError, one_line
+from ..errors import DataFileError, TrainingDiverged, TrainingFailed, UsageError, one_line
 from ..losses import TTMLoss
 from ..outputs import dumps_json
 from .build import build_box, recipe_part
@@ -19,7 +19,9 @@ from .distributed import all_gather_objects, all_reduce_sum, barrier
 from .evaluate import build_eval_loader, evaluate
 from .iocheck import check_loss_io
 from .logs import format_eta, logger
+from .preflight import STEP_ERRORS, check_smallest_batch, describe_step_failure, probe_step
 from .run import Run, on_device
+from .schedule import check_schedule, restore_schedule
 from .tensorboard import EpochWriter
 
 __all__ = ['CHECK_EVERY', 'PART_NAMES', 'RESUME_KEYS', 'Trainer']
@@ -75,6 +77,7 @@ class Trainer:
             raise UsageError(f'{run.recipe_path}: train.train_data_loader: an epoch has 0 iterations '
                              f'({len(loader.dataset)} samples per process, batch size {loader.batch_size}, drop_last '
                              f'{loader.drop_last}); lower the batch size')
+        check_schedule(run.recipe_path, train_config, self.box, len(self.box.train_data_loader))
         self.distill = run.teacher is not None
         check_loss_io(run.recipe_path, train_config, self.distill)
         self._wrap_student()
@@ -84,6 +87,11 @@ class Trainer:
         with recipe_part(run.recipe_path, 'train.val_data_loader'):
             self.val_loader = build_eval_loader(run.config['datasets'], val_config, self.ctx, 'train.val_data_loader')
         self.val_loader = on_device(self.val_loader, self.ctx.device, 'train.val_data_loader')
+        smallest = check_smallest_batch(run.recipe_path, self.box, train_config, self.box.train_data_loader)
+        one = smallest == 1  # a last batch of one sample: the probe takes one (batch norm refuses it)
+        probe_step(run, self.box, self.box.train_data_loader, 1 if one else 2, note=(
+            '; the last batch of each epoch holds 1 sample: set train.train_data_loader.kwargs.drop_last: True or '
+            'another batch size') if one else '')
         self.scaler = torch.amp.GradScaler(self.ctx.device.type) if self.opts.amp == 'fp16' else None
         self.ttm_losses = _ttm_losses(self.box.criterion)
         self.start_epoch, self.best_val_top1 = 0, -math.inf
@@ -144,12 +152,15 @@ class Trainer:
         if saved_world != self.ctx.world_size:
             logger.warning('resuming a %d-process run with %d processes: data order and RNG streams differ',
                            saved_world, self.ctx.world_size)
+        if ckpt['epoch'] > self.box.num_epochs:
+            raise UsageError(f'--resume: the run in {path} has done {ckpt["epoch"]} epochs; train.num_epochs='
+                             f'{self.box.num_epochs} leaves none to train and is shorter than the run (give at least '
+                             f'{ckpt["epoch"]})')
         load_model_state(self.run.student, ckpt['model'], path,
                          f'models.{self.run.student_key}: {self.run.student_config.get("key")}')
         try:
-            self.box.optimizer.load_state_dict(ckpt['optimizer'])
-            if self.box.lr_scheduler is not None and ckpt['lr_scheduler'] is not None:
-                self.box.lr_scheduler.load_state_dict(ckpt['lr_scheduler'])
+            restore_schedule(self.box, ckpt['lr_scheduler'], ckpt['optimizer'], ckpt['epoch'],
+                             len(self.box.train_data_loader), path)
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f'--resume: the optimizer or scheduler state in {path} does not fit the recipe\'s '
                              f'train.optimizer / train.scheduler: {one_line(exc)}') from None
@@ -192,8 +203,14 @@ class Trainer:
             mark_step(self.opts.compile)
             images = images.to(ctx.device, non_blocking=True, memory_format=run.memory_format)
             targets = targets.to(ctx.device, non_blocking=True)
-            with run.autocast():
-                loss = box.forward_process(images, targets, supp_dict)
+            try:
+                with run.autocast():
+                    loss = box.forward_process(images, targets, supp_dict)
+            except STEP_ERRORS as exc:
+                kept = f' ({run.last_ckpt})' if run.last_ckpt.is_file() else ''
+                where = f'the training step at epoch {epoch + 1}, iteration {it + 1} ({len(images)} samples)'
+                raise TrainingFailed(describe_step_failure(run, box, exc, where)
+                                     + f'; training stopped, the last good checkpoint is kept{kept}') from None
             losses[it] = loss.detach()
             if self.scaler is not None:
                 _fp16_step(box, loss, self.scaler)
@@ -252,7 +269,7 @@ class Trainer:
                 raise DataFileError(f'{exc}: training stopped in epoch {epoch + 1}' + (
                     f'; the last good checkpoint is kept ({last})' if last.is_file() else '')) from None
             improved = val.top1 > self.best_val_top1
-            box.post_epoch_process()
+            box.post_epoch_process(metrics=val.top1)  # as torchdistill's runner: ReduceLROnPlateau reads it
             if improved:
                 self.best_val_top1 = val.top1
             rngs = all_gather_objects(rng_state(self.ctx.device))

@@ -1,0 +1,91 @@
+"""Before any work, one line: what an epoch would feed a loss or model that it cannot take (ITRD's last batch of one
+sample, feature sizes that do not match the hooked modules, batch norm on one sample). A training step that fails in
+a real run is one line naming the recipe part, and the last good checkpoint is kept."""
+import os
+
+import pytest
+import torchvision.datasets.cifar
+from conftest import FAST, TESTS, cli, make_cifar100, one_error_line
+
+ITRD = 'cifar100/itrd/resnet8x4_from_resnet32x4'
+WTTM_ITRD = 'cifar100/wttm_itrd/resnet8x4_from_resnet32x4'
+SETS = [arg for override in FAST for arg in ('--set', override)]
+TINY = TESTS / 'tiny_recipe.yaml'
+
+
+def _teacher(teacher_ckpts, key='resnet32x4') -> list[str]:
+    return ['--set', f'models.teacher_model.src_ckpt={teacher_ckpts(key)}']
+
+
+@pytest.fixture
+def nine(tmp_path, monkeypatch):
+    """CIFAR-100 files with 9 training images: batches of 4 leave a last batch of one sample."""
+    root = make_cifar100(tmp_path / 'data', train=9, test=4)
+    monkeypatch.setenv('CIFAR100_ROOT', str(root))
+    monkeypatch.setattr(torchvision.datasets.cifar, 'check_integrity', lambda path, md5=None: os.path.isfile(path))
+    (tmp_path / 'work').mkdir()
+    return tmp_path / 'work'
+
+
+@pytest.mark.parametrize('name', [ITRD, WTTM_ITRD])
+@pytest.mark.parametrize('check', [False, True], ids=['train', 'check'])
+def test_itrd_refuses_a_last_batch_of_one_sample_before_any_work(nine, teacher_ckpts, name, check):
+    args = ['train', name, '--device', 'cpu', *SETS, *_teacher(teacher_ckpts), '--run-log', 'logs/run.log',
+            *(['--check'] if check else [])]
+    one_error_line(cli(args, nine), 2, 'train.train_data_loader: the last batch of each epoch holds 1 sample(s) '
+                   '(9 samples per process in batches of 4)',
+                   'train.criterion.kwargs.sub_terms.itrd.criterion (ITRDLoss) needs at least 2 per batch',
+                   'drop_last: True')
+    assert list(nine.iterdir()) == []  # no log, no checkpoint folder, no lock file
+
+
+def test_with_drop_last_the_same_run_trains(nine, teacher_ckpts):
+    args = ['train', ITRD, '--device', 'cpu', *SETS, *_teacher(teacher_ckpts),
+            '--set', 'train.train_data_loader.kwargs.drop_last=True']
+    result = cli(args, nine)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize('override, fragments', [
+    (['--set', 'train.student.auxiliary_model_wrapper.kwargs.in_features=64'],
+     ['train.student.auxiliary_model_wrapper (Linear4ITRD)', 'Linear4ITRD: in_features=64',
+      "the output of 'model.avgpool' has 256 features"]),
+    (['--set', 'models.teacher_model.key=resnet56'],
+     ['train.criterion.kwargs.sub_terms.itrd.criterion (ITRDLoss)', 'ITRDLoss: teacher_feature_size=256',
+      "the teacher's 'avgpool' (output) has 64 features"]),
+])
+@pytest.mark.parametrize('check', [False, True], ids=['train', 'check'])
+def test_itrd_feature_sizes_that_do_not_fit_are_one_line_before_any_work(tmp_path, cifar100_env, teacher_ckpts,
+                                                                         override, fragments, check):
+    teacher = 'resnet56' if 'resnet56' in override[-1] else 'resnet32x4'
+    args = ['train', WTTM_ITRD, '--device', 'cpu', *SETS, *override, *_teacher(teacher_ckpts, teacher),
+            '--run-log', 'run.log', *(['--check'] if check else [])]
+    line = one_error_line(cli(args, tmp_path), 2, *fragments)
+    assert 'before training' in line or check
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_norm_on_a_last_batch_of_one_sample_is_refused_before_any_work(tmp_path):
+    args = ['train', TINY, '--device', 'cpu', '--set', 'datasets.blobs/train.init.kwargs={size: 33, seed: 0}',
+            '--set', 'models.student_model.kwargs={num_classes: 4, norm_head: True}']
+    one_error_line(cli(args, tmp_path), 2, 'models.student_model (tiny_cnn): the training step on 1 sample(s)',
+                   'Expected more than 1 value per channel', 'the last batch of each epoch holds 1 sample',
+                   'drop_last: True')
+    assert list(tmp_path.iterdir()) == []
+    drop_last = 'train.train_data_loader.kwargs={batch_size: 8, num_workers: 0, drop_last: True}'
+    assert cli([*args, '--set', drop_last], tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize('fail_at, where, kept', [
+    (4, 'epoch 1, iteration 3 (8 samples)', ''),  # call 1 is the pre-flight step; 4 iterations an epoch
+    (7, 'epoch 2, iteration 2 (8 samples)', ' (ckpt/tiny/wttm/student.last.pt)'),
+])
+def test_a_loss_that_fails_in_a_real_run_is_one_line_and_the_last_checkpoint_stays(tmp_path, fail_at, where, kept):
+    args = ['train', TINY, '--device', 'cpu', '--run-log', 'run.log', '--set',
+            f'train.criterion.kwargs.sub_terms.wttm.criterion={{key: FailAtCall, kwargs: {{fail_at: {fail_at}}}}}']
+    one_error_line(cli(args, tmp_path), 1, 'train.criterion.kwargs.sub_terms.wttm.criterion (FailAtCall): the '
+                   f'training step at {where} fails: ValueError: cannot take call {fail_at}',
+                   f'training stopped, the last good checkpoint is kept{kept}')
+    assert (tmp_path / 'ckpt/tiny/wttm/student.last.pt').is_file() == bool(kept)
+    assert not (tmp_path / 'ckpt/tiny/wttm/student.pt.lock').exists()
+    assert 'training' in (tmp_path / 'run.log').read_text()  # the log of the run so far stays

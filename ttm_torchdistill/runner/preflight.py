@@ -1,0 +1,151 @@
+"""Before the first training step: the smallest batch of an epoch and one training step on a few samples (state
+restored); and a training step that fails, named by its recipe part in one line.
+
+A loss or model that cannot take what an epoch feeds it (ITRD's batch standard deviation on a last batch of one
+sample, a feature size that does not match the hooked module, batch norm on one sample) fails here, before anything
+is written, instead of at the end of the first epoch with a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from ..errors import UsageError, one_line
+from ..recipe import SUB_TERMS
+
+__all__ = ['STEP_ERRORS', 'check_smallest_batch', 'describe_step_failure', 'probe_step', 'smallest_batch']
+
+STEP_ERRORS = (RuntimeError, TypeError, ValueError, KeyError, IndexError)
+"""what a model's forward or a loss raises for inputs it cannot take (CUDA's out-of-memory is a RuntimeError)"""
+
+
+def _term_key(train_config: dict, name: str) -> object:
+    term = (((train_config.get('criterion') or {}).get('kwargs') or {}).get('sub_terms') or {}).get(name) or {}
+    return (term.get('criterion') or {}).get('key') if isinstance(term, dict) else None
+
+
+def loss_terms(box, train_config: dict) -> list[tuple[str, nn.Module]]:
+    """(recipe label, module) of each term of the box's loss, e.g. ``...sub_terms.itrd.criterion (ITRDLoss)``."""
+    return [(f'{SUB_TERMS}.{name}.criterion ({_term_key(train_config, name)})', term)
+            for name, (term, _) in getattr(box.criterion, 'term_dict', {}).items()]
+
+
+def _parts(run, box, train_config: dict) -> list[tuple[str, object]]:
+    """(recipe label, object) of everything a training step runs, outermost first."""
+    criterion = train_config.get('criterion') or {}
+    parts: list[tuple[str, object]] = [(f'train.criterion ({criterion.get("key")})', box.criterion)]
+    parts += loss_terms(box, train_config)
+    for role, model, label, config in (('student', box.student_model if run.teacher is not None else box.model,
+                                        run.student_key, run.student_config),
+                                       ('teacher', getattr(box, 'teacher_model', None), 'teacher_model',
+                                        run.teacher_config)):
+        if model is None:
+            continue
+        inner = getattr(model, 'module', model)  # DistributedDataParallel
+        original = run.student if role == 'student' else run.teacher
+        if inner is not original:  # an auxiliary model wrapper around the model
+            section = role if run.teacher is not None else 'model'
+            wrapper = f'train.{section}.auxiliary_model_wrapper ({type(inner).__name__})'
+            parts += [(wrapper, model), (wrapper, inner)]
+        parts.append((f'models.{label} ({(config or {}).get("key")})', original))
+    return parts
+
+
+def _failing_part(exc: BaseException, parts: list[tuple[str, object]]) -> str | None:
+    """The innermost recipe part whose code is on the exception's traceback (a frame whose ``self`` it is)."""
+    labels = {}
+    for label, obj in parts:
+        labels.setdefault(id(obj), label)
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get('self')
+        if owner is not None and id(owner) in labels:
+            found = labels[id(owner)]
+        tb = tb.tb_next
+    return found
+
+
+def describe_step_failure(run, box, exc: BaseException, what: str) -> str:
+    """One line: ``RECIPE: PART: WHAT fails: Type: message``, PART the recipe part that raised."""
+    train_config = run.config.get('train') or {}
+    part = _failing_part(exc, _parts(run, box, train_config)) or f'train.criterion ' \
+        f'({(train_config.get("criterion") or {}).get("key")})'
+    return f'{run.recipe_path}: {part}: {what} fails: {type(exc).__name__}: {one_line(exc)[:300]}'
+
+
+def smallest_batch(loader: object) -> tuple[int, int, int] | None:
+    """(samples per process, batch size, smallest batch of an epoch) of a training loader; None where its batches
+    come from a batch sampler of the recipe's own."""
+    batch_size, sampler = getattr(loader, 'batch_size', None), getattr(loader, 'sampler', None)
+    if not batch_size or sampler is None:
+        return None
+    try:
+        samples = len(sampler)
+    except TypeError:
+        return None
+    rest = samples % batch_size
+    return samples, batch_size, batch_size if getattr(loader, 'drop_last', False) or rest == 0 else rest
+
+
+def check_smallest_batch(source: Path, box, train_config: dict, loader: object) -> int | None:
+    """Refuse a loader whose smallest batch is below what a loss term needs (its ``min_batch_size``); returns the
+    smallest batch (None where unknown)."""
+    found = smallest_batch(loader)
+    if found is None:
+        return None
+    samples, batch_size, smallest = found
+    for label, term in loss_terms(box, train_config):
+        need = max([getattr(m, 'min_batch_size', 1) for m in term.modules()] if isinstance(term, nn.Module) else [1])
+        if smallest < need:
+            raise UsageError(f'{source}: train.train_data_loader: the last batch of each epoch holds {smallest} '
+                             f'sample(s) ({samples} samples per process in batches of {batch_size}), but {label} '
+                             f'needs at least {need} per batch; set train.train_data_loader.kwargs.drop_last: True '
+                             'or another batch size')
+    return smallest
+
+
+def _sample_batch(loader: object, count: int) -> tuple:
+    """``count`` samples of the loader's dataset, collated as the loader collates them: (images, targets, supp)."""
+    dataset = loader.dataset
+    samples = [dataset[i] for i in range(min(count, len(dataset)))]
+    batch = (getattr(loader, 'collate_fn', None) or default_collate)(samples)
+    return batch[0], batch[1], (batch[2] if len(batch) > 2 else {})
+
+
+def _eager() -> contextlib.AbstractContextManager:
+    """Compiled models run eagerly here: one probe is not worth compiling a batch shape."""
+    stance = getattr(torch.compiler, 'set_stance', None)
+    return stance('force_eager') if stance is not None else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def probe_step(run, box, loader: object, count: int, note: str = '') -> None:
+    """The training step's forward (models, auxiliary wrappers, loss) on ``count`` samples of the training data,
+    modes as in training; buffers (batch-norm statistics, CRD's memory bank) are put back afterwards. A failure is
+    one UsageError line naming the recipe part (``note`` added)."""
+    train_config = run.config.get('train') or {}
+    student = box.student_model if run.teacher is not None else box.model
+    modules = [m for m in (student, getattr(box, 'teacher_model', None)) if m is not None]
+    modules += [term for _, term in loss_terms(box, train_config) if isinstance(term, nn.Module)]
+    saved = [(buffer, buffer.clone()) for module in modules for buffer in module.buffers()]
+    modes = [(module, module.training) for module in modules]
+    images, targets, supp_dict = _sample_batch(loader, count)
+    student.train()
+    if run.teacher is not None:
+        box.teacher_model.eval()
+    try:
+        with run.autocast(), _eager():
+            box.forward_process(images.to(run.ctx.device, memory_format=run.memory_format),
+                                targets.to(run.ctx.device), supp_dict)
+    except STEP_ERRORS as exc:
+        what = f'the training step on {len(images)} sample(s) of the training data, before training,'
+        raise UsageError(describe_step_failure(run, box, exc, what) + note) from None
+    finally:
+        for buffer, value in saved:
+            buffer.copy_(value)
+        for module, training in modes:
+            module.train(training)
