@@ -137,7 +137,7 @@ def test_pairs_from_the_deit_base(imagenet):
     (dict(teacher='deit_tiny_patch16_999', student='test_vit'), "--teacher 'deit_tiny_patch16_999': neither a "
                                                                  'torchvision classification model nor in '
                                                                  "torchdistill's model registry, nor a timm model"),
-    (dict(teacher='timm/resnet51', student='test_vit'), "--teacher 'resnet51'"),
+    (dict(teacher='timm/resnet51', student='test_vit'), "--teacher timm/resnet51: 'resnet51' is not a timm model"),
     (dict(teacher='test_vit2:missing.pth', student='test_vit'), "'missing.pth' is not a file"),
     (dict(teacher='test_vit2', student='test_vit3:x'), "--student 'test_vit3:x'"),
 ])

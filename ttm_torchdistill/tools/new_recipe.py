@@ -1,53 +1,65 @@
 """`ttm-distill new-recipe`: a recipe for another teacher-student pair, written from an existing one.
 
-The base recipe is edited as text at the positions PyYAML reports for its nodes, so torchdistill's
-tags, anchors, comments and layout stay as they were; only model keys, teacher weights, the loss
-and the checkpoint folder change. The result is checked before it is written.
+The base recipe is edited as text (:class:`ttm_torchdistill.recipe.RecipeEdits`), so torchdistill's tags, anchors,
+comments and layout stay as they were; the model keys, teacher weights, the logit loss term, feature sizes and the
+checkpoint folder change. Teacher and student may be torchvision models, keys of torchdistill's model registry or timm
+models (``timm/NAME`` picks timm where torchvision has the same name). A timm model becomes ``key: 'timm_model'`` with
+``kwargs.name``; its teacher loads timm's pretrained weights (``NAME``) or a local file (``NAME:FILE``), its student
+starts from scratch; the base's other kwargs are kept where the new model takes them. The anchor that names the
+experiment moves with the model's name, so checkpoint paths name the new pair.
 
-Teacher and student may be torchvision models, keys of torchdistill's model registry or timm models (the
-``timm`` extra; ``timm/NAME`` picks timm where torchvision has the same name). A timm model becomes
-``key: 'timm_model'`` with ``kwargs.name``; its teacher loads timm's pretrained weights (``NAME``) or a local
-file (``NAME:FILE``), its student starts from scratch. Where a model changes between timm and the others, its
-``kwargs`` block is rewritten (``num_classes`` and, between timm models, the other kwargs are kept) and the
-anchor that names the experiment moves with the model's name, so checkpoint paths name the new pair.
+The base's TTM/WTTM/KD term (else its cross-entropy term) becomes the method's; other terms (CRD, ITRD) stay, with the
+feature sizes of their embeddings and losses set to the new models' (:mod:`.new_recipe_check` measures them). The
+result is checked before it is written: what new-recipe writes passes `train --check` where the data and weights are.
 """
 from __future__ import annotations
 
 import datetime
+import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torchvision
 import yaml
-from torchdistill.losses.registry import get_high_level_loss
 from torchdistill.models.registry import MODEL_DICT
 
-from ..errors import UsageError, one_line
+from ..errors import UsageError
 from ..extras import MissingExtra, require_timm
-from ..losses import resolve_gamma
-from ..models.timm_model import load_weights
 from ..outputs import check_output_file, write_text
-from ..recipe import SUB_TERMS, RecipeDocument, resolve_recipe
+from ..recipe import SUB_TERMS, LossTerm, RecipeDocument, RecipeEdits, quoted, recipe_name, resolve_recipe
+from .new_recipe_check import TIMM_KEY, check_recipe, feature_edits, timm_kwargs
 
 __all__ = ['new_recipe']
 
 LOSS_KEYS = {'wttm': 'WTTMLoss', 'ttm': 'TTMLoss', 'kd': 'KDLoss'}
 METHODS = {v: k for k, v in LOSS_KEYS.items()}
-
-
-def _quoted(value: str | None) -> str:
-    """A scalar's new text: YAML null, or a quoted string."""
-    return 'null' if value is None else repr(str(value))
-
-
+CROSS_ENTROPY = 'CrossEntropyLoss'
+"""a base without a TTM/WTTM/KD term (CRD or ITRD alone) has its cross-entropy term replaced: the method's loss
+holds the cross entropy"""
+FEATURE_SUFFIXES = ('_crd', '_itrd')
+"""method folder suffixes of the feature terms a new recipe keeps (``wttm_crd/``, ``wttm_itrd/``)"""
 TIMM_PREFIX = 'timm/'
-TIMM_KEY = 'timm_model'
 TIMM_ONLY = ('name', 'pretrained', 'checkpoint', 'weights')
 """kwargs a timm model's block gets anew (and that a non-timm model's block loses)"""
 
 
-def _torchvision_models() -> list[str]:
-    return torchvision.models.list_models(module=torchvision.models)
+@dataclass(frozen=True)
+class Model:
+    """A model asked for on the command line."""
+
+    flag: str
+    """--teacher or --student"""
+    kind: str
+    """torchvision, registry or timm"""
+    key: str
+    """its name (without ``timm/``)"""
+    weights: str = ''
+    """a teacher's weights: a torchvision weights name, or a file"""
+
+    @property
+    def teacher(self) -> bool:
+        return self.flag == '--teacher'
 
 
 def _timm_model(name: str) -> bool:
@@ -57,39 +69,60 @@ def _timm_model(name: str) -> bool:
         return False
 
 
-def _kind(flag: str, name: str) -> tuple[str, str]:
-    """('torchvision' | 'registry' | 'timm', the name without ``timm/``); one line for a name none of them has."""
-    if name.startswith(TIMM_PREFIX):
-        name = name[len(TIMM_PREFIX):]
-        if _timm_model(name):
-            return 'timm', name
-    elif name in _torchvision_models():
-        return 'torchvision', name
-    elif name in MODEL_DICT and name != TIMM_KEY:
-        return 'registry', name
-    elif _timm_model(name):
-        return 'timm', name
+def _timm_missing(flag: str, name: str) -> UsageError:
+    """One line for a name timm was asked for (``timm/NAME``) and does not have."""
+    try:
+        timm = require_timm('new-recipe')
+    except MissingExtra:
+        return UsageError(f"{flag} timm/{name}: timm is not installed (pip install 'ttm-torchdistill[timm]')")
+    import difflib
+
+    close = difflib.get_close_matches(name, timm.list_models(), n=3)
+    hint = f'; did you mean {", ".join(close)}?' if close else ' (see timm.list_models())'
+    return UsageError(f'{flag} timm/{name}: {name!r} is not a timm model{hint}')
+
+
+def _model(flag: str, spec: str, weights: str = '') -> Model:
+    """The model a --teacher/--student names; one line for a name nobody has."""
+    if spec.startswith(TIMM_PREFIX):
+        name = spec[len(TIMM_PREFIX):]
+        if not _timm_model(name):
+            raise _timm_missing(flag, name)
+        return Model(flag, 'timm', name, weights)
+    if spec in torchvision.models.list_models(module=torchvision.models):
+        return Model(flag, 'torchvision', spec, weights)
+    if spec in MODEL_DICT and spec != TIMM_KEY:
+        return Model(flag, 'registry', spec, weights)
+    if _timm_model(spec):
+        return Model(flag, 'timm', spec, weights)
     try:
         require_timm('new-recipe')
         timm_note = 'nor a timm model'
     except MissingExtra:
         timm_note = "nor a timm model (timm is not installed: pip install 'ttm-torchdistill[timm]')"
-    raise UsageError(f"{flag} {name!r}: neither a torchvision classification model nor in torchdistill's model "
+    raise UsageError(f"{flag} {spec!r}: neither a torchvision classification model nor in torchdistill's model "
                      f'registry, {timm_note}')
 
 
-def _teacher_weights(key: str, weights: str):
-    """(torchvision weights enum, member name) for a torchvision teacher; refuses names it does not have."""
-    enum = torchvision.models.get_model_weights(key)
+def _number(flag: str, value: float | None, accepted: str, ok) -> float | None:
+    if value is not None and (not math.isfinite(value) or not ok(value)):
+        raise UsageError(f'{flag} {value:g}: expected {accepted}')
+    return value
+
+
+def _teacher_weights(model: Model):
+    """(torchvision weights enum, member name) of a torchvision teacher; refuses names it does not have."""
+    enum = torchvision.models.get_model_weights(model.key)
     names = [*enum.__members__, 'DEFAULT']
-    name = weights or 'DEFAULT'
+    name = model.weights or 'DEFAULT'
     if name not in names:
-        raise UsageError(f'--teacher {key}:{weights}: {weights!r} are not weights of {key} '
+        raise UsageError(f'--teacher {model.key}:{model.weights}: {model.weights!r} are not weights of {model.key} '
                          f'(accepted: {", ".join(names)})')
     return enum, name
 
 
-def _loss_block(method: str, gamma: float, beta: float | None, indent: int) -> str:
+def _loss_lines(method: str, gamma: float, beta: float | None) -> list[str]:
+    """The method's loss term, as the lines of a ``sub_terms`` entry."""
     if method == 'kd':
         params = {'temperature': round(1.0 / gamma, 6), 'alpha': 0.5, 'reduction': "'batchmean'"}
     else:
@@ -97,110 +130,118 @@ def _loss_block(method: str, gamma: float, beta: float | None, indent: int) -> s
     io = {'student_module_path': "'.'", 'student_module_io': "'output'",
           'teacher_module_path': "'.'", 'teacher_module_io': "'output'"}
     lines = [f'{method}:', '  criterion:', f"    key: '{LOSS_KEYS[method]}'", '    kwargs:']
-    lines += [f'      {k}: {v}' for k, v in {**io, **params}.items()]
-    lines += ['  weight: 1.0']
-    pad = ' ' * indent
-    return ('\n' + pad).join(lines)
+    return lines + [f'      {k}: {v}' for k, v in {**io, **params}.items()] + ['  weight: 1.0']
 
 
-def _base_loss(doc: RecipeDocument) -> tuple[str | None, dict]:
-    """(method, kwargs) of the base recipe's TTM/WTTM/KD term."""
-    term = next((t for t in doc.loss_terms() if t.key in METHODS), None)
-    return (METHODS[term.key], term.kwargs) if term else (None, {})
+def _replaced_term(doc: RecipeDocument) -> LossTerm | None:
+    """The base's term the method's loss replaces: its TTM/WTTM/KD term, else its cross-entropy term."""
+    terms = doc.loss_terms()
+    return next((t for t in terms if t.key in METHODS), None) or next((t for t in terms if t.key == CROSS_ENTROPY),
+                                                                      None)
 
 
-def _anchor(doc: RecipeDocument, node: yaml.Node) -> str:
-    """A scalar's anchor as written (``'&name '``), or ''."""
-    found = re.match(r'&(\S+)\s+', doc.text[node.start_mark.index:node.end_mark.index])
-    return f'&{found.group(1)} ' if found else ''
-
-
-def _entries(doc: RecipeDocument, keys: str) -> list[tuple[str, str, int]]:
-    """(key, text as written, start) of each entry of the block mapping at ``keys``; an entry runs to the next
-    key (or the block's end), so aliases, tags and multi-line values are kept whole."""
-    node = doc.node(keys)
-    if not isinstance(node, yaml.MappingNode) or node.flow_style or not node.value:
-        raise UsageError(f'{keys} of the base recipe must be a block mapping (one key per line) for new-recipe')
-    end = doc.block_span(keys)[1]
-    starts = [k.start_mark.index for k, _ in node.value] + [end]
-    return [(k.value, doc.text[a:b].rstrip(), a)
-            for (k, _), a, b in zip(node.value, starts[:-1], starts[1:], strict=True)]
-
-
-def _drop_entry(doc: RecipeDocument, parent: str, name: str) -> list[tuple[int, int, str]]:
-    """The edit that removes entry ``name`` (its whole lines) of the mapping at ``parent``, if it has one."""
-    entries = _entries(doc, parent)
-    index = next((i for i, (key, _, _) in enumerate(entries) if key == name), None)
-    if index is None or index + 1 == len(entries):
-        return []
-    start = doc.text.rfind('\n', 0, entries[index][2]) + 1
-    end = doc.text.rfind('\n', 0, entries[index + 1][2]) + 1
-    return [(start, end, '')]
-
-
-def _registry_teacher(doc: RecipeDocument, teacher: str, key: str, weights: str) -> list[tuple[int, int, str]]:
-    """A registry teacher's checkpoint file goes to src_ckpt."""
-    if not weights or not Path(weights).expanduser().is_file():
-        raise UsageError(f'--teacher {teacher}: {key} is not a torchvision model, so give its weights '
-                         'as KEY:CHECKPOINT_FILE (an existing file)')
+def _registry_teacher(doc: RecipeDocument, edits: RecipeEdits, model: Model) -> str:
+    """A registry teacher's checkpoint file becomes src_ckpt (replacing a ``!join`` of path parts, tag and all)."""
+    if not model.weights or not Path(model.weights).expanduser().is_file():
+        raise UsageError(f'--teacher {model.key}:{model.weights}: {model.key} is not a torchvision model, so give its '
+                         'weights as KEY:CHECKPOINT_FILE (an existing file)')
     if not doc.has('models.teacher_model.src_ckpt'):
         raise UsageError(f'--from {doc.source}: models.teacher_model.src_ckpt is missing in the base recipe')
-    return [(*doc.scalar_span('models.teacher_model.src_ckpt'), _quoted(weights))]  # a path or a !join of parts
+    edits.set_value('models.teacher_model.src_ckpt', quoted(model.weights), keep_tag=False)
+    return model.weights
 
 
-def _torchvision_teacher_edits(doc: RecipeDocument, key: str, weights: str) -> tuple[list, str]:
-    """Edits of a torchvision teacher's weights in a torchvision base (its !getattr node and weights class)."""
-    enum, name = _teacher_weights(key, weights)
-    edits = []
-    weights_node = doc.node('models.teacher_model.kwargs.weights')
-    if isinstance(weights_node, yaml.SequenceNode):  # !getattr [*weights_class, 'NAME']
-        edits.append((*doc.scalar_span('models.teacher_model.kwargs.weights.-1'), _quoted(name)))
-    elif isinstance(weights_node, yaml.ScalarNode):
-        edits.append((*doc.scalar_span(weights_node), _quoted(name)))
+def _torchvision_teacher(doc: RecipeDocument, edits: RecipeEdits, model: Model) -> str:
+    """A torchvision teacher's weights in a torchvision base (its !getattr node and weights class)."""
+    enum, name = _teacher_weights(model)
+    weights = doc.node('models.teacher_model.kwargs.weights')
+    if isinstance(weights, yaml.SequenceNode):  # !getattr [*weights_class, 'NAME']
+        edits.set_value('models.teacher_model.kwargs.weights.-1', quoted(name))
+    elif isinstance(weights, yaml.ScalarNode):
+        edits.set_value(weights, quoted(name))
     else:
         raise UsageError(f'--from {doc.source}: models.teacher_model.kwargs.weights is missing in the base recipe')
     if isinstance(doc.node('models.teacher_model._weights.key'), yaml.ScalarNode):
-        edits.append((*doc.scalar_span('models.teacher_model._weights.key'),
-                      _quoted(f'{enum.__module__}.{enum.__name__}')))
-    return edits, f'{enum.__name__}.{name}'
+        edits.set_value('models.teacher_model._weights.key', quoted(f'{enum.__module__}.{enum.__name__}'))
+    return f'{enum.__name__}.{name}'
 
 
-def _rewritten_model(doc: RecipeDocument, role: str, kind: str, name: str, spec: str, weights: str,
-                     base_timm: bool) -> tuple[list, str]:
-    """Edits that rewrite models.<role>'s key and kwargs block for a model of another family (timm <-> the
-    others, or timm -> timm), and the weights note. The experiment-naming anchor moves with the model's name."""
+def _rewritten_model(doc: RecipeDocument, edits: RecipeEdits, role: str, model: Model, base_timm: bool,
+                     dropped: list[str]) -> str:
+    """Rewrite models.<role>'s key and kwargs block for a model of another family (timm <-> the others, or timm ->
+    timm); returns the weights note. The experiment-naming anchor moves with the model's name; base kwargs the new
+    timm model does not take are left out (named in ``dropped``)."""
     models = f'models.{role}'
-    key_node, teacher = doc.node(f'{models}.key'), role == 'teacher_model'
-    anchor = _anchor(doc, doc.node(f'{models}.kwargs.name') if base_timm else key_node)
-    entries = _entries(doc, f'{models}.kwargs')
-    keep = [text for key, text, _ in entries if (key not in TIMM_ONLY if kind == 'timm' else key == 'num_classes')]
-    note, edits, first = 'from scratch', [], []
-    if kind == 'timm':
-        if teacher and weights and not Path(weights).expanduser().is_file():
-            raise UsageError(f'--teacher {spec}: {weights!r} is not a file (give NAME for timm\'s pretrained '
-                             'weights, or NAME:WEIGHTS_FILE)')
-        first = [f'name: {anchor}{_quoted(name)}', f'pretrained: {bool(teacher and not weights)}']
-        if teacher:
-            first.append(f'checkpoint: {_quoted(weights or None)}')
-            note = weights or "timm's pretrained weights"
-    elif kind == 'torchvision' and teacher:
-        enum, member = _teacher_weights(name, weights)
-        first, note = [f'weights: {_quoted(f"{enum.__name__}.{member}")}'], f'{enum.__name__}.{member}'
-    elif teacher:  # a registry teacher
-        edits, note = _registry_teacher(doc, spec, name, weights), weights
-    if teacher and kind != 'registry' and isinstance(src := doc.node(f'{models}.src_ckpt'), yaml.ScalarNode) \
-            and src.value not in ('', 'null', '~'):
-        edits.append((*doc.scalar_span(src), 'null'))  # weights come from kwargs now
-    if kind != 'timm' or base_timm:
-        new_key = _quoted(name) if kind != 'timm' else _quoted(TIMM_KEY)
-        edits.append((key_node.start_mark.index, key_node.end_mark.index, (anchor if kind != 'timm' else '') + new_key))
-    else:  # torchvision/registry -> timm: the key's anchor moves to the name
-        edits.append((key_node.start_mark.index, key_node.end_mark.index, _quoted(TIMM_KEY)))
-    start, end, column = doc.block_span(f'{models}.kwargs')
-    edits.append((start, end, ('\n' + ' ' * column).join(first + keep)))
-    if kind != 'torchvision' and doc.has(f'{models}._weights'):
-        edits += _drop_entry(doc, models, '_weights')  # the torchvision weights class is no longer used
-    return edits, note
+    key_node = doc.node(f'{models}.key')
+    anchor = edits.anchor(f'{models}.kwargs.name' if base_timm else key_node)
+    entries = edits.entries(f'{models}.kwargs')
+    note, first = 'from scratch', []
+    if model.kind == 'timm':
+        candidates = [key for key, _, _ in entries if key not in TIMM_ONLY]
+        taken = timm_kwargs(model.flag, model.key, {key: doc.value(f'{models}.kwargs.{key}') for key in candidates})
+        dropped += [f'{key} (models.{role}: {model.key} does not take it)' for key in candidates if key not in taken]
+        keep = [text for key, text, _ in entries if key in taken]
+        if model.teacher and model.weights and not Path(model.weights).expanduser().is_file():
+            raise UsageError(f'--teacher {model.key}:{model.weights}: {model.weights!r} is not a file (give NAME for '
+                             "timm's pretrained weights, or NAME:WEIGHTS_FILE)")
+        first = [f'name: {anchor}{quoted(model.key)}', f'pretrained: {bool(model.teacher and not model.weights)}']
+        if model.teacher:
+            first.append(f'checkpoint: {quoted(model.weights or None)}')
+            note = model.weights or "timm's pretrained weights"
+    else:
+        keep = [text for key, text, _ in entries if key == 'num_classes']
+        if model.kind == 'torchvision' and model.teacher:
+            enum, member = _teacher_weights(model)
+            first, note = [f'weights: {quoted(f"{enum.__name__}.{member}")}'], f'{enum.__name__}.{member}'
+        elif model.teacher:
+            note = _registry_teacher(doc, edits, model)
+    src = doc.node(f'{models}.src_ckpt')
+    if model.teacher and model.kind != 'registry' and src is not None and not (
+            isinstance(src, yaml.ScalarNode) and src.value in ('', 'null', '~')):
+        edits.set_value(src, 'null', keep_tag=False)  # the weights come from kwargs now (a !join path goes too)
+    if model.kind == 'timm' and not base_timm:  # torchvision/registry -> timm: the key's anchor moves to the name
+        edits.set_node(key_node, quoted(TIMM_KEY))
+    else:
+        edits.set_node(key_node, (anchor if model.kind != 'timm' else '') + quoted(
+            model.key if model.kind != 'timm' else TIMM_KEY))
+    edits.set_block(f'{models}.kwargs', first + keep)
+    if model.kind != 'torchvision' and doc.has(f'{models}._weights'):
+        edits.drop_entry(models, '_weights')  # the torchvision weights class is no longer used
+    return note
+
+
+def _model_edits(doc: RecipeDocument, edits: RecipeEdits, teacher: Model, student: Model,
+                 dropped: list[str]) -> str:
+    """Edits of both models; returns the teacher's weights note."""
+    note = ''
+    for role, model in (('teacher_model', teacher), ('student_model', student)):
+        base_timm = doc.value(f'models.{role}.key') == TIMM_KEY
+        if model.kind == 'timm' or base_timm:
+            role_note = _rewritten_model(doc, edits, role, model, base_timm, dropped)
+            note = role_note if model.teacher else note
+            continue
+        edits.set_value(f'models.{role}.key', quoted(model.key))
+        if model.teacher and model.kind == 'torchvision':
+            note = _torchvision_teacher(doc, edits, model)
+        elif model.teacher:  # a registry model: its weights are a checkpoint file
+            note = _registry_teacher(doc, edits, model)
+            if doc.node('models.teacher_model.kwargs.weights') is not None:
+                edits.set_node('models.teacher_model.kwargs.weights', 'null')
+    return note
+
+
+def _header(method: str, teacher: Model, student: Model, note: str, base: str, gamma: float, beta: float | None,
+            dropped: list[str], features: list[str]) -> str:
+    hp = f'temperature {1 / gamma:g}, alpha 0.5' if method == 'kd' else f'gamma {gamma:g}, beta {beta:g}, alpha 1'
+    lines = [f'# {method.upper()}: {student.key} from {teacher.key} ({note}).',
+             f'# Written by `ttm-distill new-recipe` on {datetime.date.today()} from {base}: same data, schedule,',
+             f'# optimizer and transforms; {LOSS_KEYS[method]} with {hp}.',
+             '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).',
+             '# No `paper:` block: the paper reports no number for this pair.']
+    lines += [f'# Feature sizes set for this pair: {", ".join(features)}.'] if features else []
+    lines += [f'# Left out of the base\'s model kwargs: {", ".join(dropped)}.'] if dropped else []
+    lines += ['#', "# Recipes are code: torchdistill's YAML tags import and call Python while the file loads.", '', '']
+    return '\n'.join(lines)
 
 
 def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float | None = None,
@@ -208,17 +249,20 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     """Write a recipe for ``teacher`` -> ``student`` with ``method``, keeping the base's data and schedule."""
     if method not in LOSS_KEYS:
         raise UsageError(f'--method {method!r}: accepted values are {", ".join(LOSS_KEYS)}')
+    _number('--gamma', gamma, 'a finite number > 0 (the paper uses 0 < gamma <= 1)', lambda v: v > 0)
+    _number('--beta', beta, 'a finite number >= 0', lambda v: v >= 0)
     doc = RecipeDocument.open(resolve_recipe(base))
     doc.import_dependencies()
     teacher_spec, _, weights = teacher.partition(':')
-    teacher_kind, teacher_key = _kind('--teacher', teacher_spec)
-    student_kind, student_key = _kind('--student', student)
+    teacher_model, student_model = _model('--teacher', teacher_spec, weights), _model('--student', student)
     if not (doc.has('models.teacher_model') and doc.has('models.student_model')):
         raise UsageError(f'--from {base}: the base recipe needs models.teacher_model and models.student_model')
-    if not doc.keys(SUB_TERMS):
-        raise UsageError(f'--from {base}: the base recipe needs {SUB_TERMS}')
-    base_method, base_kwargs = _base_loss(doc)
-    out = Path(output) if output else Path(f'{student_key}_from_{teacher_key}.{method}.yaml')
+    replaced = _replaced_term(doc)
+    if replaced is None:
+        raise UsageError(f'--from {base}: the base recipe needs a TTM/WTTM/KD or cross-entropy term under '
+                         f'{SUB_TERMS} for the method\'s loss to replace')
+    base_method = METHODS.get(replaced.key)
+    out = Path(output) if output else Path(f'{student_model.key}_from_{teacher_model.key}.{method}.yaml')
     check_output_file(out, '-o', replace=True)  # a writable place, not a folder; checked before any work
     if out.exists() and not force:
         raise UsageError(f'{out} exists: choose another -o PATH or pass --force to overwrite it')
@@ -226,85 +270,42 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
         raise UsageError(f'--method {method}: the base recipe uses {base_method or "no TTM/WTTM/KD term"}, whose beta '
                          f'does not carry over ({method.upper()}\'s beta has another scale: the paper tunes it per '
                          'method and pair); give --beta')
+    kwargs = replaced.kwargs if base_method else {}
     if gamma is None:
-        gamma = base_kwargs.get('gamma') or (1.0 / base_kwargs['temperature'] if base_kwargs.get('temperature')
-                                             else 0.8)
-    gamma = resolve_gamma(gamma, None)
+        gamma = kwargs.get('gamma') or (1.0 / kwargs['temperature'] if kwargs.get('temperature') else 0.8)
     if beta is None and method != 'kd':
-        beta = base_kwargs.get('beta', 1.0) if base_method in ('wttm', 'ttm') else 1.0
+        beta = kwargs.get('beta', 1.0) if base_method in ('wttm', 'ttm') else 1.0
 
-    edits = []
-    weights_note = ''
-    for role, kind, key, spec in (('teacher_model', teacher_kind, teacher_key, teacher),
-                                  ('student_model', student_kind, student_key, student)):
-        base_timm = doc.value(f'models.{role}.key') == TIMM_KEY
-        if kind == 'timm' or base_timm:
-            role_edits, note = _rewritten_model(doc, role, kind, key, spec, weights if role == 'teacher_model'
-                                                else '', base_timm)
-            edits += role_edits
-            weights_note = note if role == 'teacher_model' else weights_note
-        elif role == 'student_model':
-            edits.append((*doc.scalar_span('models.student_model.key'), _quoted(key)))
-        else:
-            edits.append((*doc.scalar_span('models.teacher_model.key'), _quoted(key)))
-            if kind == 'torchvision':
-                role_edits, weights_note = _torchvision_teacher_edits(doc, key, weights)
-                edits += role_edits
-            else:  # a registry model: WEIGHTS is a checkpoint file
-                edits += _registry_teacher(doc, teacher, key, weights)
-                weights_node = doc.node('models.teacher_model.kwargs.weights')
-                if weights_node is not None:
-                    edits.append((weights_node.start_mark.index, weights_node.end_mark.index, 'null'))
-                weights_note = weights
-    paper = doc.entry_span('paper')
-    if paper is not None:  # the base pair's reported number is not the new pair's
-        edits.append((*paper, ''))
-    block_start, block_end, column = doc.block_span(SUB_TERMS)
-    edits.append((block_start, block_end, _loss_block(method, gamma, beta, column)))
-    dst = doc.node('models.student_model.dst_ckpt')
-    if base_method and base_method != method and dst is not None:
-        for item in (dst.value if isinstance(dst, yaml.SequenceNode) else [dst]):
-            if isinstance(item, yaml.ScalarNode) and f'/{base_method}/' in item.value:
-                edits.append((*doc.scalar_span(item), _quoted(item.value.replace(f'/{base_method}/', f'/{method}/'))))
-
-    body = doc.text
-    for start, end, new in sorted(edits, reverse=True):
-        body = body[:start] + new + body[end:]
-    body = re.sub(r'\A(?:#.*\n|\s*\n)*', '', body)  # the base header describes the base pair
-    hp = f'temperature {1 / gamma:g}, alpha 0.5' if method == 'kd' else f'gamma {gamma:g}, beta {beta:g}, alpha 1'
-    header = (f'# {method.upper()}: {student_key} from {teacher_key} ({weights_note}).\n'
-              f'# Written by `ttm-distill new-recipe` on {datetime.date.today()} from {base}: same data, schedule,\n'
-              f'# optimizer and transforms; {LOSS_KEYS[method]} with {hp}.\n'
-              '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).\n'
-              '# No `paper:` block: the paper reports no number for this pair.\n'
-              '#\n# Recipes are code: torchdistill\'s YAML tags import and call Python while the file loads.\n\n')
-    new_text = header + body
-    _check(new_text)
+    edits, dropped = RecipeEdits(doc), []
+    note = _model_edits(doc, edits, teacher_model, student_model, dropped)
+    edits.drop_top_entry('paper')  # the base pair's reported number is not the new pair's
+    edits.set_entry(SUB_TERMS, replaced.name, _loss_lines(method, gamma, beta))
+    _method_folder(doc, edits, base, base_method, method)
+    text = re.sub(r'\A(?:#.*\n|\s*\n)*', '', edits.text())  # the base header describes the base pair
+    text, features = feature_edits(text, {'teacher': teacher_model.flag, 'student': student_model.flag})
+    new_text = _header(method, teacher_model, student_model, note, base, gamma, beta, dropped, features) + text
+    check_recipe(new_text, doc)
     if out.exists() and not force:  # again: it may have appeared while the recipe was checked
         raise UsageError(f'{out} exists: choose another -o PATH or pass --force to overwrite it')
     write_text(out, new_text)
     return out
 
 
-def _check(text: str) -> None:
-    """The new recipe composes, its loss builds, and both models build (without downloading weights or building
-    the datasets: data may live on another machine); a timm teacher's weights file is loaded into it."""
-    doc = RecipeDocument(text, Path('the new recipe'))
-    try:
-        get_high_level_loss(doc.value('train.criterion'))
-        for label in ('teacher_model', 'student_model'):
-            key = doc.value(f'models.{label}.key')
-            kwargs = dict(doc.value(f'models.{label}.kwargs') or {})
-            if key == TIMM_KEY:
-                weights_file = kwargs.pop('checkpoint', None)
-                model = MODEL_DICT[key](**dict(kwargs, pretrained=False))
-                if weights_file:
-                    load_weights(model, weights_file, f'models.{label}.kwargs.checkpoint')
-            elif key in MODEL_DICT:
-                kwargs.pop('weights', None)
-                MODEL_DICT[key](**kwargs)
-            else:
-                torchvision.models.get_model(key, **dict(kwargs, weights=None))
-    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise UsageError(f'the new recipe does not build: {type(exc).__name__}: {one_line(exc)}') \
-            from None
+def _method_folder(doc: RecipeDocument, edits: RecipeEdits, base: str, base_method: str | None, method: str) -> None:
+    """The checkpoint folder names the new recipe's method: the base's ``wttm_itrd/`` becomes ``ttm_itrd/`` for TTM,
+    a ``crd/`` base's (CE + CRD) becomes ``wttm_crd/`` for WTTM."""
+    dst = doc.node('models.student_model.dst_ckpt')
+    family = recipe_name(resolve_recipe(base)).split('/')
+    family = family[1] if len(family) == 3 else None  # a shipped recipe's method folder
+    for item in (dst.value if isinstance(dst, yaml.SequenceNode) else [dst] if dst is not None else []):
+        if not isinstance(item, yaml.ScalarNode):
+            continue
+        parts = item.value.split('/')
+        for i, part in enumerate(parts):
+            if base_method and (part == base_method or part.startswith(f'{base_method}_')):
+                suffix = part[len(base_method):]  # a feature term the new recipe keeps (_crd, _itrd), else none
+                parts[i] = method + (suffix if suffix in FEATURE_SUFFIXES else '')
+            elif not base_method and family and part == family:
+                parts[i] = f'{method}_{part}'
+        if parts != item.value.split('/'):
+            edits.set_value(item, quoted('/'.join(parts)))

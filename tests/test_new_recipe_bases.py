@@ -1,0 +1,59 @@
+"""`new-recipe` from every shipped base recipe: what it writes passes `train --check` on generated data (feature sizes,
+teacher files, timm kwargs and the loss set for the new pair), or it refuses in one line saying why.
+
+Each base gets one student, taken in turn from a pool of students of other families and feature sizes, so every
+method family (13 or 7 CIFAR-100 bases, the ImageNet and DeiT ones) meets every student of its pool."""
+import pytest
+from conftest import FAST, cli, one_error_line
+
+from ttm_torchdistill.recipe import list_recipes
+
+BASES = [name for name in list_recipes() if '/ce/' not in name and not name.startswith('demo/')]
+CIFAR_STUDENTS = ('resnet20', 'shufflenetv2_cifar', 'wrn_16_2', 'resnet18', 'vgg8_cifar', 'mobilenetv2_cifar')
+"""feature sizes 64, 1024, 128, 512 (torchvision's ResNet-18 on CIFAR), 512, 1280"""
+CIFAR_TEACHERS = ('resnet56', 'wrn_40_2', 'resnet32x4')
+IMAGENET_STUDENTS = ('resnet18', 'mobilenet_v1', 'efficientnet_b0', 'timm/resnet18', 'test_vit')
+CASES = [(base, (CIFAR_STUDENTS if base.startswith('cifar100/') else IMAGENET_STUDENTS)[i % 6 if base.startswith(
+    'cifar100/') else i % 5], i) for i, base in enumerate(BASES)]
+CRD_SAMPLES = ['--set', 'train.criterion.kwargs.sub_terms.crd.criterion.kwargs.num_samples=8']
+"""CRD's memory bank for the generated data's 8 images (its 50,000 take a second to set up)"""
+
+
+def _method(base: str) -> str:
+    family = base.split('/')[1]
+    return 'ttm' if family == 'kd' else 'wttm'  # a new method where the base is KD: its beta is given
+
+
+@pytest.fixture
+def data(monkeypatch, tmp_path, cifar100_env, image_root, torch_home):
+    monkeypatch.setenv('ILSVRC2012_ROOT', str(image_root))
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
+    return tmp_path
+
+
+@pytest.mark.parametrize('base, student, index', CASES, ids=[f'{b}-{s}' for b, s, _ in CASES])
+def test_new_recipe_from_every_base_passes_train_check(base, student, index, data, teacher_ckpts, deit_teacher):
+    if base.startswith('cifar100/'):
+        key = CIFAR_TEACHERS[index % len(CIFAR_TEACHERS)]
+        teacher, extra = f'{key}:{teacher_ckpts(key)}', []
+    elif 'deit' in base:
+        pytest.importorskip('timm')
+        teacher = 'deit3_small_patch16_224.fb_in22k_ft_in1k'  # timm's weights by name; offline, a file at check time
+        extra = ['--set', 'datasets.ilsvrc2012/train.init.kwargs.transform.init.kwargs.input_size=32',
+                 '--set', 'train.scheduler.kwargs.warmup_epochs=0',
+                 '--set', f'models.teacher_model.kwargs.checkpoint={deit_teacher}']
+    else:
+        teacher, extra = 'resnet50', []
+    if student.startswith('timm/') or student == 'test_vit':
+        pytest.importorskip('timm')
+    method = _method(base)
+    result = cli(['new-recipe', '--from', base, '--teacher', teacher, '--student', student, '--method', method,
+                  '--beta', '2', '-o', 'new.yaml'], data)
+    if result.returncode != 0:
+        one_error_line(result, 2, 'does not have')  # only a model without the feature module is refused
+        assert not (data / 'new.yaml').exists()
+        return
+    sets = [arg for override in FAST for arg in ('--set', override)] + (CRD_SAMPLES if 'crd' in base else [])
+    check = cli(['train', 'new.yaml', '--device', 'cpu', '--check', *sets, *extra], data)
+    assert check.returncode == 0, (result.stdout, check.stdout[-2000:], check.stderr[-3000:])
+    assert 'check passed' in check.stdout
