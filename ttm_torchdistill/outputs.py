@@ -6,10 +6,12 @@ a write that fails (full disk, read-only file system) is one line naming the pat
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import math
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +19,8 @@ from typing import BinaryIO
 
 from .errors import OutputError, UsageError
 
-__all__ = ['atomic_write', 'check_output_file', 'check_output_folder', 'dumps_json', 'file_mode', 'free_name',
-           'write_json', 'write_text']
+__all__ = ['LockFile', 'LockHeld', 'atomic_write', 'check_output_file', 'check_output_folder', 'dumps_json',
+           'file_mode', 'free_name', 'make_folders', 'remove_empty_folders', 'write_json', 'write_text']
 
 
 def check_output_folder(path: Path, what: str) -> None:
@@ -50,6 +52,73 @@ def check_output_file(path: Path, what: str, replace: bool = False) -> None:
     if not replace and path.exists():
         raise UsageError(f'{what}={str(path)!r}: the file exists (from an earlier run); nothing is replaced: '
                          'give another path or move the file away')
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns the folders created, outermost first."""
+    folder = folder.expanduser().absolute()
+    missing = [f for f in (folder, *folder.parents) if not f.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty_folders(created: list[Path]) -> None:
+    """Remove the folders of :func:`make_folders` that are still empty, innermost first (a refused run leaves no
+    empty folder behind); folders with anything in them stay."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (or gone): its parents are not empty either
+
+
+class LockHeld(Exception):
+    """Another process holds the lock file: its PID and host as it wrote them ('?' where unknown)."""
+
+    def __init__(self, path: Path, pid: str, host: str) -> None:
+        super().__init__(f'{path} is held by PID {pid} on {host}')
+        self.path, self.pid, self.host = path, pid, host
+
+
+class LockFile:
+    """An exclusive ``flock`` on ``path``, which records the holder's PID and host.
+
+    The kernel frees the lock when the process ends, however it ends. ``release`` removes the file while it is still
+    locked, and the folders ``created`` for it that stay empty; whoever opened the file before it was removed finds,
+    once it holds the lock, that the path no longer names its file and opens the path again, so removing it never
+    lets two holders in. A killed holder leaves the file: the next one takes it over.
+    """
+
+    def __init__(self, path: Path, created: list[Path] = ()) -> None:
+        self.path, self.created = path, list(created)
+        while True:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(self.fd, 256, 0).decode(errors='replace').split()
+                os.close(self.fd)
+                raise LockHeld(path, *(holder + ['?', '?'])[:2]) from None
+            if self._at_path():
+                break
+            os.close(self.fd)  # its holder removed this file as it ended: lock the one at the path now
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f'{os.getpid()} {socket.gethostname()}\n'.encode(), 0)
+
+    def _at_path(self) -> bool:
+        try:
+            at_path = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self.fd)
+        return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)  # closing the only descriptor drops the flock
+            self.fd = -1
+            remove_empty_folders(self.created)
 
 
 def free_name(path: Path) -> Path:

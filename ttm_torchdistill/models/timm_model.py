@@ -20,14 +20,21 @@ DistributedDataParallel is removed. Checkpoints are pickles: load only files you
 from __future__ import annotations
 
 import difflib
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
+import torch
 from torch import nn
 from torchdistill.models.registry import register_model
 
 from ..extras import require_timm
 
-__all__ = ['load_weights', 'timm_model']
+__all__ = ['load_weights', 'timm_model', 'weights_unavailable']
+
+PROXIES = ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')
+"""with a proxy, whether the Hub answers is the proxy's business: timm is left to try"""
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
@@ -61,17 +68,56 @@ def timm_model(name: str, pretrained: bool = False, num_classes: int | None = No
     if drop_path_rate is not None:
         options['drop_path_rate'] = drop_path_rate
     download = pretrained and not checkpoint
+    why = weights_unavailable(timm, name) if download else None
+    if why is not None:  # at once: not after a minute of Hub retries and their warnings
+        raise OSError(_offline_message(name, why))
     try:
         model = timm.create_model(name, pretrained=download, **options)
-    except OSError as exc:  # huggingface_hub's errors when offline or the file is not on the Hub
+    except OSError as exc:  # huggingface_hub's errors when the Hub does not answer or lacks the file
         if not download:
             raise
-        raise OSError(f"timm_model {name!r}: cannot get timm's pretrained weights ({type(exc).__name__}: "
-                      f'{_one_line(exc, 120)}); offline, fetch them once on a machine with internet and give the file '
-                      'as kwargs.checkpoint (README, "Vision transformers")') from None
+        raise OSError(_offline_message(name, f'{type(exc).__name__}: {_one_line(exc, 120)}')) from None
     if checkpoint:
         load_weights(model, checkpoint, f'timm_model {name!r}')
     return model
+
+
+def _offline_message(name: str, why: str) -> str:
+    repo = f'models--timm--{name}'
+    return (f"timm_model {name!r}: cannot get timm's pretrained weights ({why}): give a weights file as "
+            'kwargs.checkpoint (e.g. --set models.teacher_model.kwargs.checkpoint=PATH), or copy the Hub cache folder '
+            f'{repo} into ~/.cache/huggingface/hub/ and set HF_HUB_OFFLINE=1 (README, "Vision transformers")')
+
+
+def weights_unavailable(timm, name: str) -> str | None:
+    """Why timm could not get ``name``'s pretrained weights here (not in the Hugging Face or torch hub cache, and
+    the Hub offline or unreachable), or None (cached, reachable, or behind a proxy: timm tries)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo, _, revision = cfg.hf_hub_id.partition('@')
+        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ['model.safetensors', 'pytorch_model.bin']
+        if any(isinstance(try_to_load_from_cache(repo, f, revision=revision or None), str) for f in files):
+            return None
+        if constants.HF_HUB_OFFLINE:
+            return f'HF_HUB_OFFLINE is set and {repo} is not in the Hub cache {constants.HF_HUB_CACHE}'
+        host = urlparse(constants.ENDPOINT).hostname
+    elif cfg.url:
+        if (Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(urlparse(cfg.url).path)).is_file():
+            return None
+        host = urlparse(cfg.url).hostname
+    else:
+        return None
+    if any(os.environ.get(proxy) for proxy in PROXIES) or not host:
+        return None
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as exc:
+        return f'not in the local cache, and {host} cannot be reached: {exc.strerror or _one_line(exc, 80)}'
+    return None
 
 
 def load_weights(model: nn.Module, checkpoint: str | Path, label: str) -> None:

@@ -100,7 +100,7 @@ def nonfinite_values(summary: dict) -> list[str]:
     return [f'{key} is {_show(summary[key])}' for key in keys if not is_finite_number(summary[key])]
 
 
-def _files(paths: list[str], exclude: Path | None) -> list[Path]:
+def _files(paths: list[str], exclude: list[Path]) -> list[Path]:
     """The JSON files of ``paths``, each once however it was reached (resolved path), ``exclude`` left out."""
     found: list[Path] = []
     for spec in paths:
@@ -111,7 +111,7 @@ def _files(paths: list[str], exclude: Path | None) -> list[Path]:
             found.append(path)
         else:
             raise UsageError(f'table: {spec}: no such file or folder')
-    seen = {exclude.resolve()} if exclude is not None else set()
+    seen = {path.resolve() for path in exclude}
     files = []
     for file in found:
         real = file.resolve()
@@ -121,10 +121,10 @@ def _files(paths: list[str], exclude: Path | None) -> list[Path]:
     return files
 
 
-def collect(paths: list[str], exclude: Path | None = None) -> tuple[list[tuple[Path, dict]], list[str]]:
+def collect(paths: list[str], exclude: list[Path] = ()) -> tuple[list[tuple[Path, dict]], list[str]]:
     """Training-run summaries found in ``paths`` (files, or folders searched recursively for ``*.json``), each file
     once, and one note per file that is left out (unreadable, not a summary, a test summary) or holds a value that is
-    not finite. ``exclude``: a file never read (the table's own output)."""
+    not finite. ``exclude``: files never read (the table's own output, sweep manifests)."""
     summaries, notes = [], []
     for file in _files(paths, exclude):
         try:

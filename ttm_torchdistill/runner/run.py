@@ -21,7 +21,7 @@ from .compiled import compile_models
 from .datafiles import guard_datasets
 from .distributed import DistContext
 from .evaluate import build_eval_loader, evaluate
-from .lock import acquire_run_lock
+from .lock import acquire_run_lock, lock_path
 from .logs import logger
 
 __all__ = ['AMP_DTYPES', 'Run', 'RunOptions', 'on_device', 'seed_everything']
@@ -82,6 +82,8 @@ class Run:
         if not dst:
             return  # _build says dst_ckpt is required
         best, last, metrics = self._output_paths(dst)
+        self._check_distinct({f'models.{key}.dst_ckpt (the best checkpoint)': best, 'the last checkpoint': last,
+                              'the metrics file': metrics, 'the run lock': lock_path(best)})
         if not self.opts.check:
             self.lock = acquire_run_lock(best, self.ctx)
             if self.ctx.is_main:
@@ -97,6 +99,19 @@ class Run:
             if path.exists():
                 raise UsageError(f'{path} exists (the {what} of an earlier run): nothing is replaced; point '
                                  f'models.{key}.dst_ckpt (or --run-log) elsewhere for a new run, or move it away')
+
+    def _check_distinct(self, outputs: dict[str, Path]) -> None:
+        """Every output of the run has a path of its own: one file would replace another's (--summary on the
+        checkpoint, --run-log on the summary, ...)."""
+        given = {'--run-log': self.opts.run_log, '--summary': self.opts.summary, '--tensorboard': self.opts.tensorboard}
+        paths = {**outputs, **{flag: Path(p) for flag, p in given.items() if p}}
+        seen: dict[Path, str] = {}
+        for what, path in paths.items():
+            real = path.expanduser().resolve()
+            if real in seen:
+                raise UsageError(f'{what}={str(path)!r} is also {seen[real]}: one would replace the other; give each '
+                                 'output its own path')
+            seen[real] = what
 
     def _check_same_experiment(self, path: Path) -> None:
         """Refuse to resume where the recipe's models, data, loss, optimizer or scheduler changed since the checkpoint

@@ -95,7 +95,7 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
     def make_launcher(sweep: Sweep) -> LocalLauncher | SlurmLauncher:
         if launcher == 'slurm':
             return SlurmLauncher(sweep, parallel, slurm, wait)
-        return LocalLauncher(sweep, parallel, runs_per_gpu or 1)
+        return LocalLauncher(sweep, parallel, runs_per_gpu)
 
     runner = make_launcher(sweep)
     if dry_run:
@@ -103,7 +103,6 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
         _print_runs(sweep)
         runner.describe()
         return 0
-    sweep.directory.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep.directory):
         sweep, old = _plan(recipe, grid, seeds, overrides, output)  # again: another launcher may have written DIR
         runner = make_launcher(sweep)

@@ -38,15 +38,15 @@ def _raise_interrupt(signum, frame):
 
 
 class LocalLauncher:
-    def __init__(self, sweep: Sweep, parallel: int | None, runs_per_gpu: int = 1) -> None:
-        """``runs_per_gpu``: slots per visible GPU (``parallel`` defaults to GPUs x N); slot k runs on GPU k mod G.
-        Without a GPU it has no effect (a note says so) and ``parallel`` defaults to 1."""
+    def __init__(self, sweep: Sweep, parallel: int | None, runs_per_gpu: int | None = None) -> None:
+        """``runs_per_gpu``: slots per visible GPU (default 1; ``parallel`` defaults to GPUs x N); slot k runs on GPU
+        k mod G. Given without a GPU it has no effect (a note says so) and ``parallel`` defaults to 1."""
         self.sweep = sweep
         self.gpus = visible_gpus()
-        self.runs_per_gpu = runs_per_gpu
-        self.parallel = parallel or max(len(self.gpus) * runs_per_gpu, 1)
+        self.runs_per_gpu = runs_per_gpu or 1
+        self.parallel = parallel or max(len(self.gpus) * self.runs_per_gpu, 1)
         self.note = None
-        if runs_per_gpu > 1 and not self.gpus:
+        if runs_per_gpu is not None and not self.gpus:
             self.note = (f'note: --runs-per-gpu {runs_per_gpu} has no effect: no GPU is visible, so runs share the '
                          f'CPU, {self.parallel} at a time (--parallel)')
 

@@ -3,14 +3,13 @@ and its lock (``DIR/.sweep.lock``: one launcher at a time)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError, one_line
-from ..outputs import check_output_folder, write_json
+from ..outputs import LockFile, LockHeld, check_output_folder, make_folders, write_json
 from .plan import MANIFEST, Sweep
 
 __all__ = ['LOCK', 'check_directory', 'read_manifest', 'sweep_lock', 'write_manifest']
@@ -82,13 +81,18 @@ def check_directory(sweep: Sweep) -> dict | None:
 
 @contextlib.contextmanager
 def sweep_lock(directory: Path) -> Iterator[None]:
-    """Hold ``DIR/.sweep.lock``: one launcher per sweep folder at a time (the folder must exist)."""
-    with (directory / LOCK).open('w') as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f'{directory}: another `ttm-distill sweep` is running on this folder') from None
+    """Hold ``DIR/.sweep.lock`` (creating DIR): one launcher per sweep folder at a time. On the way out the lock file
+    goes, and so does DIR if it was made here and stayed empty (a refused sweep leaves nothing)."""
+    created = make_folders(directory)
+    try:
+        lock = LockFile(directory / LOCK, created)
+    except LockHeld as held:
+        raise UsageError(f'{directory}: another `ttm-distill sweep` is running on this folder (PID {held.pid} on '
+                         f'{held.host})') from None
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def write_manifest(sweep: Sweep) -> None:

@@ -23,7 +23,11 @@ from ..runner.checkpoint import last_ckpt_path
 
 __all__ = ['SHORT_NAMES', 'Axis', 'RunSpec', 'Sweep', 'parse_grid', 'plan_sweep']
 
-SHORT_NAMES = ('gamma', 'beta', 'alpha', 'temperature', 'beta_corr', 'beta_mi', 'alpha_it')
+LOGIT_LOSSES = ('TTMLoss', 'WTTMLoss', 'KDLoss')
+SHORT_NAMES = {'gamma': ('TTMLoss', 'WTTMLoss'), 'beta': LOGIT_LOSSES, 'alpha': LOGIT_LOSSES,
+               'temperature': LOGIT_LOSSES, 'beta_corr': ('ITRDLoss',), 'beta_mi': ('ITRDLoss',),
+               'alpha_it': ('ITRDLoss',)}
+"""--grid short names -> the loss terms whose parameter they name"""
 LOSS_CLASSES = {'TTMLoss': TTMLoss, 'WTTMLoss': WTTMLoss, 'KDLoss': None, 'ITRDLoss': ITRDLoss}
 """the loss terms whose parameters short names reach (a class: its values are checked before anything runs)"""
 MANIFEST = 'sweep.json'
@@ -140,28 +144,25 @@ class Sweep:
 
 
 def _resolve_key(name: str, doc: RecipeDocument) -> str:
-    """A short name's full key: the parameter of the one TTM/WTTM/KD/ITRD term that sets it (in a WTTM + ITRD recipe
+    """A short name's full key: the parameter of the one term of the losses that have it (in a WTTM + ITRD recipe
     ``gamma`` and ``beta`` reach the WTTM term, ``beta_corr`` the ITRD term)."""
     if name not in SHORT_NAMES:
         return name
-    path = doc.source
-    terms = [t for t in doc.loss_terms() if t.key in LOSS_CLASSES]
+    path, owners = doc.source, SHORT_NAMES[name]
+    terms = [t for t in doc.loss_terms() if t.key in owners]
     if not terms:
-        raise UsageError(f'--grid {name}: {path} has no TTMLoss, WTTMLoss or KDLoss term (nor ITRDLoss) under '
-                         f'{SUB_TERMS}; give the full key instead')
+        raise UsageError(f'--grid {name}: {path} has no {", ".join(owners[:-1])}{" or " if owners[1:] else ""}'
+                         f'{owners[-1]} term under {SUB_TERMS} ({name} is a parameter of '
+                         f'{"/".join(owners)}); give the full key of the value to sweep instead')
     setting = [t for t in terms if name in t.kwargs]
     if len(setting) > 1:
         names = ', '.join(f'{t.name} ({t.key})' for t in setting)
         raise UsageError(f'--grid {name}: {path} has several loss terms that set it ({names}); give the full key, '
                          f'e.g. {setting[0].param_path(name)}')
-    if not setting and len(terms) == 1:
-        term = terms[0]
-        raise UsageError(f'--grid {name}: the {term.key} term {term.name!r} of {path} does not set {name!r} (it sets: '
-                         f'{", ".join(term.kwargs) or "nothing"}); add it to the recipe or give another name')
     if not setting:
-        sets = '; '.join(f'{t.name} ({t.key}) sets {", ".join(t.kwargs) or "nothing"}' for t in terms)
-        raise UsageError(f'--grid {name}: no loss term of {path} sets {name!r} ({sets}); add it to the recipe or '
-                         'give another name')
+        sets = '; '.join(f'the {t.key} term {t.name!r} does not set {name!r} (it sets: '
+                         f'{", ".join(t.kwargs) or "nothing"})' for t in terms)
+        raise UsageError(f'--grid {name}: {sets}; add it to that term in {path} or give another name')
     return setting[0].param_path(name)
 
 

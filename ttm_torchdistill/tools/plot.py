@@ -37,13 +37,8 @@ class Curve:
 
 
 def find_metrics(run: str) -> Path:
-    """A run's metrics file from the file itself, a run log, a --summary JSON, or a folder holding one."""
+    """A run's metrics file from the file itself, a run log or a --summary JSON."""
     path = Path(run).expanduser()
-    if path.is_dir():
-        found = sorted(path.rglob('*.metrics.jsonl'))
-        if len(found) != 1:
-            raise UsageError(f'{run}: expected one *.metrics.jsonl in the folder, found {len(found)}')
-        return found[0]
     if path.name.endswith('.metrics.jsonl') and path.is_file():
         return path
     if path.suffix == '.json' and path.is_file():
@@ -141,17 +136,56 @@ def _sweep_curves(directory: Path, first_color: int) -> list[Curve]:
     return curves
 
 
+def _run_curve(metrics: Path, records: list[dict], color: int) -> Curve:
+    label = records[0].get('recipe', str(metrics))
+    return Curve(label if isinstance(label, str) else str(metrics), metrics, records, color)
+
+
+def _ours(sweep: Path) -> bool:
+    """Whether the folder's sweep.json was written by `ttm-distill sweep` (else a note says it is skipped)."""
+    try:
+        read_sweep(sweep)
+    except UsageError as exc:
+        print(f'ttm-distill: {exc}: skipped, its runs are drawn as plain runs', file=sys.stderr)
+        return False
+    return True
+
+
+def _folder_curves(folder: Path, first_color: int) -> list[Curve]:
+    """Every run below a folder: the runs of each sweep folder in it (labelled by grid point and seed), and each
+    other metrics file; runs with no epoch yet, and sweep.json files not written by `ttm-distill sweep`, are named on
+    stderr and left out (a foreign one's runs are drawn as plain runs)."""
+    sweeps = [manifest.parent for manifest in sorted(folder.rglob(MANIFEST)) if _ours(manifest.parent)]
+    if folder in sweeps:  # a sweep folder itself
+        return _sweep_curves(folder, first_color)
+    curves: list[Curve] = []
+    for sweep in sweeps:
+        try:
+            curves += _sweep_curves(sweep, first_color + len(curves))
+        except UsageError as exc:  # none of its runs has an epoch yet
+            print(f'ttm-distill: {exc}: not plotted', file=sys.stderr)
+    for metrics in sorted(folder.rglob('*.metrics.jsonl')):
+        if any(sweep in metrics.parents for sweep in sweeps):
+            continue
+        records = _records(metrics)
+        if not records:
+            print(f'ttm-distill: {metrics}: no epoch has finished in that run yet, not plotted', file=sys.stderr)
+            continue
+        curves.append(_run_curve(metrics, records, first_color + len(curves)))
+    if not curves:
+        raise UsageError(f'{folder}: no run with metrics in the folder (no *.metrics.jsonl with a finished epoch)')
+    return curves
+
+
 def _curves(runs: list[str]) -> list[Curve]:
     curves: list[Curve] = []
     for run in runs:
         path = Path(run).expanduser()
-        if path.is_dir() and (path / MANIFEST).is_file():
-            curves += _sweep_curves(path, len(curves))
+        if path.is_dir():
+            curves += _folder_curves(path, len(curves))
             continue
         metrics = find_metrics(run)
-        records = load_metrics(metrics)
-        label = records[0].get('recipe', run)
-        curves.append(Curve(label if isinstance(label, str) else run, metrics, records, len(curves)))
+        curves.append(_run_curve(metrics, load_metrics(metrics), len(curves)))
     labels = [c.label for c in curves]
     for curve in curves:  # the same recipe twice: tell the runs apart by file
         if labels.count(curve.label) > 1:

@@ -75,6 +75,21 @@ def _sweep_notes(directory: Path, manifest: dict) -> list[str]:
     return notes
 
 
+def _manifests(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """The sweep.json files under ``paths`` (not run summaries: a sweep's runs are counted by their own summaries),
+    and a note for each one `ttm-distill sweep` did not write."""
+    found, notes = [], []
+    for spec in paths:
+        path = Path(spec).expanduser()
+        for manifest in sorted(path.rglob(MANIFEST)) if path.is_dir() else []:
+            found.append(manifest)
+            try:
+                read_sweep(manifest.parent)
+            except UsageError as exc:
+                notes.append(f'{exc}: skipped; the run summaries beside it are tabulated')
+    return found, notes
+
+
 def _sweep_folder(paths: list[str]) -> Path | None:
     if len(paths) == 1 and (Path(paths[0]).expanduser() / MANIFEST).is_file():
         return Path(paths[0]).expanduser()
@@ -91,11 +106,17 @@ def table(paths: list[str], fmt: str = 'markdown', output: str | None = None) ->
         check_output_file(out, 'table -o', replace=True)
     sweep = _sweep_folder(paths)
     if sweep is not None:
-        manifest = read_sweep(sweep)
+        try:
+            manifest = read_sweep(sweep)
+        except UsageError:  # not ours: noted below, and the folder's run summaries are still a table
+            sweep = None
+    if sweep is not None:
         notes = _sweep_notes(sweep, manifest)
         text = sweep_table(sweep, fmt)
     else:
-        summaries, notes = collect(paths, exclude=out)
+        manifests, notes = _manifests(paths)
+        summaries, found = collect(paths, exclude=[*manifests, *([out] if out else [])])
+        notes += found
     for note in notes:
         print(f'ttm-distill: {note}', file=sys.stderr)
     if sweep is None:
