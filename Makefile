@@ -19,11 +19,11 @@ demo: $(STAMP)
 	$(VENV)/bin/ttm-distill demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ttm_torchdistill tests benchmarks
+	$(VENV)/bin/ruff check --no-cache ttm_torchdistill tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP) lint
 	$(PY) -m pytest -ra --durations=15
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .ruff_cache .pytest_cache

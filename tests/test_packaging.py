@@ -1,4 +1,5 @@
-"""A non-editable install carries the recipes and the console script."""
+"""A non-editable install carries the recipes and the console script; building it leaves the checkout as it was."""
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -6,9 +7,27 @@ import zipfile
 from conftest import ROOT
 
 
+def _tracked_copy(target):
+    """The checkout's files that git does not ignore (a build writes build/ and *.egg-info where it runs: not in the
+    checkout)."""
+    files = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], cwd=ROOT, check=True,
+                           capture_output=True).stdout.split(b'\0')
+    for name in filter(None, (f.decode() for f in files)):
+        source, copy = ROOT / name, target / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            copy.symlink_to(source.readlink())
+        elif source.is_file():
+            shutil.copy2(source, copy)
+    return target
+
+
 def test_wheel_installs_recipes_and_entry_point(tmp_path):
-    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', str(ROOT), '--no-deps', '-w', str(tmp_path / 'whl')],
+    before = sorted(p.name for p in ROOT.iterdir())
+    source = _tracked_copy(tmp_path / 'source')
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', str(source), '--no-deps', '-w', str(tmp_path / 'whl')],
                    check=True, capture_output=True)
+    assert sorted(p.name for p in ROOT.iterdir()) == before
     (wheel,) = (tmp_path / 'whl').glob('*.whl')
     names = zipfile.ZipFile(wheel).namelist()
     assert 'ttm_torchdistill/recipes/ilsvrc2012/wttm/resnet18_from_resnet34.yaml' in names
