@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 from torchdistill.models.registry import get_model
 
+import ttm_torchdistill  # noqa: F401  (registers the CIFAR-100 models that teacher_like builds)
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 RECIPES = ROOT / 'recipes'

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import TESTS, run_cli
+from conftest import TESTS, cli, one_error_line, run_cli
 
 from ttm_torchdistill.calibration import expected_calibration_error, fit_temperature, nll, reliability_bins
 from ttm_torchdistill.functional import power_sum
@@ -62,6 +62,14 @@ def test_calibrate_command_reports_json_and_diagram(tmp_path):
     assert report['u_gamma_recipe'] == pytest.approx(power_sum(2.5 * logits.double(), 0.5).mean().item(), rel=1e-6)
     assert (tmp_path / 'cal' / 'calibration_recipe.reliability.png').stat().st_size > 10_000
     assert 'calibrated gamma = 1/T*' in result.stdout
+
+
+def test_calibrate_summary_on_its_own_report_is_one_line(tmp_path):
+    args = ['calibrate', TESTS / 'calibration_recipe.yaml', '--device', 'cpu', '-o', 'cal', '--summary',
+            'cal/calibration_recipe.calibration.json']
+    one_error_line(cli(args, tmp_path), 2, "--summary='cal/calibration_recipe.calibration.json' is also the report",
+                   'its own path')
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_calibrate_needs_a_teacher(tmp_path):

@@ -10,8 +10,8 @@ from conftest import ROOT
 def _tracked_copy(target):
     """The checkout's files that git does not ignore (a build writes build/ and *.egg-info where it runs: not in the
     checkout)."""
-    files = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], cwd=ROOT, check=True,
-                           capture_output=True).stdout.split(b'\0')
+    listing = ['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard']
+    files = subprocess.run(listing, cwd=ROOT, check=True, capture_output=True).stdout.split(b'\0')
     for name in filter(None, (f.decode() for f in files)):
         source, copy = ROOT / name, target / name
         copy.parent.mkdir(parents=True, exist_ok=True)

@@ -89,3 +89,15 @@ def test_a_loss_that_fails_in_a_real_run_is_one_line_and_the_last_checkpoint_sta
     assert (tmp_path / 'ckpt/tiny/wttm/student.last.pt').is_file() == bool(kept)
     assert not (tmp_path / 'ckpt/tiny/wttm/student.pt.lock').exists()
     assert 'training' in (tmp_path / 'run.log').read_text()  # the log of the run so far stays
+
+
+@pytest.mark.parametrize('command, what, code', [('train', 'the validation pass after epoch 1', 1),
+                                                  ('test', 'the test pass', 1)])
+def test_a_model_that_fails_in_a_validation_or_test_pass_is_one_line(tmp_path, command, what, code):
+    """(The tiny student raises torch's out-of-memory error for evaluation batches above 2 images.)"""
+    limit = ['--set', 'models.student_model.kwargs={num_classes: 4, eval_batch_limit: 2}']
+    if command == 'test':
+        assert cli(['train', TINY, '--device', 'cpu', '--set', 'train.num_epochs=1'], tmp_path).returncode == 0
+    one_error_line(cli([command, TINY, '--device', 'cpu', *limit], tmp_path), code,
+                   f'models.student_model (tiny_cnn): {what} fails: OutOfMemoryError: out of memory (a stand-in',
+                   *(['training stopped'] if command == 'train' else []))

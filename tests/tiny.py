@@ -17,16 +17,32 @@ from torchdistill.losses.registry import register_mid_level_loss
 from torchdistill.models.registry import register_model
 
 
+class EvalBatchLimit(nn.Module):
+    """Passes its input on; in eval mode, raises torch's out-of-memory error for a batch above ``limit`` images (a
+    stand-in for a validation batch that does not fit on the GPU)."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def forward(self, x):
+        if not self.training and len(x) > self.limit:
+            raise torch.OutOfMemoryError(f'out of memory (a stand-in: {len(x)} images, room for {self.limit})')
+        return x
+
+
 @register_model
-def tiny_cnn(num_classes=4, batch_norm=False, norm_head=False, **kwargs):
+def tiny_cnn(num_classes=4, batch_norm=False, norm_head=False, eval_batch_limit=None, **kwargs):
     """A small CNN; without batch-norm, a 2-process step equals a 1-process step on the same global batch.
-    ``norm_head``: batch norm on the pooled features (one value per channel: a batch of one sample is refused)."""
+    ``norm_head``: batch norm on the pooled features (one value per channel: a batch of one sample is refused);
+    ``eval_batch_limit``: see :class:`EvalBatchLimit`."""
     layers = [nn.Conv2d(3, 8, 3, 2, 1)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(8))
     layers += [nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten()]
     layers += [nn.BatchNorm1d(32)] if norm_head else []
-    return nn.Sequential(*layers, nn.Linear(32, num_classes))
+    layers += [nn.Linear(32, num_classes)]
+    return nn.Sequential(*layers, *([EvalBatchLimit(eval_batch_limit)] if eval_batch_limit else []))
 
 
 class Blobs(Dataset):

@@ -8,16 +8,17 @@ is written, instead of at the end of the first epoch with a traceback.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from ..errors import UsageError, one_line
+from ..errors import TrainingFailed, UsageError, one_line
 from ..recipe import SUB_TERMS
 
-__all__ = ['STEP_ERRORS', 'check_smallest_batch', 'describe_step_failure', 'probe_step', 'smallest_batch']
+__all__ = ['STEP_ERRORS', 'check_smallest_batch', 'describe_step_failure', 'evaluation', 'probe_step', 'smallest_batch']
 
 STEP_ERRORS = (RuntimeError, TypeError, ValueError, KeyError, IndexError)
 """what a model's forward or a loss raises for inputs it cannot take (CUDA's out-of-memory is a RuntimeError)"""
@@ -75,6 +76,20 @@ def describe_step_failure(run, box, exc: BaseException, what: str) -> str:
     part = _failing_part(exc, _parts(run, box, train_config)) or f'train.criterion ' \
         f'({(train_config.get("criterion") or {}).get("key")})'
     return f'{run.recipe_path}: {part}: {what} fails: {type(exc).__name__}: {one_line(exc)[:300]}'
+
+
+@contextlib.contextmanager
+def evaluation(run, label: str, what: str, kept: Path | None = None) -> Iterator[None]:
+    """A validation or test pass of ``models.<label>``: a model that raises on a batch (CUDA out of memory, an input
+    it cannot take) is one TrainingFailed line naming it; ``kept``: a training run's last checkpoint (it stays)."""
+    try:
+        yield
+    except STEP_ERRORS as exc:
+        config = run.teacher_config if label == 'teacher_model' else run.student_config
+        keep = '' if kept is None else '; training stopped' + (
+            f', the last good checkpoint is kept ({kept})' if kept.is_file() else '')
+        raise TrainingFailed(f'{run.recipe_path}: models.{label} ({(config or {}).get("key")}): {what} fails: '
+                             f'{type(exc).__name__}: {one_line(exc)[:300]}{keep}') from None
 
 
 def smallest_batch(loader: object) -> tuple[int, int, int] | None:

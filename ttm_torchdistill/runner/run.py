@@ -23,6 +23,7 @@ from .distributed import DistContext
 from .evaluate import build_eval_loader, evaluate
 from .lock import acquire_run_lock, lock_path
 from .logs import logger
+from .preflight import evaluation
 
 __all__ = ['AMP_DTYPES', 'Run', 'RunOptions', 'on_device', 'seed_everything']
 
@@ -276,11 +277,13 @@ class Run:
         best_value = self.load_best()
         loader = self.test_loader()
         results = {}
-        for role, model in (('teacher', self.teacher), ('student', self.student)):
+        for role, model, label in (('teacher', self.teacher, 'teacher_model'), ('student', self.student,
+                                                                                self.student_key)):
             if model is None:
                 results[f'{role}_test_top1'] = results[f'{role}_test_top5'] = None
                 continue
-            acc = evaluate(model, loader, self.ctx.device, self.amp_dtype, self.opts.channels_last)
+            with evaluation(self, label, 'the test pass'):
+                acc = evaluate(model, loader, self.ctx.device, self.amp_dtype, self.opts.channels_last)
             results[f'{role}_test_top1'], results[f'{role}_test_top5'] = acc.top1, acc.top5
             logger.info('%s test: top-1 %.2f  top-5 %.2f  (%d images)', role, acc.top1, acc.top5, acc.samples)
         return results, best_value

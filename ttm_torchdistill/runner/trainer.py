@@ -19,7 +19,7 @@ from .distributed import all_gather_objects, all_reduce_sum, barrier
 from .evaluate import build_eval_loader, evaluate
 from .iocheck import check_loss_io
 from .logs import format_eta, logger
-from .preflight import STEP_ERRORS, check_smallest_batch, describe_step_failure, probe_step
+from .preflight import STEP_ERRORS, check_smallest_batch, describe_step_failure, evaluation, probe_step
 from .run import Run, on_device
 from .schedule import check_schedule, restore_schedule
 from .tensorboard import EpochWriter
@@ -263,7 +263,8 @@ class Trainer:
                 box.teacher_model.eval()
             try:
                 stats = self.train_epoch(epoch)
-                val = evaluate(run.student, self.val_loader, ctx.device, run.amp_dtype, self.opts.channels_last)
+                with evaluation(run, run.student_key, f'the validation pass after epoch {epoch + 1}', run.last_ckpt):
+                    val = evaluate(run.student, self.val_loader, ctx.device, run.amp_dtype, self.opts.channels_last)
             except DataFileError as exc:
                 last = run.last_ckpt
                 raise DataFileError(f'{exc}: training stopped in epoch {epoch + 1}' + (

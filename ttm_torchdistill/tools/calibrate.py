@@ -102,6 +102,12 @@ def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calib
         run = Run(opts, ctx)
         if run.teacher is None:
             raise UsageError(f'{run.recipe_path}: the recipe has no models.teacher_model to calibrate')
+        stem = run.recipe_path.stem if run.name.endswith('.yaml') else run.name.replace('/', '-')
+        report_path, figure_path = out / f'{stem}.calibration.json', out / f'{stem}.reliability.png'
+        for path in (report_path, figure_path):  # before the teacher runs
+            if opts.summary and Path(opts.summary).expanduser().resolve() == path.resolve():
+                raise UsageError(f'--summary={opts.summary!r} is also the report {path} written to -o: one would '
+                                 'replace the other; give each output its own path')
         _warn_if_test(run, split)
         logits, targets = _teacher_logits(run, split)
         t_star = fit_temperature(logits, targets)
@@ -118,13 +124,10 @@ def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calib
             'u_gamma_recipe': power_sum(logits.double(), gamma).mean().item() if gamma else None,
             'u_gamma_calibrated': power_sum(logits.double(), 1.0 / t_star).mean().item(),
         }
-        # shipped recipes by name (ilsvrc2012-wttm-...), files by their stem
-        stem = run.recipe_path.stem if run.name.endswith('.yaml') else run.name.replace('/', '-')
-        report_path = out / f'{stem}.calibration.json'
-        write_json(report_path, report)
+        write_json(report_path, report)  # shipped recipes by name (ilsvrc2012-wttm-...), files by their stem
         if opts.summary:
             write_json(Path(opts.summary).expanduser(), report)
-        figure = _diagram(logits, targets, t_star, out / f'{stem}.reliability.png')
+        figure = _diagram(logits, targets, t_star, figure_path)
         logger.info('teacher %s on %s (%d images): top-1 %.2f', run.teacher_config.get('key'), split,
                     report['samples'], report['top1'])
         logger.info('T = 1      NLL %.4f  ECE %.4f', report['nll'], report['ece'])
