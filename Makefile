@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP) lint
-	$(PY) -m pytest -ra --durations=15
+	$(PY) -m pytest -ra --durations=15 -n auto --dist loadgroup
 
 clean:
 	rm -rf $(VENV) build *.egg-info .ruff_cache .pytest_cache

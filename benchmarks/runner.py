@@ -18,8 +18,9 @@ import torch
 from common import machine, write
 from PIL import Image
 
+from ttm_torchdistill.description import RunDescription
 from ttm_torchdistill.runner.distributed import setup_distributed, teardown
-from ttm_torchdistill.runner.run import Run, RunOptions
+from ttm_torchdistill.runner.run import Run
 from ttm_torchdistill.runner.trainer import Trainer
 
 RECIPE = 'ilsvrc2012/wttm/resnet18_from_resnet34'
@@ -61,8 +62,8 @@ def synthetic(args, root: Path, flags: list[str], iters: int) -> float:
     """The runner's own training loop over identical batches already on the device."""
     os.environ['ILSVRC2012_ROOT'] = str(root)
     with tempfile.TemporaryDirectory() as work:
-        opts = RunOptions(recipe=RECIPE, overrides=overrides(args, Path(work)), device=args.device, seed=0,
-                          quiet=True, amp='bf16' if flags else None, channels_last=bool(flags))
+        opts = RunDescription(recipe=RECIPE, overrides=overrides(args, Path(work)), device=args.device, seed=0,
+                             quiet=True, amp='bf16' if flags else None, channels_last=bool(flags))
         ctx = setup_distributed(args.device)
         try:
             trainer = Trainer(Run(opts, ctx))

@@ -4,9 +4,11 @@ import io
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
+import offline_cifar
 import pytest
 import torch
 from PIL import Image
@@ -16,6 +18,9 @@ import ttm_torchdistill  # noqa: F401  (registers the CIFAR-100 models that teac
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+SITE = TESTS / 'site'
+TINY = TESTS / 'tiny_recipe.yaml'
+"""a seconds-long distillation recipe (tests/tiny.py's data and models) for the runner's tests"""
 RECIPES = ROOT / 'recipes'
 # one short epoch on tiny data, for any recipe with the shipped recipes' loader layout
 FAST = ['train.num_epochs=1', 'train.train_data_loader.kwargs.batch_size=4',
@@ -35,6 +40,35 @@ def make_image_folder(root: Path, classes=('a', 'b'), per_split=None, size=(40, 
                 pixels = (rng.random((*size, 3)) * 255).astype('uint8')
                 Image.fromarray(pixels).save(root / split / c / f'{i}.png')
     return root
+
+
+SERIAL_GROUPS = {'test_sweep_slurm.py': 'slurm', 'test_slurm_cluster.py': 'slurm'}
+"""test files whose tests share one worker under pytest-xdist (the SLURM ones: one test cluster at a time)"""
+
+if os.environ.get('PYTEST_XDIST_WORKER'):  # `make test`: the workers share the cores, one thread each (and children)
+    os.environ['OMP_NUM_THREADS'] = '1'
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Under `pytest -n N --dist loadgroup` (`make test`), the SLURM test files share a worker; other tests go
+    wherever a worker is free."""
+    for item in items:
+        if item.path.name in SERIAL_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUPS[item.path.name]))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def test_plugins_on_the_path():
+    """Processes the tests start (a sweep's runs, `make`, bash) import the test plugins (tests/tiny.py, ...) as this
+    one does."""
+    before = os.environ.get('PYTHONPATH')
+    os.environ['PYTHONPATH'] = cli_env()['PYTHONPATH']
+    yield
+    if before is None:
+        os.environ.pop('PYTHONPATH')
+    else:
+        os.environ['PYTHONPATH'] = before
 
 
 @pytest.fixture(scope='session')
@@ -84,6 +118,21 @@ def deit_teacher(tmp_path_factory) -> Path:
     return path
 
 
+def family(name: str) -> str:
+    """A shipped recipe's family: its dataset and method (the DeiT recipes, and each demo recipe, one of their own).
+    A family's recipes have the same keys and structure; they differ in numbers (pairs, gamma, beta, lr)."""
+    parts = name.split('/')
+    return name if parts[0] == 'demo' else '/'.join(parts[:2]) + ('/deit' if 'deit' in name else '')
+
+
+def one_per_family(names: list[str]) -> list[str]:
+    """The first recipe of each family, in order: for tests where a family's other recipes add nothing."""
+    seen = {}
+    for name in names:
+        seen.setdefault(family(name), name)
+    return list(seen.values())
+
+
 def make_cifar100(root: Path, train: int = 8, test: int = 4, seed: int = 0) -> Path:
     """root/cifar-100-python/{train,test,meta} in torchvision's CIFAR-100 file format, random pixels."""
     import pickle
@@ -107,15 +156,20 @@ def cifar100_root(tmp_path_factory) -> Path:
     return make_cifar100(tmp_path_factory.mktemp('cifar100'))
 
 
-@pytest.fixture
-def cifar100_env(monkeypatch, cifar100_root) -> Path:
-    """$CIFAR100_ROOT at the generated files, whose md5 sums torchvision cannot know: its integrity check is
-    replaced by a file-exists check in this test process only (users' real files pass the real check)."""
+def accept_generated_cifar(monkeypatch, root: Path) -> Path:
+    """$CIFAR100_ROOT at generated files, whose md5 sums torchvision cannot know: its integrity check becomes a
+    file-exists check in this process and in the processes the test starts (tests/offline_cifar.py)."""
     import torchvision.datasets.cifar
 
-    monkeypatch.setenv('CIFAR100_ROOT', str(cifar100_root))
-    monkeypatch.setattr(torchvision.datasets.cifar, 'check_integrity', lambda path, md5=None: os.path.isfile(path))
-    return cifar100_root
+    monkeypatch.setenv('CIFAR100_ROOT', str(root))
+    monkeypatch.setenv('TTM_TEST_OFFLINE_CIFAR', '1')
+    monkeypatch.setattr(torchvision.datasets.cifar, 'check_integrity', offline_cifar.exists)
+    return root
+
+
+@pytest.fixture
+def cifar100_env(monkeypatch, cifar100_root) -> Path:
+    return accept_generated_cifar(monkeypatch, cifar100_root)
 
 
 def teacher_like(key: str) -> torch.nn.Module:
@@ -173,14 +227,20 @@ def torchdistill_runner_models(config: dict, device: torch.device) -> tuple:
 
 
 def cli_env(**extra) -> dict:
+    """The environment of a process a test starts: the test plugins (tests/) and the offline CIFAR switch
+    (tests/site) on its path, ``extra`` variables set."""
     env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join([str(TESTS), str(ROOT), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
+    paths = [str(SITE), str(TESTS), str(ROOT)]
+    env['PYTHONPATH'] = os.pathsep.join([*paths, *(p for p in env.get('PYTHONPATH', '').split(os.pathsep)
+                                                   if p and p not in paths)])
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
 
 def run_cli(args, cwd, env=None, timeout=600, torchrun_nproc=None) -> subprocess.CompletedProcess:
-    """Run `python -m ttm_torchdistill ARGS` (or under torchrun) and capture its output."""
+    """Run `python -m ttm_torchdistill ARGS` in a process of its own (or under torchrun) and capture its output: for
+    signals, an environment of its own (``env``), locks held across processes and torchrun. Everything else:
+    :func:`cli`."""
     if torchrun_nproc:
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={torchrun_nproc}',
                '-m', 'ttm_torchdistill', *map(str, args)]
@@ -190,9 +250,9 @@ def run_cli(args, cwd, env=None, timeout=600, torchrun_nproc=None) -> subprocess
 
 
 def cli(args, cwd: Path) -> subprocess.CompletedProcess:
-    """`ttm-distill ARGS` in this process (``main``), in ``cwd``: its exit code and what it printed. The tests' own
-    environment applies (monkeypatch.setenv, the offline CIFAR switch); use :func:`run_cli` for signals, locks across
-    processes and torchrun."""
+    """`ttm-distill ARGS` in this process (``main``), in ``cwd``: its exit code and what it printed (an exception
+    that escapes ``main``, with --debug, is printed as Python prints it, exit code 1). The tests' own environment
+    applies (monkeypatch.setenv, the offline CIFAR switch)."""
     from ttm_torchdistill.cli import main
 
     out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
@@ -203,6 +263,9 @@ def cli(args, cwd: Path) -> subprocess.CompletedProcess:
                 code = main([str(a) for a in args])
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
     finally:
         os.chdir(here)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

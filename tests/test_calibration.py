@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import TESTS, cli, one_error_line, run_cli
+from conftest import TESTS, cli, one_error_line
 
 from ttm_torchdistill.calibration import expected_calibration_error, fit_temperature, nll, reliability_bins
 from ttm_torchdistill.functional import power_sum
@@ -50,7 +50,7 @@ def test_temperature_scaling_recovers_the_over_confidence_factor(factor):
 
 
 def test_calibrate_command_reports_json_and_diagram(tmp_path):
-    result = run_cli(['calibrate', TESTS / 'calibration_recipe.yaml', '--device', 'cpu', '-o', 'cal'], tmp_path)
+    result = cli(['calibrate', TESTS / 'calibration_recipe.yaml', '--device', 'cpu', '-o', 'cal'], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / 'cal' / 'calibration_recipe.calibration.json').read_text())
     assert report['samples'] == 20000
@@ -73,5 +73,5 @@ def test_calibrate_summary_on_its_own_report_is_one_line(tmp_path):
 
 
 def test_calibrate_needs_a_teacher(tmp_path):
-    result = run_cli(['calibrate', 'demo/ce', '--device', 'cpu'], tmp_path)
+    result = cli(['calibrate', 'demo/ce', '--device', 'cpu'], tmp_path)
     assert result.returncode == 2 and 'no models.teacher_model' in result.stderr

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from conftest import FAST, assert_same_state, ckpt_weights, make_cifar100
+from conftest import FAST, accept_generated_cifar, assert_same_state, ckpt_weights, make_cifar100
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from torchdistill.datasets.registry import DATASET_DICT
@@ -17,9 +17,10 @@ from ttm_torchdistill.data.cifar_memory import (
     crop_flip_normalize,
     device_batches,
 )
+from ttm_torchdistill.description import RunDescription
 from ttm_torchdistill.errors import UsageError
 from ttm_torchdistill.recipe import load_recipe, parse_overrides, resolve_recipe
-from ttm_torchdistill.runner import RunOptions, run_train
+from ttm_torchdistill.runner import run_train
 
 RECIPE = 'cifar100/wttm/resnet20_from_resnet56'
 SWITCH = 'datasets.cifar100/train.key=ttm_torchdistill.data.CIFAR100InMemory'
@@ -33,13 +34,8 @@ def cifar_root(tmp_path_factory):
 
 @pytest.fixture
 def switched(monkeypatch, cifar_root):
-    """The shipped recipe's datasets with the one --set, on generated files (md5 check replaced in this process)."""
-    import os
-
-    import torchvision.datasets.cifar
-
-    monkeypatch.setenv('CIFAR100_ROOT', str(cifar_root))
-    monkeypatch.setattr(torchvision.datasets.cifar, 'check_integrity', lambda path, md5=None: os.path.isfile(path))
+    """The shipped recipe's datasets with the one --set, on generated files."""
+    accept_generated_cifar(monkeypatch, cifar_root)
     config = load_recipe(resolve_recipe(RECIPE), parse_overrides([SWITCH]))
     return config['datasets']['cifar100/train'], config['datasets']['cifar100/test']
 
@@ -141,7 +137,7 @@ def test_a_transform_it_cannot_batch_is_one_line(switched, monkeypatch, tmp_path
     monkeypatch.chdir(tmp_path)
     crop = 'datasets.cifar100/train.init.kwargs.transform.init.kwargs.transforms.0.init.kwargs.size=28'
     with pytest.raises(UsageError, match='datasets.cifar100/train .*CIFAR100InMemory.*RandomCrop\\(32, padding=P\\)'):
-        run_train(RunOptions(recipe=RECIPE, overrides=[SWITCH, crop], device='cpu', check=True))
+        run_train(RunDescription(recipe=RECIPE, overrides=[SWITCH, crop], device='cpu', check=True))
 
 
 def test_an_in_memory_run_resumes_bit_exactly(tmp_path, monkeypatch, switched):
@@ -157,8 +153,8 @@ def test_an_in_memory_run_resumes_bit_exactly(tmp_path, monkeypatch, switched):
         (tmp_path / folder).mkdir()
         monkeypatch.chdir(tmp_path / folder)
         for i, n in enumerate(epochs):
-            summary = run_train(RunOptions(recipe=RECIPE, overrides=[*common, f'train.num_epochs={n}'], device='cpu',
-                                           seed=0, quiet=True, resume=i > 0, test=False))
+            summary = run_train(RunDescription(recipe=RECIPE, overrides=[*common, f'train.num_epochs={n}'],
+                                               device='cpu', seed=0, quiet=True, resume=i > 0, test=False))
             assert summary['epochs_run'] == n - (epochs[0] if i else 0)
     assert epochs_made == [True, False] * 4  # every training and validation epoch made on the device
     assert_same_state(ckpt_weights(tmp_path / 'straight' / last), ckpt_weights(tmp_path / 'resumed' / last))

@@ -2,18 +2,21 @@
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, RECIPES, ROOT, assert_same_state, cli_env, run_cli, torchdistill_runner_models
+from conftest import FAST, RECIPES, ROOT, assert_same_state, cli, cli_env, run_cli, torchdistill_runner_models
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
 from torchdistill.core.training import get_training_box
 from torchdistill.models.registry import get_model
 
+from ttm_torchdistill.description import RunDescription
+from ttm_torchdistill.formats.metrics import FIELDS
 from ttm_torchdistill.models.cifar import FEATURES
 from ttm_torchdistill.paper import cifar100, write_recipes
-from ttm_torchdistill.runner import RunOptions, run_train
+from ttm_torchdistill.runner import run_train
 
 CIFAR = sorted(p.relative_to(RECIPES).as_posix() for p in (RECIPES / 'cifar100').rglob('*.yaml'))
 
@@ -52,6 +55,22 @@ resnet32x4 shufflenetv1_cifar .3/.6 1 1.5 75.11 76.91 77.03
 resnet32x4 shufflenetv2_cifar .4/.8 1 1.5 75.65 77.40 77.68
 wrn_40_2 shufflenetv1_cifar .1/.2 0 1.5 76.05 77.35 77.44
 """
+# teacher -> student | top-1 DIST, DKD (Tables 1, 3; "-": n/a) | DKD's beta (its authors' configs, NOTES.md)
+RIVALS_TABLE = """
+wrn_40_2 wrn_16_2 75.51 76.24 6
+wrn_40_2 wrn_40_1 74.73 74.81 6
+resnet56 resnet20 71.75 71.97 2
+resnet110 resnet20 71.65 - -
+resnet110 resnet32 73.69 74.11 2
+resnet32x4 resnet8x4 76.31 76.32 8
+vgg13_cifar vgg8_cifar 73.89 74.68 6
+vgg13_cifar mobilenetv2_cifar 68.50 69.71 6
+resnet50_cifar mobilenetv2_cifar 68.66 70.35 8
+resnet50_cifar vgg8_cifar 74.11 - -
+resnet32x4 shufflenetv1_cifar 76.34 76.45 8
+resnet32x4 shufflenetv2_cifar 77.35 77.07 8
+wrn_40_2 shufflenetv1_cifar 76.40 76.70 8
+"""
 CE_TOP1 = {'wrn_40_2': 75.61, 'wrn_16_2': 73.26, 'wrn_40_1': 71.98, 'resnet56': 72.34, 'resnet110': 74.31,
            'resnet20': 69.06, 'resnet32': 71.14, 'resnet32x4': 79.42, 'resnet8x4': 72.50, 'vgg13_cifar': 74.64,
            'vgg8_cifar': 70.36, 'resnet50_cifar': 79.34, 'mobilenetv2_cifar': 64.6, 'shufflenetv1_cifar': 70.5,
@@ -74,6 +93,10 @@ def _paper_rows():
         t, s, wttm_itrd, beta_mi, alpha_it, *top1 = line.split()
         rows[(t, s)].update(wttm_itrd=gb(wttm_itrd), beta_mi=float(beta_mi), alpha_it=float(alpha_it))
         rows[(t, s)]['top1'].update(zip(('crd', 'itrd', 'wttm_itrd'), map(float, top1), strict=True))
+    for line in RIVALS_TABLE.strip().splitlines():
+        t, s, dist, dkd, dkd_beta = line.split()
+        rows[(t, s)]['top1'].update({'dist': float(dist)} | ({} if dkd == '-' else {'dkd': float(dkd)}))
+        rows[(t, s)]['dkd_beta'] = None if dkd_beta == '-' else float(dkd_beta)
     return rows
 
 
@@ -105,20 +128,25 @@ def test_an_itrd_value_of_the_table_reaches_both_itrd_recipes_of_its_pair(monkey
 def test_the_suite_has_every_pair_method_and_architecture():
     expected = [f'cifar100/ce/{key}.yaml' for key in CE_TOP1]
     for (t, s), row in PAPER.items():
-        methods = ['kd', 'ttm', 'wttm', 'wttm_crd', 'crd', 'itrd', 'wttm_itrd']
+        methods = ['kd', 'ttm', 'wttm', 'wttm_crd', 'crd', 'itrd', 'wttm_itrd', 'dist']
         methods += ['wttm_wo_ce'] if row['wo_ce_gamma'] else []
+        methods += ['dkd'] if row['dkd_beta'] else []  # n/a in the paper for two pairs: no DKD recipe
         expected += [f'cifar100/{m}/{s}_from_{t}.yaml' for m in methods]
-    assert CIFAR == sorted(expected) and len(CIFAR) == 15 + 13 * 7 + 7
+    assert CIFAR == sorted(expected) and len(CIFAR) == 15 + 13 * 8 + 7 + 11
+    assert not [n for n in CIFAR if n.startswith('cifar100/dkd/') and ('resnet20_from_resnet110' in n or
+                                                                      'vgg8_cifar_from_resnet50_cifar' in n)]
 
 
-def test_readme_table_shows_the_itrd_and_crd_columns_of_every_pair():
+def test_readme_table_shows_the_itrd_crd_dist_and_dkd_columns_of_every_pair():
     lines = (ROOT / 'README.md').read_text().splitlines()
     for (t, s), row in PAPER.items():
         (line,) = [x for x in lines if x.startswith(f'| `{s}_from_{t}` |')]
         gamma, beta = row['wttm_itrd']
         top1 = row['top1']
         assert f" | {gamma:g} / {beta:g}; {row['beta_mi']:g} | " in line
-        assert line.endswith(f" | {top1['crd']:.2f} · {top1['itrd']:.2f} · {top1['wttm_itrd']:.2f} |")
+        dkd = f"{top1['dkd']:.2f} ({row['dkd_beta']:g})" if 'dkd' in top1 else 'n/a'
+        assert line.endswith(f" | {top1['crd']:.2f} · {top1['itrd']:.2f} · {top1['wttm_itrd']:.2f} | "
+                             f"{top1['dist']:.2f} · {dkd} |")
 
 
 def _terms(config):
@@ -173,13 +201,15 @@ def test_recipe_values_schedule_and_paths(name, cifar100_env):
         _check_crd(train, terms, teacher, student)
     if method in ('itrd', 'wttm_itrd'):
         _check_itrd(train, terms, teacher, student, row)
-    if method in ('crd', 'itrd'):  # the comparison rows: cross entropy and the one feature loss, no WTTM
+    if method in ('crd', 'itrd', 'dist', 'dkd'):  # the comparison rows: cross entropy and one loss, no WTTM
         assert set(terms) == {'ce', method} and terms['ce']['weight'] == 1.0
         ce = terms['ce']
         assert ce['criterion'] == {'key': 'CrossEntropyLoss', 'kwargs': {'reduction': 'mean'}}
         assert ce['criterion_wrapper']['kwargs']['input'] == {'is_from_teacher': False, 'module_path': '.',
                                                              'io': 'output'}
         assert ce['criterion_wrapper']['kwargs']['target'] == {'uses_label': True}
+        if method in ('dist', 'dkd'):
+            _check_rival(method, terms[method], row, text)
         return
     main = terms['ttm' if method == 'ttm' else 'wttm']
     kwargs = main['criterion']['kwargs']
@@ -193,6 +223,23 @@ def test_recipe_values_schedule_and_paths(name, cifar100_env):
     assert set(terms) == {'ttm' if method == 'ttm' else 'wttm'} | ({second} if second else set())
     if second is None:
         assert 'dataset_wrapper' not in train['train_data_loader'] and 'auxiliary_model_wrapper' not in train['student']
+
+
+def _check_rival(method, term, row, text):
+    """DIST's official CIFAR-100 setting, DKD's with its authors' per-pair beta; on both models' logits."""
+    kwargs = term['criterion']['kwargs']
+    assert term['weight'] == 1.0
+    assert {k: kwargs.pop(k) for k in ('student_module_path', 'teacher_module_path')} == {
+        'student_module_path': '.', 'teacher_module_path': '.'}
+    assert kwargs.pop('student_module_io') == kwargs.pop('teacher_module_io') == 'output'
+    if method == 'dist':
+        assert term['criterion']['key'] == 'ExactDISTLoss' and kwargs == {'beta': 2.0, 'gamma': 2.0, 'tau': 4.0}
+        assert 'not gathered across GPUs' in text
+    else:
+        assert term['criterion']['key'] == 'DKDLoss'
+        assert kwargs == {'alpha': 1.0, 'beta': row['dkd_beta'], 'temperature': 4.0, 'warmup_epochs': 20}
+        assert 'warm-up over the first 20 epochs' in text
+    assert f'copies this number from the {method.upper()} paper' in text
 
 
 def _check_crd(train, terms, teacher, student):
@@ -230,19 +277,72 @@ def _check_itrd(train, terms, teacher, student, row):
     assert 'auxiliary_model_wrapper' not in train['teacher'] and 'dataset_wrapper' not in train['train_data_loader']
 
 
-@pytest.mark.parametrize('name', CIFAR)
-def test_every_cifar_recipe_trains_validates_and_tests_through_the_runner(name, tmp_path, monkeypatch, cifar100_env,
-                                                                         teacher_ckpts):
+def _trained_sample() -> list[str]:
+    """Every architecture trained alone (the 15 ``ce`` recipes), and each distillation method on two pairs, taken in
+    turn so that together the methods run all 13 pairs: each method, each student and each teacher runs; the other
+    recipes of a method differ from these only in numbers, which test_recipe_values_schedule_and_paths checks. (Every
+    DIST and DKD recipe trains in test_rival_recipes.py.)"""
+    ce = [name for name in CIFAR if name.startswith('cifar100/ce/')]
+    pairs = sorted({name.split('/')[2] for name in CIFAR if not name.startswith('cifar100/ce/')})
+    methods = sorted({name.split('/')[1] for name in CIFAR} - {'ce', 'dist', 'dkd'})
+    chosen, turn = [], 0
+    for method in methods:
+        have = [p for p in pairs if f'cifar100/{method}/{p}' in CIFAR]
+        for _ in range(2):
+            while pairs[turn % len(pairs)] not in have:
+                turn += 1
+            chosen.append(f'cifar100/{method}/{pairs[turn % len(pairs)]}')
+            turn += 1
+    return ce + chosen
+
+
+TRAINED = _trained_sample()
+
+
+def test_the_trained_sample_covers_every_method_pair_and_architecture():
+    assert {name.split('/')[1] for name in TRAINED} == {name.split('/')[1] for name in CIFAR} - {'dist', 'dkd'}
+    assert {name.split('/')[2] for name in TRAINED} == {name.split('/')[2] for name in CIFAR}
+    roles = [_parse(name) for name in TRAINED]
+    assert {s for _, s, _ in roles} | {t for _, _, t in roles if t} == set(CE_TOP1)
+
+
+@pytest.mark.parametrize('name', TRAINED)
+def test_cifar_recipes_train_validate_and_test_through_the_runner(name, tmp_path, monkeypatch, cifar100_env,
+                                                                  teacher_ckpts):
     method, _, teacher = _parse(name)
     monkeypatch.chdir(tmp_path)
     overrides = list(FAST)
     if teacher:
         overrides.append(f'models.teacher_model.src_ckpt={teacher_ckpts(teacher)}')
-    summary = run_train(RunOptions(recipe=name, overrides=overrides, device='cpu', seed=0, quiet=True))
+    summary = run_train(RunDescription(recipe=name, overrides=overrides, device='cpu', seed=0, quiet=True))
     assert summary['epochs_run'] == 1 and 0 <= summary['student_test_top1'] <= 100
     assert (tmp_path / summary['best_ckpt']).is_file()
     assert summary['paper_top1'] == load_yaml_file(str(RECIPES / name))['paper']['top1']
     assert (summary['teacher_test_top1'] is None) == (teacher is None)
+
+
+@pytest.mark.parametrize('name, keys', [
+    ('cifar100/wttm_itrd/resnet8x4_from_resnet32x4.yaml',
+     ['cross_entropy', 'distill', 'divergence', 'u_gamma', 'student_entropy', 'corr', 'mi', 'loss.wttm', 'loss.itrd']),
+    ('cifar100/wttm_crd/resnet20_from_resnet56.yaml',
+     ['cross_entropy', 'distill', 'divergence', 'u_gamma', 'student_entropy', 'loss.wttm', 'loss.crd']),
+    ('cifar100/itrd/resnet8x4_from_resnet32x4.yaml', ['corr', 'mi', 'loss.ce', 'loss.itrd']),
+    ('cifar100/kd/resnet8x4_from_resnet32x4.yaml', []),
+])
+def test_every_loss_term_reports_its_parts_per_epoch(name, keys, tmp_path, monkeypatch, cifar100_env, teacher_ckpts):
+    """The trainer logs what each term's loss reports (TTM/WTTM's and ITRD's parts) and, with several terms, each
+    term's value (CRD's too), without knowing their classes; TensorBoard and plot draw what the record holds."""
+    _, _, teacher = _parse(name)
+    monkeypatch.chdir(tmp_path)
+    overrides = [*FAST, 'train.num_epochs=2', f'models.teacher_model.src_ckpt={teacher_ckpts(teacher)}',
+                 *(['train.criterion.kwargs.sub_terms.crd.criterion.kwargs.num_samples=8'] if 'crd' in name else [])]
+    summary = run_train(RunDescription(recipe=name, overrides=overrides, device='cpu', seed=0, quiet=True,
+                                       test=False))
+    records = [json.loads(line) for line in Path(summary['metrics']).read_text().splitlines()]
+    assert [r['epoch'] for r in records] == [1, 2]
+    extra = [k for k in records[0] if k not in FIELDS]
+    assert extra == keys
+    assert all(isinstance(r[k], float) for r in records for k in keys)
 
 
 SAMPLE = ['cifar100/ce/wrn_40_2.yaml', 'cifar100/kd/resnet8x4_from_resnet32x4.yaml',
@@ -251,7 +351,8 @@ SAMPLE = ['cifar100/ce/wrn_40_2.yaml', 'cifar100/kd/resnet8x4_from_resnet32x4.ya
           'cifar100/wttm_crd/shufflenetv1_cifar_from_wrn_40_2.yaml', 'cifar100/wttm_crd/resnet20_from_resnet56.yaml',
           'cifar100/wttm_wo_ce/vgg8_cifar_from_vgg13_cifar.yaml', 'cifar100/crd/resnet8x4_from_resnet32x4.yaml',
           'cifar100/itrd/mobilenetv2_cifar_from_resnet50_cifar.yaml',
-          'cifar100/wttm_itrd/wrn_40_1_from_wrn_40_2.yaml']
+          'cifar100/wttm_itrd/wrn_40_1_from_wrn_40_2.yaml', 'cifar100/dist/resnet8x4_from_resnet32x4.yaml',
+          'cifar100/dkd/wrn_16_2_from_wrn_40_2.yaml']
 
 
 @pytest.mark.parametrize('name', SAMPLE)
@@ -309,8 +410,8 @@ def test_wttm_crd_resume_restores_the_embeddings_and_memory_bank(tmp_path, monke
         (tmp_path / folder).mkdir()
         monkeypatch.chdir(tmp_path / folder)
         for i, n in enumerate(epochs):
-            run_train(RunOptions(recipe=name, overrides=[*common, f'train.num_epochs={n}'], device='cpu', seed=0,
-                                 quiet=True, resume=i > 0, test=False))
+            run_train(RunDescription(recipe=name, overrides=[*common, f'train.num_epochs={n}'], device='cpu', seed=0,
+                                    quiet=True, resume=i > 0, test=False))
     straight, resumed = (torch.load(tmp_path / f / last, weights_only=False) for f in ('straight', 'resumed'))
     assert resumed['epoch'] == straight['epoch'] == 2
     assert set(straight['aux']) == {'student_wrapper', 'teacher_wrapper', 'loss.crd'}
@@ -335,7 +436,7 @@ def test_the_readmes_held_out_validation_split_builds_and_trains(tmp_path, monke
     path = tmp_path / 'heldout.yaml'
     path.write_text(recipe)
     monkeypatch.chdir(tmp_path)
-    summary = run_train(RunOptions(recipe=str(path), device='cpu', seed=0, quiet=True, overrides=[
+    summary = run_train(RunDescription(recipe=str(path), device='cpu', seed=0, quiet=True, overrides=[
         *FAST, f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']))
     assert summary['epochs_run'] == 1
     config = load_yaml_file(str(path))
@@ -347,13 +448,12 @@ def test_the_readmes_held_out_validation_split_builds_and_trains(tmp_path, monke
     assert config['test']['test_data_loader']['dataset_id'] == 'cifar100/test'
 
 
-def test_wttm_crd_trains_on_two_cpu_ranks(tmp_path, cifar100_root, teacher_ckpts):
+def test_wttm_crd_trains_on_two_cpu_ranks(tmp_path, cifar100_env, teacher_ckpts):
     """Linear4CRD wraps the student and its embedding in DDP itself: the runner must not wrap it again."""
     fast = [a for o in FAST for a in ('--set', o)]
     result = run_cli(['train', 'cifar100/wttm_crd/resnet20_from_resnet56', '--device', 'cpu', '--seed', '0', *fast,
-                      '--set', 'dependencies=[{name: ttm_torchdistill}, {name: offline_cifar}]',
                       '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}', '--summary', 's.json'],
-                     tmp_path, env=cli_env(CIFAR100_ROOT=cifar100_root), torchrun_nproc=2)
+                     tmp_path, torchrun_nproc=2)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / 's.json').read_text())
     assert summary['world_size'] == 2 and summary['epochs_run'] == 1
@@ -365,10 +465,10 @@ def _ok(result):
 
 
 PROBE = ['--set', 'train.pre_epoch_process=probe_epoch',
-         '--set', 'dependencies=[{name: ttm_torchdistill}, {name: offline_cifar}, {name: epoch_probe}]']
+         '--set', 'dependencies=[{name: ttm_torchdistill}, {name: epoch_probe}]']
 
 
-def test_wttm_itrd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path, cifar100_root,
+def test_wttm_itrd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path, cifar100_env,
                                                                                    teacher_ckpts):
     """ITRD's embedding lives in the student's Linear4ITRD wrapper: .last.pt holds it and --resume restores it.
     wrn_40_2 -> wrn_40_1 has feature sizes 128 and 64, so the embedding enters both ITRD terms."""
@@ -378,13 +478,13 @@ def test_wttm_itrd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_ru
             '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("wrn_40_2")}']
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'
     straight.mkdir(), killed.mkdir()
-    _ok(run_cli([*args, '--summary', 'summary.json'], straight, env=cli_env(CIFAR100_ROOT=cifar100_root)))
-    result = run_cli(args, killed, env=cli_env(CIFAR100_ROOT=cifar100_root, PROBE_KILL_AT_EPOCH=2))
+    _ok(run_cli([*args, '--summary', 'summary.json'], straight))
+    result = run_cli(args, killed, env=cli_env(PROBE_KILL_AT_EPOCH=2))
     assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL at the start of epoch 2
     last = 'resource/ckpt/cifar100/wttm_itrd/cifar100-wrn_40_1_from_wrn_40_2.last.pt'
     after_one = torch.load(killed / last, weights_only=False)
     assert after_one['epoch'] == 1
-    _ok(run_cli([*args, '--resume'], killed, env=cli_env(CIFAR100_ROOT=cifar100_root)))
+    _ok(run_cli([*args, '--resume'], killed))
     straight_ckpt, resumed = (torch.load(f / last, weights_only=False) for f in (straight, killed))
     assert straight_ckpt['epoch'] == resumed['epoch'] == 2
     assert set(straight_ckpt['aux']) == {'student_wrapper'}  # ITRDLoss itself holds no state
@@ -394,12 +494,12 @@ def test_wttm_itrd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_ru
     assert_same_state(wrapper, resumed['aux']['student_wrapper'])
     assert not torch.equal(after_one['aux']['student_wrapper']['embed.weight'], wrapper['embed.weight'])
     # `ttm-distill table` puts the run beside the paper's WTTM + ITRD number (Table 2)
-    table = _ok(run_cli(['table', straight / 'summary.json'], tmp_path)).stdout
+    table = _ok(cli(['table', straight / 'summary.json'], tmp_path)).stdout
     (row,) = [line for line in table.splitlines() if name in line]
     assert '| 75.34 |' in row
 
 
-def test_wttm_itrd_trains_on_two_cpu_ranks_with_one_embedding(tmp_path, cifar100_root, teacher_ckpts):
+def test_wttm_itrd_trains_on_two_cpu_ranks_with_one_embedding(tmp_path, cifar100_env, teacher_ckpts):
     """Linear4ITRD wraps the student and the embedding in DDP itself: after an epoch on different shards, both
     ranks hold the same student weights and the same (trained) embedding."""
     fast = [a for o in FAST for a in ('--set', o)]
@@ -407,7 +507,7 @@ def test_wttm_itrd_trains_on_two_cpu_ranks_with_one_embedding(tmp_path, cifar100
     result = run_cli(['train', 'cifar100/wttm_itrd/resnet20_from_resnet56', '--device', 'cpu', '--seed', '0', *fast,
                       '--set', 'train.num_epochs=2', *PROBE, '--summary', 's.json',
                       '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}'],
-                     tmp_path, env=cli_env(CIFAR100_ROOT=cifar100_root, PROBE_RANK_DIR=probe), torchrun_nproc=2)
+                     tmp_path, env=cli_env(PROBE_RANK_DIR=probe), torchrun_nproc=2)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / 's.json').read_text())
     assert summary['world_size'] == 2 and summary['epochs_run'] == 2

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, TESTS, cli_env, one_error_line, run_cli
+from conftest import FAST, TINY, cli, cli_env, one_error_line, run_cli
 from test_deit_recipes import _small, teacher_ckpt  # noqa: F401  (teacher_ckpt: a module-scoped fixture)
 from torchdistill.models.registry import get_model
 
 from ttm_torchdistill.cli import main
 from ttm_torchdistill.outputs import dumps_json
-from ttm_torchdistill.recipe import RecipeDocument, list_recipes, resolve_recipe
+from ttm_torchdistill.recipe import RecipeDocument, RecipeView, list_recipes, resolve_recipe
 from ttm_torchdistill.tools.new_recipe import new_recipe
 
-TINY = TESTS / 'tiny_recipe.yaml'
 BEST = Path('ckpt/tiny/wttm/student.pt')
 SETS = [a for o in FAST for a in ('--set', o)]
 LOSS = 'train.criterion.kwargs.sub_terms.wttm.criterion.kwargs'
@@ -39,7 +38,7 @@ def _grid_and_sets(name: str, deit_ckpt: Path) -> tuple[list[str], list[str]]:
     sets = list(SETS)
     if doc.value('models.teacher_model.src_ckpt'):  # CIFAR-100 teachers are trained elsewhere: random weights here
         sets += ['--set', 'models.teacher_model.src_ckpt=null']
-    if doc.value(f'models.{doc.student_key}.key') == 'timm_model':  # the DeiT recipes, at reduced size
+    if RecipeView(doc).model_key(RecipeView(doc).student_key) == 'timm_model':  # the DeiT recipes, at reduced size
         teacher = deit_ckpt if doc.has('models.teacher_model') else None
         sets = [a for o in _small(1, 0, teacher) for a in ('--set', o)]
     return ['--grid', grid], sets
@@ -91,16 +90,14 @@ def test_changing_the_method_needs_beta(shipped):
     assert not (shipped / 'x.yaml').exists()
 
 
-def test_a_real_sweep_of_a_shipped_cifar_recipe_then_table_and_plot(tmp_path, cifar100_root):
-    env = cli_env(CIFAR100_ROOT=cifar100_root)
-    offline = ['--set', 'dependencies=[{name: ttm_torchdistill}, {name: offline_cifar}]']
-    result = run_cli(['sweep', 'cifar100/wttm/resnet8x4_from_resnet32x4', '--grid', 'gamma=0.1,0.2', '--seeds', '0',
-                      *SETS, *offline, '--set', 'models.teacher_model.src_ckpt=null', '-o', 'sw'], tmp_path, env=env)
+def test_a_real_sweep_of_a_shipped_cifar_recipe_then_table_and_plot(tmp_path, cifar100_env):
+    result = cli(['sweep', 'cifar100/wttm/resnet8x4_from_resnet32x4', '--grid', 'gamma=0.1,0.2', '--seeds', '0',
+                  *SETS, '--set', 'models.teacher_model.src_ckpt=null', '-o', 'sw'], tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    table = run_cli(['table', 'sw', '--format', 'json'], tmp_path, env=env)
+    table = cli(['table', 'sw', '--format', 'json'], tmp_path)
     rows = json.loads(table.stdout)['rows']
     assert sorted(r['values']['gamma'] for r in rows) == ['0.1', '0.2'] and all(r['finished'] == 1 for r in rows)
-    plot = run_cli(['plot', 'sw', '-o', 'sw.png'], tmp_path, env=env)
+    plot = cli(['plot', 'sw', '-o', 'sw.png'], tmp_path)
     assert plot.returncode == 0 and (tmp_path / 'sw.png').is_file(), plot.stderr
     assert not (tmp_path / 'resource').exists()  # every output of every run stayed in the sweep folder
 
@@ -151,12 +148,12 @@ def test_a_summary_naming_a_folder_is_refused_before_training(below_a_file, caps
 
 def test_test_with_the_same_options_writes_beside_the_training_files(tmp_path):
     opts = ['--device', 'cpu', '--run-log', 'runs/a.log', '--summary', 'runs/a.json']
-    assert run_cli(['train', TINY, *opts], tmp_path).returncode == 0
+    assert cli(['train', TINY, *opts], tmp_path).returncode == 0
     runs = tmp_path / 'runs'
     train_files = {p.name: p.read_bytes() for p in runs.iterdir()}
     assert json.loads(train_files['a.json'])['kind'] == 'train'
     for n in ('', '.2'):
-        result = run_cli(['test', TINY, *opts], tmp_path)
+        result = cli(['test', TINY, *opts], tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         assert f'--summary runs/a.json exists: this test writes {Path("runs") / f"a.test{n}.json"}' in result.stdout
         summary = json.loads((runs / f'a.test{n}.json').read_text())
@@ -171,30 +168,30 @@ def test_test_with_the_same_options_writes_beside_the_training_files(tmp_path):
 ])
 def test_a_second_run_never_replaces_the_first_runs_files(tmp_path, extra, fragment):
     first = ['--device', 'cpu', '--run-log', 'runs/a.log', '--summary', 'runs/a.json']
-    assert run_cli(['train', TINY, *first], tmp_path).returncode == 0
+    assert cli(['train', TINY, *first], tmp_path).returncode == 0
     before = {p: p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()}
     second = ['--set', 'models.student_model.dst_ckpt=ckpt/other/student.pt', *extra]
-    one_error_line(run_cli(['train', TINY, '--device', 'cpu', *second], tmp_path), 2, fragment)
+    one_error_line(cli(['train', TINY, '--device', 'cpu', *second], tmp_path), 2, fragment)
     assert {p: p.read_bytes() for p in tmp_path.rglob('*') if p.is_file() and 'other' not in str(p)} == before
 
 
 def test_metrics_and_best_checkpoint_of_an_earlier_run_are_not_replaced(tmp_path):
-    assert run_cli(['train', TINY, '--device', 'cpu'], tmp_path).returncode == 0
+    assert cli(['train', TINY, '--device', 'cpu'], tmp_path).returncode == 0
     (tmp_path / 'ckpt/tiny/wttm/student.last.pt').unlink()  # e.g. cleaned up by hand: the rest stays precious
-    one_error_line(run_cli(['train', TINY, '--device', 'cpu'], tmp_path), 2, 'student.pt exists (the best checkpoint')
+    one_error_line(cli(['train', TINY, '--device', 'cpu'], tmp_path), 2, 'student.pt exists (the best checkpoint')
 
 
 def test_resume_refuses_another_experiment_and_accepts_more_epochs(tmp_path):
-    assert run_cli(['train', TINY, '--device', 'cpu', '--set', 'train.num_epochs=1'], tmp_path).returncode == 0
-    line = one_error_line(run_cli(['train', TINY, '--device', 'cpu', '--resume', '--set', f'{LOSS}.gamma=0.5'],
+    assert cli(['train', TINY, '--device', 'cpu', '--set', 'train.num_epochs=1'], tmp_path).returncode == 0
+    line = one_error_line(cli(['train', TINY, '--device', 'cpu', '--resume', '--set', f'{LOSS}.gamma=0.5'],
                                   tmp_path), 2, '--resume: the recipe differs', f'{LOSS}.gamma (0.8 -> 0.5)',
                           '--allow-recipe-change')
     assert 'student.last.pt' in line
-    one_error_line(run_cli(['train', TINY, '--device', 'cpu', '--resume', '--set', 'train.optimizer.key=Adam'],
+    one_error_line(cli(['train', TINY, '--device', 'cpu', '--resume', '--set', 'train.optimizer.key=Adam'],
                            tmp_path), 2, 'train.optimizer.key (SGD -> Adam)')
-    more = run_cli(['train', TINY, '--device', 'cpu', '--resume', '--set', 'train.num_epochs=2'], tmp_path)
+    more = cli(['train', TINY, '--device', 'cpu', '--resume', '--set', 'train.num_epochs=2'], tmp_path)
     assert more.returncode == 0 and 'resumed from' in more.stdout, more.stderr[-2000:]
-    changed = run_cli(['train', TINY, '--device', 'cpu', '--resume', '--allow-recipe-change', '--set',
+    changed = cli(['train', TINY, '--device', 'cpu', '--resume', '--allow-recipe-change', '--set',
                        'train.num_epochs=3', '--set', f'{LOSS}.gamma=0.5'], tmp_path)
     assert changed.returncode == 0 and f'{LOSS}.gamma: 0.8 -> 0.5 (--allow-recipe-change)' in changed.stdout
 
@@ -234,7 +231,7 @@ def small_disk(tmp_path):
 
 
 def test_a_full_disk_is_one_line_and_nothing_half_written_looks_finished(tmp_path, small_disk):
-    result = run_cli(['train', TINY, '--device', 'cpu', '--set', f'models.student_model.dst_ckpt={small_disk}/s.pt',
+    result = cli(['train', TINY, '--device', 'cpu', '--set', f'models.student_model.dst_ckpt={small_disk}/s.pt',
                       '--summary', 's.json'], tmp_path)
     line = one_error_line(result, 1, f'cannot write {small_disk}', 'No space left on device')
     assert '.tmp' not in line
@@ -246,7 +243,7 @@ def test_a_full_disk_is_one_line_and_nothing_half_written_looks_finished(tmp_pat
 
 def test_a_read_only_disk_is_refused_before_any_work(tmp_path, small_disk):
     subprocess.run(['mount', '-o', 'remount,ro', str(small_disk)], check=True)
-    result = run_cli(['train', TINY, '--device', 'cpu', '--summary', f'{small_disk}/s.json'], tmp_path)
+    result = cli(['train', TINY, '--device', 'cpu', '--summary', f'{small_disk}/s.json'], tmp_path)
     one_error_line(result, 2, f"--summary='{small_disk}/s.json': no permission to write")
     assert not (tmp_path / 'ckpt').exists()
 
@@ -263,14 +260,14 @@ def test_a_read_only_disk_is_refused_before_any_work(tmp_path, small_disk):
 ])
 def test_empty_splits_and_missing_model_outputs_are_one_line_before_training(tmp_path, sets, fragments):
     args = ['train', TINY, '--device', 'cpu', *[a for s in sets for a in ('--set', s)]]
-    one_error_line(run_cli(args, tmp_path), 2, *fragments)
+    one_error_line(cli(args, tmp_path), 2, *fragments)
     assert not (tmp_path / 'ckpt').exists() or not any((tmp_path / 'ckpt').rglob('*.pt'))
 
 
-def test_a_wrong_cifar_root_is_one_line_also_with_check(tmp_path):
+def test_a_wrong_cifar_root_is_one_line_also_with_check(tmp_path, monkeypatch):
+    monkeypatch.setenv('CIFAR100_ROOT', str(tmp_path / 'nowhere'))
     for extra in ([], ['--check']):
-        result = run_cli(['train', 'cifar100/ce/resnet8x4', *extra], tmp_path,
-                         env=cli_env(CIFAR100_ROOT=tmp_path / 'nowhere'))
+        result = cli(['train', 'cifar100/ce/resnet8x4', *extra], tmp_path)
         one_error_line(result, 2, f"under '{tmp_path / 'nowhere'}'", 'README', 'Data')
 
 

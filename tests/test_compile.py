@@ -3,16 +3,16 @@ import json
 
 import pytest
 import torch
-from conftest import TESTS, ckpt_weights
+from conftest import TINY, ckpt_weights
 from torch._dynamo.utils import counters
 from torchdistill.common.main_util import load_ckpt
 
 from ttm_torchdistill import cli
-from ttm_torchdistill.runner import RunOptions, run_train
+from ttm_torchdistill.description import RunDescription
+from ttm_torchdistill.losses import TTMLoss
+from ttm_torchdistill.runner import run_train
 from ttm_torchdistill.runner.compiled import COMPILE_MODES
-from ttm_torchdistill.runner.trainer import PART_NAMES
 
-TINY = str(TESTS / 'tiny_recipe.yaml')
 RTOL, ATOL = 1e-4, 1e-6
 """compiled vs eager: the stated tolerance (inductor fuses and reorders float32 sums; two epochs of 4 steps)"""
 
@@ -33,9 +33,9 @@ def test_compiled_channels_last_run_matches_eager_and_resumes_with_plain_checkpo
     monkeypatch.chdir(tmp_path)
 
     def train(name, epochs, **kwargs):
-        return run_train(RunOptions(recipe=TINY, overrides=[f'models.student_model.dst_ckpt={name}/s.pt',
+        return run_train(RunDescription(recipe=TINY, overrides=[f'models.student_model.dst_ckpt={name}/s.pt',
                                                             f'train.num_epochs={epochs}'],
-                                    device='cpu', seed=0, quiet=True, test=False, **kwargs))
+                                       device='cpu', seed=0, quiet=True, test=False, **kwargs))
 
     train('eager', 2)
     counters.clear()
@@ -46,7 +46,7 @@ def test_compiled_channels_last_run_matches_eager_and_resumes_with_plain_checkpo
     eager, compiled = _metrics(tmp_path / 'eager'), _metrics(tmp_path / 'compiled')
     assert [m['epoch'] for m in compiled] == [1, 2]
     for e, c in zip(eager, compiled, strict=True):
-        for key in ('train_loss', *PART_NAMES):
+        for key in ('train_loss', *TTMLoss.diagnostic_names):
             assert c[key] == pytest.approx(e[key], rel=RTOL, abs=ATOL), (e['epoch'], key)
         assert c['val_top1'] == e['val_top1']
     a, b = (ckpt_weights(tmp_path / f / 's.last.pt') for f in ('eager', 'compiled'))

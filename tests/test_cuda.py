@@ -23,11 +23,12 @@ from itertools import chain
 
 import pytest
 import torch
-from conftest import FAST, TESTS, cli_env, make_cifar100, make_image_folder
+from conftest import FAST, TESTS, TINY, accept_generated_cifar, cli_env, make_cifar100, make_image_folder
 from torch import nn
 
+from ttm_torchdistill.description import RunDescription
 from ttm_torchdistill.errors import TrainingDiverged
-from ttm_torchdistill.runner import RunOptions, commands, run_test, run_train
+from ttm_torchdistill.runner import commands, run_test, run_train
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
 from ttm_torchdistill.runner.trainer import Trainer
 from ttm_torchdistill.tools.calibrate import calibrate
@@ -39,12 +40,10 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(GPU and not torch.cuda.is_ava
 IMAGENET = 'ilsvrc2012/wttm/resnet18_from_resnet34'
 CRD = 'cifar100/wttm_crd/resnet20_from_resnet56'
 CRD_LAST = last_ckpt_path('resource/ckpt/cifar100/wttm_crd/cifar100-resnet20_from_resnet56.pt')
-TINY = TESTS / 'tiny_recipe.yaml'
 MODES = {'fp32': {}, 'bf16-channels-last': {'amp': 'bf16', 'channels_last': True}, 'fp16': {'amp': 'fp16'}}
 AMP = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 ITERATIONS, EVAL_IMAGES = 16, 8  # per epoch at FAST's batch of 4; validation and test images
-PROBE = ['train.pre_epoch_process=probe_cuda_epoch',
-         'dependencies=[{name: ttm_torchdistill}, {name: offline_cifar}, {name: cuda_probe}]']
+PROBE = ['train.pre_epoch_process=probe_cuda_epoch', 'dependencies=[{name: ttm_torchdistill}, {name: cuda_probe}]']
 DETERMINISTIC = {'TTM_TEST_DETERMINISTIC': '1', 'CUBLAS_WORKSPACE_CONFIG': ':4096:8'}
 
 
@@ -70,12 +69,10 @@ def data(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def env(data, tmp_path, monkeypatch) -> dict:
-    """The data's environment in this process (torchvision's md5 check of the generated CIFAR files replaced)."""
-    import torchvision.datasets.cifar
-
-    for key in ('ILSVRC2012_ROOT', 'CIFAR100_ROOT', 'TORCH_HOME'):
+    """The data's environment in this process and the ones it starts (the generated CIFAR files accepted)."""
+    for key in ('ILSVRC2012_ROOT', 'TORCH_HOME'):
         monkeypatch.setenv(key, str(data[key]))
-    monkeypatch.setattr(torchvision.datasets.cifar, 'check_integrity', lambda path, md5=None: os.path.isfile(path))
+    accept_generated_cifar(monkeypatch, data['CIFAR100_ROOT'])
     monkeypatch.chdir(tmp_path)
     return data
 
@@ -188,7 +185,7 @@ def test_a_recipe_trains_and_tests_on_the_device(recipe, mode, env, monkeypatch)
     monkeypatch.setattr(commands, 'Trainer', Watched)
     Watched.last = None
     opts = dict(recipe=recipe, overrides=_overrides(recipe, env), device=DEVICE, seed=0, quiet=True, **MODES[mode])
-    summary = run_train(RunOptions(**opts, summary='train.json'))
+    summary = run_train(RunDescription(**opts, summary='train.json'))
     w, amp, channels_last = Watched.last, AMP.get(MODES[mode].get('amp')), MODES[mode].get('channels_last', False)
     assert (summary['device'], summary['epochs_run'], summary['amp']) == (DEVICE, 1, MODES[mode].get('amp'))
     assert len(w.seen['autocast']) == len(w.box.train_data_loader) == ITERATIONS
@@ -215,7 +212,7 @@ def test_a_recipe_trains_and_tests_on_the_device(recipe, mode, env, monkeypatch)
         _check_forced_overflow(w)
     # `test` on the device: the best checkpoint gives what the training run's test pass gave (an image at most apart:
     # another process's convolution algorithms)
-    tested = run_test(RunOptions(**opts, summary='test.json'))
+    tested = run_test(RunDescription(**opts, summary='test.json'))
     assert tested['device'] == DEVICE and tested['kind'] == 'test'
     for role in ('teacher', 'student'):
         assert abs(tested[f'{role}_test_top1'] - summary[f'{role}_test_top1']) <= 100 / EVAL_IMAGES + 1e-9
@@ -223,12 +220,12 @@ def test_a_recipe_trains_and_tests_on_the_device(recipe, mode, env, monkeypatch)
 
 @pytest.mark.parametrize('mode', ['fp32', 'bf16-channels-last'])
 def test_calibrate_runs_the_teacher_on_the_device(mode, env):
-    report = calibrate(RunOptions(recipe=IMAGENET, overrides=list(FAST), device=DEVICE, **MODES[mode]), split='val',
+    report = calibrate(RunDescription(recipe=IMAGENET, overrides=list(FAST), device=DEVICE, **MODES[mode]), split='val',
                        out_dir='cal')
     assert report['samples'] == EVAL_IMAGES
     assert all(math.isfinite(report[k]) for k in ('top1', 'nll', 'ece', 'temperature', 'nll_scaled'))
     if mode == 'fp32':  # the same teacher on the CPU (TF32 convolutions on the GPU: about 1e-3 apart)
-        on_cpu = calibrate(RunOptions(recipe=IMAGENET, overrides=list(FAST), device='cpu'), split='val',
+        on_cpu = calibrate(RunDescription(recipe=IMAGENET, overrides=list(FAST), device='cpu'), split='val',
                            out_dir='cal_cpu')
         assert report['nll'] == pytest.approx(on_cpu['nll'], rel=0.02)
 
@@ -239,7 +236,8 @@ def test_a_non_finite_loss_stops_the_run(mode, tmp_path, monkeypatch):
     overrides = ['train.train_data_loader.sampler.class_or_func=!import_get {key: torch.utils.data.SequentialSampler}',
                  'datasets.blobs/train.init.kwargs.nan_from=8']  # the second batch of 8 is NaN
     with pytest.raises(TrainingDiverged, match=r'non-finite loss \(nan\) at epoch 1, iteration 2'):
-        run_train(RunOptions(recipe=str(TINY), overrides=overrides, device=DEVICE, seed=0, quiet=True, **MODES[mode]))
+        run_train(RunDescription(recipe=str(TINY), overrides=overrides, device=DEVICE, seed=0, quiet=True,
+                                 **MODES[mode]))
     assert not (tmp_path / last_ckpt_path('ckpt/tiny/wttm/student.pt')).exists()
 
 
@@ -287,8 +285,8 @@ def test_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(setting,
     args = [*_crd_args(data, 'train.num_epochs=2'), *flags]
 
     def env(name, **more):
-        return cli_env(CIFAR100_ROOT=data['CIFAR100_ROOT'], CUDA_PROBE_LOG=tmp_path / f'{name}.jsonl', **extra_env,
-                       **more)
+        return cli_env(CIFAR100_ROOT=data['CIFAR100_ROOT'], TTM_TEST_OFFLINE_CIFAR=1,
+                       CUDA_PROBE_LOG=tmp_path / f'{name}.jsonl', **extra_env, **more)
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'
     straight.mkdir(), killed.mkdir()
     _ok(_cli(args, straight, env('straight')))
@@ -323,7 +321,8 @@ def test_torchrun_with_one_process(launcher, data, tmp_path):
     all-gather and barrier on one GPU."""
     torchrun = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1']
     target = ['-m', 'ttm_torchdistill'] if launcher == 'torchrun' else [str(TESTS / 'cuda_probe.py')]
-    env = cli_env(CIFAR100_ROOT=data['CIFAR100_ROOT'], CUDA_PROBE_LOG=tmp_path / 'probe.jsonl')
+    env = cli_env(CIFAR100_ROOT=data['CIFAR100_ROOT'], TTM_TEST_OFFLINE_CIFAR=1,
+                  CUDA_PROBE_LOG=tmp_path / 'probe.jsonl')
     _ok(_cli([*_crd_args(data), '--summary', 's.json'], tmp_path, env, launcher=[*torchrun, *target]))
     summary = json.loads((tmp_path / 's.json').read_text())
     assert (summary['world_size'], summary['device'], summary['epochs_run']) == (1, DEVICE, 1)

@@ -15,8 +15,9 @@ from torchdistill.losses.mid_level import KDLoss
 from torchdistill.models.registry import get_model
 
 from ttm_torchdistill.data import MixupCutmixCollate
+from ttm_torchdistill.description import RunDescription
 from ttm_torchdistill.losses import WTTMLoss
-from ttm_torchdistill.runner import RunOptions, run_train
+from ttm_torchdistill.runner import run_train
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
 from ttm_torchdistill.runner.trainer import Trainer
 
@@ -202,7 +203,7 @@ def test_wttm_recipe_trains_with_mixed_targets_no_decay_groups_warmup_cosine_and
     """3 epochs of 2 iterations (8 images, batches of 4), warm-up 1 epoch; clipping at 0.01 so that it acts."""
     recorder = Recorder(monkeypatch)
     try:
-        summary = run_train(RunOptions(recipe=WTTM, device='cpu', seed=0, overrides=_small(
+        summary = run_train(RunDescription(recipe=WTTM, device='cpu', seed=0, overrides=_small(
             3, 1, teacher_ckpt, ['train.optimizer.max_grad_norm=0.01'])))
     finally:
         recorder.close()
@@ -239,8 +240,8 @@ def test_wttm_recipe_trains_with_mixed_targets_no_decay_groups_warmup_cosine_and
 def test_ce_and_kd_recipes_train_validate_and_test_through_the_runner(imagenet, teacher_ckpt, monkeypatch, name):
     recorder = Recorder(monkeypatch)
     try:
-        summary = run_train(RunOptions(recipe=name, device='cpu', seed=0,
-                                       overrides=_small(1, 0, None if name == CE else teacher_ckpt)))
+        summary = run_train(RunDescription(recipe=name, device='cpu', seed=0,
+                                          overrides=_small(1, 0, None if name == CE else teacher_ckpt)))
     finally:
         recorder.close()
     assert summary['epochs_run'] == 1 and 0 <= summary['student_test_top1'] <= 100
@@ -260,7 +261,7 @@ def test_resume_equals_an_uninterrupted_run(imagenet, teacher_ckpt, monkeypatch)
     straight, resumed = imagenet / 'straight', imagenet / 'resumed'
     straight.mkdir(), resumed.mkdir()
     monkeypatch.chdir(straight)
-    run_train(RunOptions(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False))
+    run_train(RunDescription(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False))
     monkeypatch.chdir(resumed)
     train_epoch = Trainer.train_epoch
 
@@ -271,9 +272,9 @@ def test_resume_equals_an_uninterrupted_run(imagenet, teacher_ckpt, monkeypatch)
 
     monkeypatch.setattr(Trainer, 'train_epoch', stop_in_the_second_epoch)
     with pytest.raises(_Stop):
-        run_train(RunOptions(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False))
+        run_train(RunDescription(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False))
     monkeypatch.setattr(Trainer, 'train_epoch', train_epoch)
-    run_train(RunOptions(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False, resume=True))
+    run_train(RunDescription(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False, resume=True))
     best = Path(f'resource/ckpt/ilsvrc2012/kd/ilsvrc2012-{STUDENT}_from_{TEACHER}.pt')
     a = torch.load(straight / last_ckpt_path(best), map_location='cpu', weights_only=False)
     b = torch.load(resumed / last_ckpt_path(best), map_location='cpu', weights_only=False)

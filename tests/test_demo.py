@@ -2,9 +2,10 @@
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_env, run_cli
+from conftest import ROOT, cli, cli_env
 
 from ttm_torchdistill.data import DigitsDataset
 from ttm_torchdistill.tools.demo import METHODS
@@ -47,7 +48,7 @@ def test_fast_demo_learns_and_reports(tmp_path):
     for row in data['rows']:
         assert printed[row['label']] == (round(row['test_top1_mean'], 2), round(row['test_entropy_mean'], 3))
     # a re-run reuses the trained teacher
-    again = run_cli(['demo', '--out', out, '--seeds', '1', '--epochs', '2'], tmp_path)
+    again = cli(['demo', '--out', out, '--seeds', '1', '--epochs', '2'], tmp_path)
     assert again.returncode == 0 and 'reusing the trained teacher' in again.stdout
 
 
@@ -57,7 +58,7 @@ def test_demo_grid_is_a_sweep_per_method(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(demo, 'GRID', {'wttm': {'gamma': (0.25, 0.8), 'beta': (1.0,)}})
     monkeypatch.chdir(tmp_path)
-    results = demo.run_grid(tmp_path / 'grid', seeds=(0,))
+    results = demo.run_grid(tmp_path / 'grid', seeds=(0,), epochs=2)
     assert [(r['method'], r['gamma'], r['beta']) for r in sorted(results, key=lambda r: r['gamma'])] == [
         ('wttm', 0.25, 1.0), ('wttm', 0.8, 1.0)]
     manifest = json.loads((tmp_path / 'grid/wttm/sweep.json').read_text())
@@ -65,6 +66,8 @@ def test_demo_grid_is_a_sweep_per_method(tmp_path, monkeypatch, capsys):
     for run in manifest['runs']:  # each point's mean is its runs' best validation top-1; no test pass ran
         summary = json.loads((tmp_path / 'grid/wttm' / run['dir'] / 'summary.json').read_text())
         assert summary['student_test_top1'] is None and '--no-test' in run['command']
+        assert 'train.num_epochs=2' in run['command']  # demo --grid --epochs 2
+        assert len(Path(summary['metrics']).read_text().splitlines()) == 2
         (row,) = [r for r in results if r['gamma'] == float(run['values']['gamma'])]
         assert row['val_top1_mean'] == summary['best_val_top1']
     best = max(results, key=lambda r: r['val_top1_mean'])

@@ -1,11 +1,12 @@
 """`ttm-distill new-recipe`: recipes for new pairs that keep the base's tags, anchors and schedule."""
 import pytest
 import torchvision
-from conftest import FAST, run_cli
+from conftest import FAST, cli
 
+from ttm_torchdistill.description import RunDescription
 from ttm_torchdistill.errors import UsageError
 from ttm_torchdistill.recipe import load_recipe, resolve_recipe
-from ttm_torchdistill.runner import RunOptions, run_train
+from ttm_torchdistill.runner import run_train
 from ttm_torchdistill.tools.new_recipe import new_recipe
 
 BASE = 'ilsvrc2012/wttm/resnet18_from_resnet34'
@@ -46,7 +47,7 @@ def test_new_pairs_run_one_epoch_through_the_runner(imagenet, teacher, student, 
     assert term['criterion']['key'] == loss
     assert term['criterion']['kwargs']['gamma'] == 0.8
     assert term['criterion']['kwargs']['beta'] == (beta or 1.6)
-    summary = run_train(RunOptions(recipe=str(path), overrides=FAST, device='cpu', seed=0))
+    summary = run_train(RunDescription(recipe=str(path), overrides=FAST, device='cpu', seed=0))
     assert summary['epochs_run'] == 1 and summary['student_test_top1'] is not None
 
 
@@ -72,12 +73,12 @@ def test_refusals(imagenet, args, fragment):
 def test_existing_output_needs_force_on_the_command_line(imagenet):
     args = ['new-recipe', '--from', BASE, '--teacher', 'resnet50', '--student', 'resnet18', '--method', 'wttm',
             '-o', 'same.yaml']
-    assert run_cli(args, imagenet).returncode == 0
+    assert cli(args, imagenet).returncode == 0
     (imagenet / 'same.yaml').write_text('# mine\n')
-    refused = run_cli(args, imagenet)
+    refused = cli(args, imagenet)
     assert refused.returncode == 2 and 'same.yaml exists' in refused.stderr and 'Traceback' not in refused.stderr
     assert (imagenet / 'same.yaml').read_text() == '# mine\n'
-    assert run_cli(args + ['--force'], imagenet).returncode == 0
+    assert cli(args + ['--force'], imagenet).returncode == 0
     text = (imagenet / 'same.yaml').read_text()
     assert 'ResNet50_Weights.DEFAULT' in text.splitlines()[0] and "[*teacher_weights, 'DEFAULT']" in text
 
@@ -104,7 +105,7 @@ def test_timm_teacher_and_student_from_a_resnet_base_run_one_epoch(imagenet):
     assert models['student_model']['kwargs'] == {'name': 'test_convnext', 'pretrained': False, 'num_classes': 1000}
     assert models['student_model']['dst_ckpt'] == \
         './resource/ckpt/ilsvrc2012/kd/ilsvrc2012-test_convnext_from_test_resnet.pt'  # the pair's names
-    summary = run_train(RunOptions(recipe=str(path), overrides=FAST, device='cpu', seed=0))
+    summary = run_train(RunDescription(recipe=str(path), overrides=FAST, device='cpu', seed=0))
     assert summary['epochs_run'] == 1 and summary['teacher_test_top1'] is not None
 
 
@@ -122,7 +123,7 @@ def test_pairs_from_the_deit_base(imagenet):
     assert models['student_model']['dst_ckpt'] == './resource/ckpt/ilsvrc2012/wttm/ilsvrc2012-test_vit_from_resnet50.pt'
     small = ['datasets.ilsvrc2012/train.init.kwargs.transform.init.kwargs.input_size=32',
              'train.scheduler.kwargs.warmup_epochs=0', *FAST]
-    summary = run_train(RunOptions(recipe=str(path), overrides=small, device='cpu', seed=0))
+    summary = run_train(RunDescription(recipe=str(path), overrides=small, device='cpu', seed=0))
     assert summary['epochs_run'] == 1 and summary['teacher_test_top1'] is not None
     # a timm teacher by name: timm's pretrained weights at run time (nothing is downloaded to write the recipe)
     path = new_recipe(DEIT_BASE, 'timm/test_vit2', 'test_vit', 'kd', output='timm.yaml')

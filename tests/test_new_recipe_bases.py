@@ -1,14 +1,24 @@
 """`new-recipe` from every shipped base recipe: what it writes passes `train --check` on generated data (feature sizes,
 teacher files, timm kwargs and the loss set for the new pair), or it refuses in one line saying why.
 
-Each base gets one student, taken in turn from a pool of students of other families and feature sizes, so every
-method family (13 or 7 CIFAR-100 bases, the ImageNet and DeiT ones) meets every student of its pool."""
+Each base gets one student, taken in turn from a pool of students of other families and feature sizes, and a new
+method, taken in turn (TTM/WTTM hold the cross entropy, DIST/DKD add a term of their own), so every method family
+meets every student of its pool. Of a CIFAR-100 family, whose bases differ only in the pair, six bases are taken
+(one per student of the pool); every ImageNet and DeiT base is."""
 import pytest
 from conftest import FAST, cli, one_error_line
 
 from ttm_torchdistill.recipe import list_recipes
 
-BASES = [name for name in list_recipes() if '/ce/' not in name and not name.startswith('demo/')]
+
+def _bases() -> list[str]:
+    every = [name for name in list_recipes() if '/ce/' not in name and not name.startswith('demo/')]
+    families = sorted({name.split('/')[1] for name in every if name.startswith('cifar100/')})
+    cifar = [name for family in families for name in [n for n in every if n.split('/')[:2] == ['cifar100', family]][:6]]
+    return cifar + [name for name in every if not name.startswith('cifar100/')]
+
+
+BASES = _bases()
 CIFAR_STUDENTS = ('resnet20', 'shufflenetv2_cifar', 'wrn_16_2', 'resnet18', 'vgg8_cifar', 'mobilenetv2_cifar')
 """feature sizes 64, 1024, 128, 512 (torchvision's ResNet-18 on CIFAR), 512, 1280"""
 CIFAR_TEACHERS = ('resnet56', 'wrn_40_2', 'resnet32x4')
@@ -19,9 +29,13 @@ CRD_SAMPLES = ['--set', 'train.criterion.kwargs.sub_terms.crd.criterion.kwargs.n
 """CRD's memory bank for the generated data's 8 images (its 50,000 take a second to set up)"""
 
 
-def _method(base: str) -> str:
-    family = base.split('/')[1]
-    return 'ttm' if family == 'kd' else 'wttm'  # a new method where the base is KD: its beta is given
+NEW_METHODS = ('wttm', 'dist', 'dkd', 'ttm')
+
+
+def _method(base: str, index: int) -> str:
+    """A method other than the base's, in turn (KD bases get TTM, whose beta is given)."""
+    method = NEW_METHODS[index % len(NEW_METHODS)]
+    return method if method != base.split('/')[1] else NEW_METHODS[(index + 1) % len(NEW_METHODS)]
 
 
 @pytest.fixture
@@ -46,7 +60,7 @@ def test_new_recipe_from_every_base_passes_train_check(base, student, index, dat
         teacher, extra = 'resnet50', []
     if student.startswith('timm/') or student == 'test_vit':
         pytest.importorskip('timm')
-    method = _method(base)
+    method = _method(base, index)
     result = cli(['new-recipe', '--from', base, '--teacher', teacher, '--student', student, '--method', method,
                   '--beta', '2', '-o', 'new.yaml'], data)
     if result.returncode != 0:

@@ -1,16 +1,13 @@
 """Before any work, one line: what an epoch would feed a loss or model that it cannot take (ITRD's last batch of one
 sample, feature sizes that do not match the hooked modules, batch norm on one sample). A training step that fails in
 a real run is one line naming the recipe part, and the last good checkpoint is kept."""
-import os
 
 import pytest
-import torchvision.datasets.cifar
-from conftest import FAST, TESTS, cli, make_cifar100, one_error_line
+from conftest import FAST, TINY, accept_generated_cifar, cli, make_cifar100, one_error_line
 
 ITRD = 'cifar100/itrd/resnet8x4_from_resnet32x4'
 WTTM_ITRD = 'cifar100/wttm_itrd/resnet8x4_from_resnet32x4'
 SETS = [arg for override in FAST for arg in ('--set', override)]
-TINY = TESTS / 'tiny_recipe.yaml'
 
 
 def _teacher(teacher_ckpts, key='resnet32x4') -> list[str]:
@@ -20,9 +17,7 @@ def _teacher(teacher_ckpts, key='resnet32x4') -> list[str]:
 @pytest.fixture
 def nine(tmp_path, monkeypatch):
     """CIFAR-100 files with 9 training images: batches of 4 leave a last batch of one sample."""
-    root = make_cifar100(tmp_path / 'data', train=9, test=4)
-    monkeypatch.setenv('CIFAR100_ROOT', str(root))
-    monkeypatch.setattr(torchvision.datasets.cifar, 'check_integrity', lambda path, md5=None: os.path.isfile(path))
+    accept_generated_cifar(monkeypatch, make_cifar100(tmp_path / 'data', train=9, test=4))
     (tmp_path / 'work').mkdir()
     return tmp_path / 'work'
 

@@ -14,23 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT, TESTS
+from conftest import FAST, ROOT, cli_env
 
 README = (ROOT / 'README.md').read_text()
 BIN = Path(sys.executable).parent
 SHORT = {  # per command: the overrides that make a run one short epoch on tiny data
     'train': FAST, 'test': [o for o in FAST if o.startswith('test.')]}
 SHORT['sweep'] = SHORT['calibrate'] = SHORT['train']
-OFFLINE_CIFAR = '''\
-"""Test-only (tests/test_readme.py): accept generated CIFAR-100 files, whose md5 sums torchvision cannot know."""
-import os
-
-if os.environ.get('TTM_TEST_OFFLINE_CIFAR') == '1':
-    import torchvision.datasets.cifar
-
-    torchvision.datasets.cifar.check_integrity = lambda path, md5=None: os.path.isfile(path)
-'''
-
 
 def section(title: str) -> str:
     """The README's text under the heading that starts with ``title`` (any level), up to the next heading of that
@@ -84,12 +74,8 @@ def run_blocks(texts: list[str], cwd: Path, env: dict, check: bool = True) -> su
 
 @pytest.fixture
 def shell_env(tmp_path, cifar100_root, image_root, torch_home) -> dict:
-    site = tmp_path / 'site'
-    site.mkdir()
-    (site / 'sitecustomize.py').write_text(OFFLINE_CIFAR)
-    env = dict(os.environ, PATH=f'{BIN}{os.pathsep}{os.environ["PATH"]}', CIFAR100_ROOT=str(cifar100_root),
-               ILSVRC2012_ROOT=str(image_root), TORCH_HOME=str(torch_home), TTM_TEST_OFFLINE_CIFAR='1',
-               PYTHONPATH=os.pathsep.join([str(site), str(TESTS), str(ROOT)]))
+    env = cli_env(PATH=f'{BIN}{os.pathsep}{os.environ["PATH"]}', CIFAR100_ROOT=cifar100_root,
+                  ILSVRC2012_ROOT=image_root, TORCH_HOME=torch_home, TTM_TEST_OFFLINE_CIFAR=1)
     (tmp_path / 'work').mkdir()
     return env
 

@@ -14,7 +14,8 @@ from torchdistill.core.training import get_training_box
 from torchdistill.models.official import get_image_classification_model
 from torchdistill.models.registry import get_model
 
-from ttm_torchdistill.runner import RunOptions, run_train
+from ttm_torchdistill.description import RunDescription
+from ttm_torchdistill.runner import run_train
 
 ALL = sorted(p.relative_to(RECIPES).as_posix() for p in RECIPES.rglob('*.yaml'))
 # CIFAR-100: tests/test_cifar_recipes.py; the DeiT recipes (timm models, at reduced size): tests/test_deit_recipes.py
@@ -24,10 +25,12 @@ IMAGENET = [name for name in ALL if name.startswith('ilsvrc2012/') and name not 
 PAPER = {  # Table 10 hyperparameters; the TTM beta follows Eq. (19) with lambda = 0.5 (see the recipe header)
     'resnet18_from_resnet34': dict(teacher='resnet34', student='resnet18', gamma=0.8, beta=1.6, ttm_beta=1.25,
                                    weights=torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
-                                   top1={'wttm': 72.19, 'kd': 70.66, 'ttm': None}),
+                                   top1={'wttm': 72.19, 'kd': 70.66, 'ttm': None, 'dist': 72.07, 'dkd': 71.70},
+                                   dkd_beta=0.5),
     'mobilenet_v1_from_resnet50': dict(teacher='resnet50', student='mobilenet_v1', gamma=0.7, beta=3.5,
                                        ttm_beta=1.43, weights=torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-                                       top1={'wttm': 73.09, 'kd': 70.50, 'ttm': None}),
+                                       top1={'wttm': 73.09, 'kd': 70.50, 'ttm': None, 'dist': 73.24, 'dkd': 72.05},
+                                       dkd_beta=2.0),
 }
 TABLE7 = {  # ResNet-18 from better teachers, WTTM with gamma 0.8, beta 1.6
     'resnet18_from_resnet50': (torchvision.models.ResNet50_Weights.IMAGENET1K_V1, 72.26),
@@ -39,8 +42,8 @@ for _pair, (_weights, _top1) in TABLE7.items():
                         top1={'wttm': _top1})
 
 
-def test_the_nine_imagenet_recipes_exist():
-    expected = [f'ilsvrc2012/{m}/{p}.yaml' for m in ('kd', 'ttm', 'wttm') for p in list(PAPER)[:2]]
+def test_the_thirteen_imagenet_recipes_exist():
+    expected = [f'ilsvrc2012/{m}/{p}.yaml' for m in ('kd', 'ttm', 'wttm', 'dist', 'dkd') for p in list(PAPER)[:2]]
     expected += [f'ilsvrc2012/wttm/{p}.yaml' for p in TABLE7]
     assert IMAGENET == sorted(expected)
 
@@ -84,18 +87,27 @@ def test_imagenet_recipe_values(name, imagenet_env, image_root):
     assert batch * gpus == 256 and f'{gpus} GPUs x {batch} = 256' in text
     assert 'lr = 0.1 * (N * batch_size) / 256' in text
     terms = train['criterion']['kwargs']['sub_terms']
-    assert train['criterion']['key'] == 'WeightedSumLoss' and len(terms) == 1
-    (term,) = terms.values()
-    kwargs = term['criterion']['kwargs']
-    assert term['weight'] == 1.0
-    if method == 'kd':
-        assert term['criterion']['key'] == 'KDLoss'
-        assert kwargs['temperature'] == 1.0 and kwargs['alpha'] == 0.5
+    assert train['criterion']['key'] == 'WeightedSumLoss'
+    if method in ('dist', 'dkd'):  # cross entropy (weight 1) and the method's term; the header says whose numbers
+        assert list(terms) == ['ce', method] and terms['ce']['weight'] == 1.0
+        assert terms['ce']['criterion'] == {'key': 'CrossEntropyLoss', 'kwargs': {'reduction': 'mean'}}
+        kwargs = terms[method]['criterion']['kwargs']
+        expected = ({'beta': 2.0, 'gamma': 2.0, 'tau': 1.0} if method == 'dist' else
+                    {'alpha': 1.0, 'beta': paper['dkd_beta'], 'temperature': 1.0, 'warmup_epochs': 1})
+        assert {k: kwargs[k] for k in expected} == expected and terms[method]['weight'] == 1.0
+        assert 'trained with its own set-up' in text
     else:
-        assert term['criterion']['key'] == {'wttm': 'WTTMLoss', 'ttm': 'TTMLoss'}[method]
-        beta = paper['beta'] if method == 'wttm' else paper['ttm_beta']
-        assert (kwargs['gamma'], kwargs['beta'], kwargs['alpha']) == (paper['gamma'], beta, 1.0)
-        assert kwargs['reduction'] == 'batchmean'
+        (term,) = terms.values()
+        kwargs = term['criterion']['kwargs']
+        assert term['weight'] == 1.0
+        if method == 'kd':
+            assert term['criterion']['key'] == 'KDLoss'
+            assert kwargs['temperature'] == 1.0 and kwargs['alpha'] == 0.5
+        else:
+            assert term['criterion']['key'] == {'wttm': 'WTTMLoss', 'ttm': 'TTMLoss'}[method]
+            beta = paper['beta'] if method == 'wttm' else paper['ttm_beta']
+            assert (kwargs['gamma'], kwargs['beta'], kwargs['alpha']) == (paper['gamma'], beta, 1.0)
+            assert kwargs['reduction'] == 'batchmean'
     if method == 'ttm':
         assert 'tunes no TTM on ImageNet' in text and 'Eq. (19)' in text
     datasets = config['datasets']
@@ -121,16 +133,31 @@ def test_dataset_root_defaults_to_home_datasets(monkeypatch, tmp_path, torch_hom
     assert config['datasets']['ilsvrc2012/train'].root == str(tmp_path / 'datasets/ilsvrc2012/train')
 
 
-@pytest.mark.parametrize('name', NOT_CIFAR)
-def test_every_recipe_trains_validates_and_tests_through_the_runner(name, tmp_path, monkeypatch, image_root,
-                                                                   torch_home):
+TRAINED = [name for name in NOT_CIFAR if not name.startswith('ilsvrc2012/')] + [
+    f'ilsvrc2012/{name}.yaml' for name in ('kd/resnet18_from_resnet34', 'kd/mobilenet_v1_from_resnet50',
+                                           'ttm/resnet18_from_resnet34', 'wttm/mobilenet_v1_from_resnet50',
+                                           'wttm/resnet18_from_resnet152')]
+"""the demo recipes, and the ImageNet ones sampled: every method, student and teacher family (ResNet-34, -50 and
+-152); the other four differ from these in numbers and a teacher's depth, which test_imagenet_recipe_values checks"""
+
+
+def test_the_trained_sample_covers_every_imagenet_method_student_and_teacher_family():
+    """(the DIST and DKD recipes all train in test_rival_recipes.py)"""
+    trained = [name.split('/')[1:] for name in TRAINED if name.startswith('ilsvrc2012/')]
+    assert {m for m, _ in trained} == {name.split('/')[1] for name in IMAGENET} - {'dist', 'dkd'}
+    assert {p.split('_from_')[0] for _, p in trained} == {name.split('/')[2].split('_from_')[0] for name in IMAGENET}
+    assert all(name in NOT_CIFAR for name in TRAINED)
+
+
+@pytest.mark.parametrize('name', TRAINED)
+def test_recipes_train_validate_and_test_through_the_runner(name, tmp_path, monkeypatch, image_root, torch_home):
     """One epoch of a few iterations on tiny data, the validation pass and the test pass."""
     monkeypatch.setenv('ILSVRC2012_ROOT', str(image_root))
     monkeypatch.setenv('TORCH_HOME', str(torch_home))
     monkeypatch.chdir(tmp_path)
     _train_missing_teacher(name)
-    summary = run_train(RunOptions(recipe=name, overrides=FAST, device='cpu', seed=0,
-                                   summary=str(tmp_path / 'summary.json')))
+    summary = run_train(RunDescription(recipe=name, overrides=_fast(name), device='cpu', seed=0,
+                                      summary=str(tmp_path / 'summary.json')))
     assert summary['epochs_run'] == 1
     assert 0 <= summary['student_test_top1'] <= 100
     assert (tmp_path / summary['best_ckpt']).is_file()
@@ -146,7 +173,14 @@ def _train_missing_teacher(name):
         return
     producers = [n for n in NOT_CIFAR if (_loaded(n)['models'].get('model') or {}).get('dst_ckpt') == src]
     assert producers, f'{name}: no shipped recipe writes its teacher checkpoint {src}'
-    run_train(RunOptions(recipe=producers[0], overrides=FAST, device='cpu', seed=0, quiet=True))
+    run_train(RunDescription(recipe=producers[0], overrides=_fast(producers[0]), device='cpu', seed=0, quiet=True))
+
+
+def _fast(name: str) -> list[str]:
+    """FAST, with the demo's in-memory digits (a thousand images) in batches of 128 rather than 4."""
+    if not name.startswith('demo/'):
+        return FAST
+    return [o.replace('batch_size=4', 'batch_size=128') for o in FAST]
 
 
 @pytest.mark.parametrize('name', ['ilsvrc2012/wttm/mobilenet_v1_from_resnet50.yaml',
@@ -193,7 +227,7 @@ def test_readme_table_lists_every_imagenet_recipe_with_reported_top1():
     readme = (ROOT / 'README.md').read_text()
     for name in IMAGENET:
         assert f'`{name[:-5]}`' in readme, name
-    for top1 in ('72.19', '73.09', '70.66', '70.50'):
+    for top1 in ('72.19', '73.09', '70.66', '70.50', '72.07', '71.70', '73.24', '72.05'):
         assert re.search(rf'\b{re.escape(top1)}\b', readme), top1
 
 

@@ -4,9 +4,8 @@ import json
 import socket
 
 import pytest
-from conftest import FAST, TESTS, cli, cli_env, one_error_line, run_cli
+from conftest import FAST, TINY, cli, cli_env, one_error_line, run_cli
 
-TINY = TESTS / 'tiny_recipe.yaml'
 CKPT = 'ckpt/tiny/wttm/student.pt'
 
 

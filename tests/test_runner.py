@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
-from conftest import RECIPES, TESTS, assert_same_state, ckpt_weights, cli_env, one_error_line, run_cli
+from conftest import RECIPES, TINY, assert_same_state, ckpt_weights, cli, cli_env, one_error_line, run_cli
 from torchdistill.common.main_util import load_ckpt
 
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
 from ttm_torchdistill.runner.evaluate import ShardSampler
 
-TINY = TESTS / 'tiny_recipe.yaml'
 BEST = 'ckpt/tiny/wttm/student.pt'
 
 
@@ -20,7 +19,7 @@ def _ok(result):
 
 
 def test_train_writes_summary_metrics_and_checkpoints(tmp_path):
-    result = _ok(run_cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--summary', 'out/summary.json',
+    result = _ok(cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--summary', 'out/summary.json',
                           '--run-log', 'out/run.log'], tmp_path))
     summary = json.loads((tmp_path / 'out/summary.json').read_text())
     for key in ('recipe', 'world_size', 'device', 'epochs_run', 'best_val_top1', 'teacher_test_top1',
@@ -49,7 +48,7 @@ def test_train_writes_summary_metrics_and_checkpoints(tmp_path):
     assert_same_state(model.state_dict(), ckpt_weights(tmp_path / BEST))
     # `test` re-evaluates the best checkpoint and gives the same numbers
     # the tiny teacher is randomly initialised: the same seed rebuilds the same teacher
-    _ok(run_cli(['test', TINY, '--device', 'cpu', '--seed', '0', '--summary', 'test.json'], tmp_path))
+    _ok(cli(['test', TINY, '--device', 'cpu', '--seed', '0', '--summary', 'test.json'], tmp_path))
     tested = json.loads((tmp_path / 'test.json').read_text())
     assert tested['student_test_top1'] == summary['student_test_top1']
     assert tested['teacher_test_top1'] == summary['teacher_test_top1']
@@ -60,7 +59,7 @@ def test_kill_after_first_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'
     straight.mkdir(), killed.mkdir()
     args = ['train', TINY, '--device', 'cpu', '--seed', '3', '--set', 'train.num_epochs=3']
-    _ok(run_cli(args, straight))
+    _ok(cli(args, straight))
     # Blobs SIGKILLs its own process at the first training sample of epoch 2 (2 reads of the runner's pre-flight
     # step, then 32 samples per epoch)
     result = run_cli(args, killed, env=cli_env(TINY_KILL_AT=35))
@@ -68,9 +67,9 @@ def test_kill_after_first_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     ckpt = torch.load(killed / last_ckpt_path(BEST), map_location='cpu', weights_only=False)
     assert ckpt['epoch'] == 1
     assert not list((killed / 'ckpt/tiny/wttm').glob('*.tmp'))
-    refused = run_cli(args, killed)
+    refused = cli(args, killed)
     one_error_line(refused, 2, 'pass --resume')
-    _ok(run_cli(args + ['--resume'], killed))
+    _ok(cli(args + ['--resume'], killed))
     assert_same_state(ckpt_weights(straight / last_ckpt_path(BEST)), ckpt_weights(killed / last_ckpt_path(BEST)))
     assert_same_state(ckpt_weights(straight / BEST), ckpt_weights(killed / BEST))
     epochs = [json.loads(line)['epoch'] for line in (killed / 'ckpt/tiny/wttm/student.metrics.jsonl').open()]
@@ -78,11 +77,11 @@ def test_kill_after_first_epoch_then_resume_matches_uninterrupted_run(tmp_path):
 
 
 def test_nan_loss_stops_with_exit_1_and_keeps_the_last_checkpoint(tmp_path):
-    _ok(run_cli(['train', TINY, '--device', 'cpu', '--set', 'train.num_epochs=1'], tmp_path))
+    _ok(cli(['train', TINY, '--device', 'cpu', '--set', 'train.num_epochs=1'], tmp_path))
     last = tmp_path / last_ckpt_path(BEST)
     before = hashlib.sha256(last.read_bytes()).hexdigest()
     best_before = hashlib.sha256((tmp_path / BEST).read_bytes()).hexdigest()
-    result = run_cli(['train', TINY, '--device', 'cpu', '--resume', '--allow-recipe-change',
+    result = cli(['train', TINY, '--device', 'cpu', '--resume', '--allow-recipe-change',
                       '--set', 'train.num_epochs=2',
                       '--set', 'train.train_data_loader.sampler.class_or_func=!import_get {key: '
                       'torch.utils.data.SequentialSampler}',
@@ -139,7 +138,7 @@ def test_shard_sampler_covers_every_sample_once():
 
 
 def test_recipes_command_lists_shipped_recipes(tmp_path):
-    out = _ok(run_cli(['recipes'], tmp_path)).stdout.split()
+    out = _ok(cli(['recipes'], tmp_path)).stdout.split()
     shipped = sorted(p.relative_to(RECIPES).with_suffix('').as_posix() for p in RECIPES.rglob('*.yaml'))
     assert out == shipped and 'ilsvrc2012/wttm/resnet18_from_resnet34' in out
 
@@ -159,27 +158,27 @@ def test_recipes_command_lists_shipped_recipes(tmp_path):
     (['test', TINY], ['no best checkpoint']),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, fragments):
-    one_error_line(run_cli(args, tmp_path), 2, *fragments)
+    one_error_line(cli(args, tmp_path), 2, *fragments)
 
 
-def test_malformed_yaml_and_missing_dataset(tmp_path, image_root):
+def test_malformed_yaml_and_missing_dataset(tmp_path, monkeypatch):
     bad = tmp_path / 'bad.yaml'
     bad.write_text('datasets: [unclosed\n')
-    one_error_line(run_cli(['train', bad], tmp_path), 2, 'malformed YAML', str(bad))
+    one_error_line(cli(['train', bad], tmp_path), 2, 'malformed YAML', str(bad))
     missing = tmp_path / 'nowhere'
-    result = run_cli(['train', 'ilsvrc2012/wttm/resnet18_from_resnet34', '--device', 'cpu'], tmp_path,
-                     env=cli_env(ILSVRC2012_ROOT=missing))
+    monkeypatch.setenv('ILSVRC2012_ROOT', str(missing))
+    result = cli(['train', 'ilsvrc2012/wttm/resnet18_from_resnet34', '--device', 'cpu'], tmp_path)
     one_error_line(result, 2, 'missing file or directory', str(missing / 'train'))
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = run_cli(['train', TINY, '--set', 'models.student_model.key=no_such_net', '--debug'], tmp_path)
+    result = cli(['train', TINY, '--set', 'models.student_model.key=no_such_net', '--debug'], tmp_path)
     assert result.returncode != 0 and 'Traceback' in result.stderr
 
 
 @pytest.mark.parametrize('flags', [['--amp', 'bf16', '--channels-last'], ['--amp', 'fp16']])
 def test_mixed_precision_and_channels_last_train(tmp_path, flags):
-    result = _ok(run_cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--summary', 's.json', *flags], tmp_path))
+    result = _ok(cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--summary', 's.json', *flags], tmp_path))
     summary = json.loads((tmp_path / 's.json').read_text())
     assert summary['amp'] == flags[1] and summary['channels_last'] == ('--channels-last' in flags)
     assert summary['epochs_run'] == 2 and summary['student_test_top1'] is not None

@@ -3,12 +3,11 @@ import json
 import os
 
 import pytest
-from conftest import TESTS, cli_env
+from conftest import TINY, cli_env
 
 from ttm_torchdistill.cli import main
 from ttm_torchdistill.sweep import local
 
-TINY = TESTS / 'tiny_recipe.yaml'
 PROBE = '''\
 """Test plugin: each run records the GPUs it was given."""
 import json, os, sys

@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
-from conftest import FAST, TESTS, cli, one_error_line
+from conftest import FAST, TINY, cli, one_error_line
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from ttm_torchdistill.runner import RunOptions, run_train
+from ttm_torchdistill.description import RunDescription
+from ttm_torchdistill.runner import run_train
 
 DEIT = 'ilsvrc2012/wttm/deit_tiny_from_deit3_small'
-TINY = TESTS / 'tiny_recipe.yaml'
 
 
 def _small(teacher: str, epochs: int) -> list[str]:
@@ -58,8 +58,8 @@ class Lrs:
 def test_resume_with_more_epochs_follows_a_straight_run_of_the_new_length(imagenet, deit_teacher, capsys):
     def train(epochs, folder, resume=False):
         overrides = [*_small(deit_teacher, epochs), f'models.student_model.dst_ckpt={folder}/s.pt']
-        return run_train(RunOptions(recipe=DEIT, overrides=overrides, device='cpu', seed=0, resume=resume,
-                                    test=False))
+        return run_train(RunDescription(recipe=DEIT, overrides=overrides, device='cpu', seed=0, resume=resume,
+                                       test=False))
 
     with Lrs() as straight:
         train(4, 'straight')

@@ -11,12 +11,11 @@ import time
 
 import pytest
 import torch
-from conftest import TESTS, assert_same_state, ckpt_weights, cli_env, run_cli
+from conftest import TINY, assert_same_state, ckpt_weights, cli, cli_env
 
 from ttm_torchdistill.cli import main
 from ttm_torchdistill.sweep.results import sweep_table
 
-TINY = TESTS / 'tiny_recipe.yaml'
 LOSS = 'train.criterion.kwargs.sub_terms.wttm.criterion.kwargs'
 GRID = ['--grid', 'gamma=0.5,0.8', '--grid', 'train.optimizer.kwargs.lr=0.1,0.01']
 
@@ -37,7 +36,7 @@ def grid_sweep(tmp_path_factory):
     cwd = tmp_path_factory.mktemp('sweep')
     args = ['sweep', TINY, *GRID, '--seeds', '0', '1', '-o', 'out', '--parallel', '2']
     start = time.perf_counter()
-    result = _ok(run_cli(args, cwd))
+    result = _ok(cli(args, cwd))
     print(f'2 x 2 x 2 sweep: {time.perf_counter() - start:.1f} s')
     return cwd, cwd / 'out', args, result
 
@@ -93,14 +92,14 @@ def test_table_ranks_points_by_mean_validation_top1(grid_sweep):
     csv_lines = sweep_table(out, 'csv').splitlines()
     assert csv_lines[0].startswith('best,gamma,lr,seeds,finished,failed,val_top1_mean') and len(csv_lines) == 5
     # the same through `ttm-distill table DIR`
-    printed = _ok(run_cli(['table', out, '--format', 'json'], cwd)).stdout
+    printed = _ok(cli(['table', out, '--format', 'json'], cwd)).stdout
     assert [r['point'] for r in json.loads(printed)['rows']] == [r['point'] for r in rows]
 
 
 def test_rerunning_a_finished_sweep_changes_no_run(grid_sweep):
     cwd, out, args, _ = grid_sweep
     runs = {p: _digest(p) for p in out.glob('*/seed*')}
-    result = _ok(run_cli(args, cwd))
+    result = _ok(cli(args, cwd))
     assert '[1/' not in result.stdout and '| * |' in result.stdout
     assert {p: _digest(p) for p in out.glob('*/seed*')} == runs
 
@@ -128,12 +127,12 @@ def test_a_cut_off_summary_is_not_a_finished_run_and_the_sweep_resumes_it(grid_s
     good = json.loads(summary.read_text())
     others = {p: _digest(p) for p in out.glob('*/seed*') if p != run_dir}
     summary.write_text(summary.read_text()[:40])  # cut off mid-write
-    table = _ok(run_cli(['table', out, '--format', 'json'], cwd))
+    table = _ok(cli(['table', out, '--format', 'json'], cwd))
     assert 'Traceback' not in table.stderr
     rows = {r['point']: r for r in json.loads(table.stdout)['rows']}
     assert (rows['gamma0.5_lr0.1']['finished'], rows['gamma0.5_lr0.1']['failed']) == (1, 0)  # seed1 only
     assert rows['gamma0.5_lr0.1']['val_top1_std'] == 0.0
-    result = _ok(run_cli(args, cwd))
+    result = _ok(cli(args, cwd))
     assert 'Traceback' not in result.stderr
     progress = [line for line in result.stdout.splitlines() if line.startswith('[')]
     assert progress == [line for line in progress if line.startswith('[8/8] gamma=0.5 lr=0.1 seed 0: best val')]
@@ -165,11 +164,11 @@ def _wait_for(predicate, proc, timeout=120):
         time.sleep(0.02)
 
 
-def test_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path):
-    # 256 iterations per epoch: a run is still training for a while after its first checkpoint appears
+def test_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, monkeypatch):
+    # a run is still training its second epoch for a while after its first checkpoint appears
     args = ['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '--parallel', '1',
-            '--set', 'train.num_epochs=3',  # 256 iterations, ~2 s an epoch on any machine (a per-sample delay)
-            '--set', 'datasets.blobs/train.init.kwargs={size: 2048, seed: 0, delay: 0.001}', '-o', 'out']
+            '--set', 'train.num_epochs=2',  # 128 iterations, ~2 s an epoch on any machine (a per-sample delay)
+            '--set', 'datasets.blobs/train.init.kwargs={size: 1024, seed: 0, delay: 0.002}', '-o', 'out']
     env = cli_env(OMP_NUM_THREADS=1)
     (tmp_path / 'a').mkdir(), (tmp_path / 'b').mkdir()
     out = tmp_path / 'a' / 'out'
@@ -184,21 +183,22 @@ def test_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path):
     assert len(lines) == 1 and lines[0].startswith('ttm-distill: interrupted: 1 run(s) stopped, 1/2 done'), stderr
     states = {e['point']: e['state'] for e in json.loads((out / 'sweep.json').read_text())['runs']}
     assert states == {'gamma0.5': 'finished', 'gamma0.8': 'interrupted'}
-    assert torch.load(second / 'student.last.pt', weights_only=False)['epoch'] < 3
+    assert torch.load(second / 'student.last.pt', weights_only=False)['epoch'] < 2
     finished = _digest(first)
-    resumed = _ok(run_cli(args, tmp_path / 'a', env=env))
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')  # the runs' arithmetic as in the interrupted sweep
+    resumed = _ok(cli(args, tmp_path / 'a'))
     assert '[2/2] gamma=0.8 seed 0' in resumed.stdout and '[1/2]' not in resumed.stdout
     assert _digest(first) == finished  # the finished run was not run again
     assert 'resumed from' in (second / 'run.log').read_text()
     straight = tmp_path / 'b' / 'out'
-    _ok(run_cli(args, tmp_path / 'b', env=env))
+    _ok(cli(args, tmp_path / 'b'))
     for point in ('gamma0.5', 'gamma0.8'):
         last = f'{point}/seed0/student.last.pt'
         assert_same_state(ckpt_weights(out / last), ckpt_weights(straight / last))
 
 
 def test_a_diverging_run_is_recorded_as_failed_and_the_others_finish(tmp_path):
-    result = run_cli(['sweep', TINY, '--grid', 'datasets.blobs/train.init.kwargs.nan_from=null,0', '--seeds', '0',
+    result = cli(['sweep', TINY, '--grid', 'datasets.blobs/train.init.kwargs.nan_from=null,0', '--seeds', '0',
                       '-o', 'out'], tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     runs = {e['point']: e for e in json.loads((tmp_path / 'out/sweep.json').read_text())['runs']}
@@ -254,7 +254,7 @@ def _refused(capsys, args, fragments):
 
 def test_short_names_need_exactly_one_distillation_term(tmp_path, capsys):
     _refused(capsys, ['sweep', 'demo/ce', '--grid', 'beta=1,2', '-o', str(tmp_path / 'a')],
-             ['has no TTMLoss, WTTMLoss or KDLoss term', 'give the full key'])
+             ['has no TTMLoss, WTTMLoss, KDLoss, ExactDISTLoss or DKDLoss term', 'give the full key'])
     _refused(capsys, ['sweep', str(_ambiguous_recipe(tmp_path)), '--grid', 'alpha=1,2', '-o', str(tmp_path / 'b')],
              ['several loss terms', 'wttm (WTTMLoss), kd (KDLoss)', 'sub_terms.wttm.criterion.kwargs.alpha'])
     _refused(capsys, ['sweep', 'no/such/recipe', '--grid', 'gamma=1', '-o', str(tmp_path / 'c')],

@@ -9,13 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TESTS, cli_env, run_cli
+from conftest import TINY, cli, cli_env, run_cli
 from test_sweep import _digest, _ok, _refused
 
 from ttm_torchdistill.cli import main
 from ttm_torchdistill.sweep import local
 
-TINY = TESTS / 'tiny_recipe.yaml'
 SLOW = ['--set', 'train.num_epochs=3', '--set', 'datasets.blobs/train.init.kwargs={size: 2048, seed: 0, delay: 0.001}']
 """256 iterations (about 2 s) per epoch: a run is still training for a while after its first checkpoint appears"""
 
@@ -51,16 +50,16 @@ def _children(pid: int) -> list[int]:
 
 
 def test_more_seeds_and_grid_values_grow_the_sweep_and_run_only_the_new_runs(tmp_path):
-    _ok(run_cli(['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', '-o', 'out'], tmp_path))
+    _ok(cli(['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', '-o', 'out'], tmp_path))
     out = tmp_path / 'out'
     first = _digest(out / 'gamma0.5' / 'seed0')
-    grown = _ok(run_cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '1', '-o', 'out'], tmp_path))
+    grown = _ok(cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '1', '-o', 'out'], tmp_path))
     assert 'the sweep grows from 1 to 4 runs' in grown.stdout and '3 of 4 run(s) to do' in grown.stdout
     assert _digest(out / 'gamma0.5' / 'seed0') == first  # the finished run was neither run again nor touched
     manifest = json.loads((out / 'sweep.json').read_text())
     assert manifest['seeds'] == [0, 1] and manifest['grid'][0]['values'] == ['0.5', '0.8']
     assert set(_states(out).values()) == {'finished'} and len(_states(out)) == 4
-    again = _ok(run_cli(['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', '-o', 'out'], tmp_path))
+    again = _ok(cli(['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', '-o', 'out'], tmp_path))
     assert 'to do' not in again.stdout and len(_states(out)) == 4  # a smaller command keeps the larger sweep
 
 
@@ -75,7 +74,7 @@ def test_output_paths_cannot_be_set_in_a_sweep(tmp_path, capsys, args):
 
 @pytest.mark.parametrize('dry_run', [[], ['--dry-run']])
 def test_a_missing_plugin_is_one_line_before_any_run(tmp_path, dry_run):
-    result = run_cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '1', '-o', 'out',
+    result = cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '1', '-o', 'out',
                       '--set', 'dependencies=[{name: tiny}, {name: no_such_plugin}]', *dry_run], tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.startswith('ttm-distill')]
     assert result.returncode == 2 and len(errors) == 1 and 'no_such_plugin' in errors[0], result.stderr
@@ -107,10 +106,10 @@ def test_progress_lines_name_each_running_run_its_epochs_and_its_log(tmp_path, m
 
 def test_a_failed_attempt_is_set_aside_not_replaced(tmp_path):
     args = ['sweep', TINY, '--grid', 'datasets.blobs/train.init.kwargs.nan_from=0', '--seeds', '0', '-o', 'out']
-    assert run_cli(args, tmp_path).returncode == 1
+    assert cli(args, tmp_path).returncode == 1
     run = tmp_path / 'out' / 'nan_from0' / 'seed0'
     first = _digest(run)
-    assert run_cli(args, tmp_path).returncode == 1
+    assert cli(args, tmp_path).returncode == 1
     kept = run / 'attempts' / '1'
     assert {'run.log', 'error.txt'} <= {p.name for p in kept.iterdir()}
     kept_digest = _digest(kept)

@@ -6,11 +6,10 @@ import time
 
 import pytest
 import torch
-from conftest import TESTS, ckpt_weights, cli_env, run_cli
+from conftest import TINY, ckpt_weights, cli, cli_env, run_cli
 
 pytest.importorskip('submitit')
 
-TINY = TESTS / 'tiny_recipe.yaml'
 SLURM = ['--launcher', 'slurm', '--parallel', '2', '--slurm', 'cpus_per_task=1', '--slurm', 'time=10']
 
 
@@ -43,7 +42,7 @@ def test_a_2x2_sweep_is_one_throttled_array_and_the_table_is_right(tmp_path, slu
     scores = {p.parent.parent.name: json.loads(p.read_text())['best_val_top1']
               for p in out.glob('*/seed0/summary.json')}
     assert len(scores) == 4
-    rows = json.loads(_ok(run_cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
+    rows = json.loads(_ok(cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
     grid_order = [e['point'] for e in manifest['runs']]  # ties keep the grid's order
     assert [r['point'] for r in rows] == sorted(grid_order, key=lambda p: -scores[p])
     assert [r['val_top1_mean'] for r in rows] == [scores[r['point']] for r in rows]
@@ -85,7 +84,7 @@ def test_requeued_and_usr2_signalled_tasks_resume_and_match_an_undisturbed_sweep
         reference = tmp_path / 'local' / 'out' / run_dir.relative_to(out)
         mine, theirs = ckpt_weights(run_dir / 'student.last.pt'), ckpt_weights(reference / 'student.last.pt')
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
-    rows = json.loads(_ok(run_cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
+    rows = json.loads(_ok(cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
     assert all(r['finished'] == 1 for r in rows)
 
 

@@ -5,7 +5,7 @@ import json
 import statistics
 
 import pytest
-from conftest import run_cli
+from conftest import cli
 
 RECIPE = 'cifar100/wttm/resnet8x4_from_resnet32x4'
 
@@ -37,7 +37,7 @@ def runs(tmp_path):
 
 def test_markdown_rows_group_by_recipe_and_overrides_with_mean_std_and_paper(tmp_path, runs):
     root, vals, tests = runs
-    result = run_cli(['table', root], tmp_path)
+    result = cli(['table', root], tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith('| recipe | overrides | runs | best val top-1 | student test top-1 | paper top-1')
@@ -60,12 +60,12 @@ def test_markdown_rows_group_by_recipe_and_overrides_with_mean_std_and_paper(tmp
 
 def test_csv_and_json_formats_and_output_file(tmp_path, runs):
     root, vals, _ = runs
-    result = run_cli(['table', root / 'wttm', '--format', 'csv'], tmp_path)
+    result = cli(['table', root / 'wttm', '--format', 'csv'], tmp_path)
     assert result.returncode == 0, result.stderr
     (row,) = list(csv.DictReader(io.StringIO(result.stdout)))
     assert row['recipe'] == RECIPE and int(row['runs']) == 3
     assert float(row['val_top1_mean']) == pytest.approx(statistics.fmean(vals))
-    result = run_cli(['table', root / 'wttm/seed0/summary.json', root / 'wttm/seed1/summary.json', '--format', 'json',
+    result = cli(['table', root / 'wttm/seed0/summary.json', root / 'wttm/seed1/summary.json', '--format', 'json',
                       '-o', 'out/table.json'], tmp_path)
     assert result.returncode == 0, result.stderr
     (row,) = json.loads((tmp_path / 'out/table.json').read_text())
@@ -79,7 +79,7 @@ def test_csv_and_json_formats_and_output_file(tmp_path, runs):
 ])
 def test_nothing_to_tabulate_is_one_line_and_exit_2(tmp_path, make, fragment):
     make(tmp_path)
-    result = run_cli(['table', tmp_path / 'empty'], tmp_path)
+    result = cli(['table', tmp_path / 'empty'], tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and 'Traceback' not in result.stderr

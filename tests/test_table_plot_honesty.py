@@ -6,12 +6,11 @@ import os
 import shutil
 
 import pytest
-from conftest import TESTS, run_cli
+from conftest import TINY, cli
 
 from ttm_torchdistill.cli import main
 
 RECIPE = 'cifar100/wttm/resnet8x4_from_resnet32x4'
-TINY = TESTS / 'tiny_recipe.yaml'
 METRICS_LINE = {'epoch': 1, 'train_loss': 1.0, 'lr': 0.1, 'val_top1': 50.0}
 
 
@@ -172,7 +171,7 @@ def test_a_hand_edited_summary_is_one_line_and_the_rest_is_tabulated(capsys, thr
 def sweep(tmp_path_factory):
     """A finished 2-point, 1-seed sweep of the tiny recipe, made by the real command."""
     cwd = tmp_path_factory.mktemp('sweep')
-    result = run_cli(['sweep', TINY, '--grid', 'gamma=0.5,1.0', '--seeds', '0', '-o', 'out'], cwd)
+    result = cli(['sweep', TINY, '--grid', 'gamma=0.5,1.0', '--seeds', '0', '-o', 'out'], cwd)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return cwd / 'out'
 
@@ -273,12 +272,12 @@ def test_a_full_disk_is_one_line_and_the_earlier_table_stays(capsys, monkeypatch
 # -- plot ------------------------------------------------------------------------------------------------------------
 
 def test_plot_and_table_of_a_sweep_folder_through_the_real_command(tmp_path, sweep):
-    result = run_cli(['plot', sweep, '-o', 'sweep.svg'], tmp_path)
+    result = cli(['plot', sweep, '-o', 'sweep.svg'], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == 'wrote sweep.svg\n' and 'Traceback' not in result.stderr
     svg = (tmp_path / 'sweep.svg').read_text()
     assert 'gamma=0.5 seed 0' in svg and 'gamma=1.0 seed 0' in svg  # the legend's labels
-    result = run_cli(['table', sweep, '--format', 'json'], tmp_path)
+    result = cli(['table', sweep, '--format', 'json'], tmp_path)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)['rows']
     assert sorted(r['point'] for r in rows) == ['gamma0.5', 'gamma1.0'] and all(r['finished'] == 1 for r in rows)

@@ -2,25 +2,25 @@
 import json
 
 import pytest
-from conftest import TESTS, cli_env, run_cli
-
-TINY = TESTS / 'tiny_recipe.yaml'
+from conftest import TINY, cli, cli_env, run_cli
 
 
 def test_train_writes_every_epoch_metric_as_a_curve(tmp_path):
     pytest.importorskip('tensorboard')
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from ttm_torchdistill.losses import WTTMLoss
     from ttm_torchdistill.runner.tensorboard import TAGS
 
-    result = run_cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--set', 'train.num_epochs=3', '--no-test',
+    result = cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--set', 'train.num_epochs=3', '--no-test',
                       '--run-log', 'run.log', '--tensorboard', 'tb', '--summary', 's.json'], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / 'run.metrics.jsonl').read_text().splitlines()]
     events = EventAccumulator(str(tmp_path / 'tb'))
     events.Reload()
-    assert sorted(events.Tags()['scalars']) == sorted(TAGS.values())
-    for key, tag in TAGS.items():
+    tags = {**TAGS, **{name: f'diagnostics/{name}' for name in WTTMLoss.diagnostic_names}}  # the loss's own parts
+    assert sorted(events.Tags()['scalars']) == sorted(tags.values())
+    for key, tag in tags.items():
         curve = events.Scalars(tag)
         assert [e.step for e in curve] == [1, 2, 3], tag
         assert [e.value for e in curve] == pytest.approx([r[key] for r in records], rel=1e-6), tag

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 from torchdistill.core.interfaces.post_epoch_proc import default_post_epoch_process_with_teacher
-from torchdistill.core.interfaces.registry import register_post_epoch_proc_func
+from torchdistill.core.interfaces.post_forward_proc import default_post_forward_process
+from torchdistill.core.interfaces.registry import register_post_epoch_proc_func, register_post_forward_proc_func
 from torchdistill.losses.registry import register_mid_level_loss
 from torchdistill.models.registry import register_model
 
@@ -83,6 +84,12 @@ def save_student_per_rank(self, metrics=None, **kwargs):
     out = Path(os.environ['TINY_RANK_DIR'])
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / f'rank{rank}.pt')
+
+
+@register_post_forward_proc_func
+def post_forward_process_of_its_own(self, loss, metrics=None, **kwargs):
+    """A recipe's own post-forward process (here: torchdistill's default under another name)."""
+    default_post_forward_process(self, loss, metrics=metrics, **kwargs)
 
 
 @register_model

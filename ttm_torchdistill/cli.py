@@ -6,6 +6,7 @@ import os
 import sys
 import warnings
 
+from .description import RunDescription
 from .errors import DataFileError, OutputError, TrainingDiverged, TrainingFailed, UsageError
 
 __all__ = ['main']
@@ -54,14 +55,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--debug', action='store_true', help='full tracebacks and torchdistill logs')
 
 
-def _options(args: argparse.Namespace):
-    from .runner.run import RunOptions
-
-    return RunOptions(recipe=args.recipe, overrides=args.overrides, device=args.device, run_log=args.run_log,
-                      summary=args.summary, resume=getattr(args, 'resume', False), seed=args.seed, amp=args.amp,
-                      channels_last=args.channels_last, debug=args.debug, check=getattr(args, 'check', False),
-                      test=not getattr(args, 'no_test', False), tensorboard=getattr(args, 'tensorboard', None),
-                      allow_recipe_change=getattr(args, 'allow_recipe_change', False), compile=args.compile)
+def _options(args: argparse.Namespace) -> RunDescription:
+    return RunDescription(recipe=args.recipe, overrides=tuple(args.overrides), command=args.command,
+                          device=args.device, run_log=args.run_log, summary=args.summary,
+                          resume=getattr(args, 'resume', False), seed=args.seed, amp=args.amp,
+                          channels_last=args.channels_last, debug=args.debug, check=getattr(args, 'check', False),
+                          test=not getattr(args, 'no_test', False), tensorboard=getattr(args, 'tensorboard', None),
+                          allow_recipe_change=getattr(args, 'allow_recipe_change', False), compile=args.compile)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -90,7 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .tools.demo import run_demo, run_grid
 
     if args.grid:
-        run_grid(args.out + '/grid', tuple(args.seeds or (0, 1)), args.retrain_teacher)
+        run_grid(args.out + '/grid', tuple(args.seeds or (0, 1)), args.epochs, args.retrain_teacher)
     else:
         run_demo(args.out, tuple(args.seeds or (0, 1, 2)), args.epochs, args.retrain_teacher)
     return 0
@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser('demo', help='teacher + CE/KD/TTM/WTTM students on the bundled digits, offline')
     demo.add_argument('--out', default='demo_runs', help='folder for checkpoints, results and the figure')
     demo.add_argument('--seeds', type=int, nargs='+', metavar='N', help='student seeds (default: 0 1 2)')
-    demo.add_argument('--epochs', type=int, metavar='N', help='student epochs (default: the recipes\' 30)')
+    demo.add_argument('--epochs', type=int, metavar='N',
+                      help='student epochs, also of --grid (default: the recipes\' 30)')
     demo.add_argument('--retrain-teacher', action='store_true', help='train the teacher again instead of reusing it')
     demo.add_argument('--grid', action='store_true',
                       help='instead: the validation-split hyperparameter grid behind the demo recipes')
@@ -174,9 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument('--teacher', required=True, metavar='KEY[:WEIGHTS]',
                      help='torchvision key[:weights name, default DEFAULT] or registry key:checkpoint file')
     new.add_argument('--student', required=True, metavar='KEY')
-    new.add_argument('--method', required=True, choices=('wttm', 'ttm', 'kd'))
-    new.add_argument('--gamma', type=float, help="default: the base recipe's, else 0.8 (kd: temperature = 1/gamma)")
-    new.add_argument('--beta', type=float, help="default: the base recipe's, else 1.0")
+    new.add_argument('--method', required=True, choices=('wttm', 'ttm', 'kd', 'dist', 'dkd'))
+    new.add_argument('--gamma', type=float,
+                     help="default: the base recipe's, else 0.8 (kd, dkd: temperature = 1/gamma, dkd default 4 on "
+                          "CIFAR-100, else 1; dist: the intra-class weight, default 2)")
+    new.add_argument('--beta', type=float, help="default: the base recipe's, else 1.0 (dist: the inter-class weight, "
+                                                "default 2; needed when the method changes, except for kd and dist)")
     new.add_argument('-o', '--output', metavar='PATH', help='default: STUDENT_from_TEACHER.METHOD.yaml')
     new.add_argument('--force', action='store_true', help='overwrite PATH if it exists')
     new.add_argument('--debug', action='store_true', help='full tracebacks')

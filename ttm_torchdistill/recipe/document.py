@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +18,13 @@ import yaml
 from torchdistill.common import yaml_util
 from torchdistill.common.main_util import import_dependencies
 
+from ..description import Override
 from ..errors import UsageError, one_line
 from ..outputs import check_output_folder
 from .rules import LOADERS, RULES
 
-__all__ = ['SUB_TERMS', 'LossTerm', 'RecipeDocument', 'apply_override', 'load_recipe', 'parse_overrides']
+__all__ = ['SUB_TERMS', 'LossTerm', 'RecipeDocument', 'apply_override', 'compose_scalar', 'load_recipe',
+           'parse_overrides']
 
 # torchdistill registers its YAML constructors on yaml.FullLoader inside load_yaml_file; loading
 # an empty document once registers them without copying its table of tags.
@@ -46,20 +48,28 @@ def _null() -> yaml.ScalarNode:
     return yaml.ScalarNode('tag:yaml.org,2002:null', 'null')
 
 
-def parse_overrides(pairs: list[str]) -> list[tuple[list[str], yaml.Node]]:
-    """``KEY=VALUE`` strings to (key path, composed YAML value) pairs."""
+def parse_overrides(overrides: Iterable[Override | str]) -> list[tuple[list[str], yaml.Node]]:
+    """Overrides (or ``KEY=VALUE`` strings) to (key path, composed YAML value) pairs."""
     parsed = []
-    for pair in pairs:
-        key, sep, value = pair.partition('=')
-        keys = key.split('.')
-        if not sep or not all(k.strip() for k in keys):
-            raise UsageError(f'--set {pair!r}: expected KEY=VALUE with a dotted KEY such as train.num_epochs=10')
+    for override in overrides:
+        override = override if isinstance(override, Override) else Override.parse(override)
         try:
-            node = yaml.compose(value, Loader=yaml.FullLoader)
+            node = yaml.compose(override.value, Loader=yaml.FullLoader)
         except yaml.YAMLError as exc:
-            raise UsageError(f'--set {pair!r}: VALUE is not valid YAML ({one_line(exc)})') from None
-        parsed.append((keys, node if node is not None else _null()))
+            raise UsageError(f'--set {str(override)!r}: VALUE is not valid YAML ({one_line(exc)})') from None
+        parsed.append((override.keys, node if node is not None else _null()))
     return parsed
+
+
+def compose_scalar(text: str, what: str) -> yaml.Node:
+    """One YAML scalar (a --grid value), composed; one UsageError line (naming ``what``) otherwise."""
+    try:
+        node = yaml.compose(text, Loader=yaml.FullLoader)
+    except yaml.YAMLError as exc:
+        raise UsageError(f'{what}: {text!r} is not valid YAML ({one_line(exc)})') from None
+    if not isinstance(node, yaml.ScalarNode):
+        raise UsageError(f'{what}: {text!r} is not a YAML scalar (one value per comma)')
+    return node
 
 
 def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
@@ -184,11 +194,6 @@ class RecipeDocument:
                         yield from walk(v, parts[1:], f'{path}.{k.value}' if path else k.value)
 
         yield from walk(self.root, pattern.split('.'), '')
-
-    @property
-    def student_key(self) -> str:
-        """'student_model' for a distillation recipe, 'model' for a plain training one."""
-        return 'model' if self.has('models.model') and not self.has('models.student_model') else 'student_model'
 
     def loss_terms(self) -> list[LossTerm]:
         """Every term of ``train.criterion.kwargs.sub_terms`` with its key and resolved kwargs."""

@@ -7,6 +7,7 @@ a node that several keys reach through an alias is made once.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import yaml
 
@@ -48,6 +49,28 @@ class RecipeEdits:
         kept = re.match(r'((?:[&!]\S*\s+)*)' if keep_tag else r'((?:&\S*\s+)?)', span).group(1)
         self._edits[(node.start_mark.index + len(kept), node.end_mark.index)] = text
 
+    def set_item(self, keys: Keys, text: str) -> bool:
+        """Replace a scalar value, or the last item of a flow sequence (``!getattr [*weights_class, 'NAME']``), tags
+        and anchors kept; False where there is neither."""
+        node = self.doc.node(keys)
+        if isinstance(node, yaml.SequenceNode) and node.value:
+            node = node.value[-1]
+        if not isinstance(node, yaml.ScalarNode):
+            return False
+        self.set_value(node, text)
+        return True
+
+    def rewrite_scalars(self, keys: Keys, rewrite: Callable[[str], str]) -> None:
+        """Rewrite the plain scalars of a value: the value itself, or the items of a sequence (``!join [...]``;
+        aliases and tagged items stay)."""
+        node = self.doc.node(keys)
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node] if node is not None else []
+        for item in items:
+            if isinstance(item, yaml.ScalarNode) and item.tag.startswith('tag:yaml.org,2002:'):
+                new = rewrite(item.value)
+                if new != item.value:
+                    self.set_value(item, quoted(new))
+
     def set_node(self, keys_or_node: Keys | yaml.Node, text: str) -> None:
         """Replace a node's whole text, anchor and tag included."""
         node = self._node(keys_or_node)
@@ -78,6 +101,15 @@ class RecipeEdits:
             raise UsageError(f'{self.doc.source}: {parent} has no entry {name!r}')
         start, text = next((start, text) for k, text, start in self.entries(parent) if k == name)
         self._edits[(start, start + len(text))] = ('\n' + ' ' * key.start_mark.column).join(lines)
+
+    def add_entry_after(self, parent: Keys, name: str, lines: list[str]) -> None:
+        """Insert ``lines`` (a new entry) after entry ``name`` of the block mapping at ``parent``, at its
+        indentation."""
+        start, text = next(((start, text) for key, text, start in self.entries(parent) if key == name), (None, ''))
+        if start is None:
+            raise UsageError(f'{self.doc.source}: {parent} has no entry {name!r}')
+        indent = '\n' + ' ' * (start - self.doc.text.rfind('\n', 0, start) - 1)
+        self._edits[(start + len(text), start + len(text))] = indent + indent.join(lines)
 
     def drop_entry(self, parent: Keys, name: str) -> None:
         """Remove entry ``name`` (its whole lines) of the block mapping at ``parent``, unless it is the last one."""

@@ -14,25 +14,26 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError, one_line
+from ..description import Override
+from ..errors import UsageError
+from ..formats.summary import (
+    KINDS,
+    has_test_pass,
+    is_finite_number,
+    is_summary,
+    load_summary,
+    nonfinite_values,
+    summary_problem,
+)
 from ..outputs import dumps_json
 
-__all__ = ['FORMATS', 'Row', 'collect', 'format_rows', 'group', 'has_test_pass', 'is_finite_number', 'mean_std',
-           'nonfinite_values', 'plus_minus']
+__all__ = ['FORMATS', 'Row', 'collect', 'format_rows', 'group', 'mean_std', 'plus_minus']
 
 FORMATS = ('markdown', 'csv', 'json')
-SUMMARY_KEYS = ('recipe', 'best_val_top1', 'student_test_top1')
-NUMBER_KEYS = ('best_val_top1', 'student_test_top1', 'teacher_test_top1', 'paper_top1')
-"""keys that hold a number, or null (a value not measured, or not finite in strict JSON)"""
-KINDS = ('train', 'test', 'calibrate')
-"""the ``kind`` of a summary written by `ttm-distill train` / `test` / `calibrate`; files without one (older
-versions) are training runs; only ``train`` ones are runs"""
 OUTPUT_KEYS = ('dst_ckpt',)
 """override keys that only move outputs: runs differing in them share a row"""
 
@@ -58,46 +59,6 @@ class Row:
     """tested runs whose student test top-1 is a finite number (the mean and std are over these)"""
     nonfinite_files: list[str] = field(default_factory=list)
     """summaries in the row with a best validation or test top-1 that is not a finite number"""
-
-
-def is_finite_number(value: object) -> bool:
-    """An int or float (not a bool) that is neither NaN nor infinite."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _number_or_null(value: object) -> bool:
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
-
-
-def _type_problem(data: dict) -> str | None:
-    """Why a dict with the summary keys is still not one of our summaries (a hand-edited or foreign file)."""
-    if not isinstance(data['recipe'], str) or not data['recipe']:
-        return f'recipe={data["recipe"]!r}: expected a recipe name'
-    if 'kind' in data and data['kind'] not in KINDS:
-        return f'kind={data["kind"]!r}: expected one of {", ".join(KINDS)}'
-    for key in NUMBER_KEYS:
-        if not _number_or_null(data.get(key)):
-            return f'{key}={data[key]!r}: expected a number or null'
-    overrides = data.get('overrides')
-    if overrides is not None and not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
-        return f'overrides={overrides!r}: expected a list of KEY=VALUE strings'
-    return None
-
-
-def has_test_pass(summary: dict) -> bool:
-    """Whether the run had a test pass: `train --no-test` writes null for the student's test top-1 (an accuracy
-    measured on a test set is a number, so a null there means no test pass, not a non-finite one)."""
-    return summary.get('student_test_top1') is not None
-
-
-def _show(value: object) -> str:
-    return 'null' if value is None else str(value)
-
-
-def nonfinite_values(summary: dict) -> list[str]:
-    """``key is VALUE`` for each result of a training summary that should be a finite number and is not."""
-    keys = ['best_val_top1'] + (['student_test_top1'] if has_test_pass(summary) else [])
-    return [f'{key} is {_show(summary[key])}' for key in keys if not is_finite_number(summary[key])]
 
 
 def _files(paths: list[str], exclude: list[Path]) -> list[Path]:
@@ -127,19 +88,15 @@ def collect(paths: list[str], exclude: list[Path] = ()) -> tuple[list[tuple[Path
     not finite. ``exclude``: files never read (the table's own output, sweep manifests)."""
     summaries, notes = [], []
     for file in _files(paths, exclude):
-        try:
-            data = json.loads(file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            notes.append(f'{file}: skipped, not readable JSON ({one_line(exc)})')
+        data, unreadable = load_summary(file)
+        if unreadable is not None:
+            notes.append(f'{file}: skipped, {unreadable}')
             continue
-        if isinstance(data, dict) and data.get('kind') in KINDS and data['kind'] != 'train':
+        if is_summary(data) and data.get('kind') in KINDS and data['kind'] != 'train':
             notes.append(f'{file}: a {data["kind"]} summary (`ttm-distill {data["kind"]}`), not a training run: '
                          'left out')
             continue
-        if not isinstance(data, dict) or not all(k in data for k in SUMMARY_KEYS):
-            notes.append(f'{file}: skipped, not a `ttm-distill train --summary` file')
-            continue
-        problem = _type_problem(data)
+        problem = summary_problem(data)
         if problem is not None:
             notes.append(f'{file}: skipped, not a `ttm-distill train --summary` file: {problem}')
             continue
@@ -151,7 +108,7 @@ def collect(paths: list[str], exclude: list[Path] = ()) -> tuple[list[tuple[Path
 
 
 def _key(summary: dict) -> tuple[str, str]:
-    kept = [o for o in summary.get('overrides') or [] if o.partition('=')[0].rsplit('.', 1)[-1] not in OUTPUT_KEYS]
+    kept = [o for o in summary.get('overrides') or [] if Override.parse(o).keys[-1] not in OUTPUT_KEYS]
     return summary['recipe'], ' '.join(kept)
 
 

@@ -1,26 +1,26 @@
 """`ttm-distill train` and `ttm-distill test`: set up processes and logging, build the run, train or test, report."""
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
+from ..description import RunDescription
 from ..errors import TrainingDiverged, UsageError
 from ..outputs import check_output_file, check_output_folder, free_name
 from .distributed import DistContext, setup_distributed, teardown
 from .logs import log_to_file, logger, setup_logging
 from .preflight import STEP_ERRORS, describe_step_failure
 from .report import report
-from .run import Run, RunOptions, seed_everything
+from .run import Run, seed_everything
 from .tensorboard import require as require_tensorboard
 from .trainer import Trainer
 
 __all__ = ['beside', 'check_outputs', 'run_test', 'run_train', 'with_context']
 
 
-def with_context(opts: RunOptions, body, log_file: bool = True) -> dict:
+def with_context(opts: RunDescription, body, log_file: bool = True) -> dict:
     """Set up processes and logging, run ``body(ctx)``; ``log_file=False``: the body opens --run-log itself.
     The caller has checked the output paths (see :func:`check_outputs`)."""
     ctx = setup_distributed(opts.device)
@@ -33,7 +33,7 @@ def with_context(opts: RunOptions, body, log_file: bool = True) -> dict:
         teardown()
 
 
-def check_outputs(opts: RunOptions) -> None:
+def check_outputs(opts: RunDescription) -> None:
     """Before any work: --run-log and --summary can be written and, unless resuming, hold no earlier run's file;
     a --tensorboard folder can be written and, unless resuming, holds no earlier run's curves."""
     for path, flag in ((opts.run_log, '--run-log'), (opts.summary, '--summary')):
@@ -79,13 +79,13 @@ def _check_one_batch(trainer: Trainer) -> None:
                                f'{loss.item()}')
 
 
-def run_train(opts: RunOptions) -> dict:
+def run_train(opts: RunDescription) -> dict:
     """Train with validation every epoch, keep the best checkpoint, then test teacher and student.
 
     ``opts.check``: build everything, compute the loss on one batch, then stop; nothing is written.
     """
     if opts.check:
-        opts = dataclasses.replace(opts, run_log=None, summary=None, tensorboard=None)
+        opts = opts.replace(run_log=None, summary=None, tensorboard=None)
     if opts.tensorboard:
         require_tensorboard('--tensorboard')  # before the lock or anything else is made
     check_outputs(opts)
@@ -123,7 +123,7 @@ def run_train(opts: RunOptions) -> dict:
     return with_context(opts, body, log_file=False)
 
 
-def run_test(opts: RunOptions) -> dict:
+def run_test(opts: RunDescription) -> dict:
     """Evaluate the teacher and the best student checkpoint on the recipe's test loader.
 
     Its log and summary never replace a file (e.g. the training run's, given the same options): an existing
@@ -143,9 +143,9 @@ def run_test(opts: RunOptions) -> dict:
         return report(run, results, time.perf_counter() - start, {'best_val_top1': best_value}, kind='test')
 
     if opts.check:
-        opts = dataclasses.replace(opts, run_log=None, summary=None)
+        opts = opts.replace(run_log=None, summary=None)
     given_log, given_summary = opts.run_log, opts.summary
-    opts = dataclasses.replace(opts, resume=False, run_log=beside(opts.run_log, 'test'),
+    opts = opts.replace(resume=False, run_log=beside(opts.run_log, 'test'),
                                summary=beside(opts.summary, 'test'))
     check_outputs(opts)
     return with_context(opts, body)

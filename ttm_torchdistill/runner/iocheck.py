@@ -7,7 +7,7 @@ from pathlib import Path
 from torchdistill.losses.registry import MIDDLE_LEVEL_LOSS_DICT
 
 from ..errors import UsageError
-from ..recipe import SUB_TERMS
+from ..recipe import SUB_TERMS, RecipeView
 
 __all__ = ['check_loss_io']
 
@@ -54,9 +54,10 @@ def _reads(term: dict) -> list[tuple[str, str, str, str | None]]:
     return reads
 
 
-def check_loss_io(source: Path, train_config: dict, distill: bool) -> None:
+def check_loss_io(source: Path, train_config: dict, view: RecipeView) -> None:
     """Raise UsageError naming the first loss term that reads a (module path, io) its model does not provide."""
-    sections = {'student': 'student' if distill else 'model', 'teacher': 'teacher'}
+    sections = {role: view.train_section(role) for role in ('student', 'teacher')}
+    distill = view.has_teacher
     provided = {role: _provided(train_config.get(section) or {}) for role, section in sections.items()}
     criterion = train_config.get('criterion') or {}
     part = f'train.criterion ({criterion.get("key")})'

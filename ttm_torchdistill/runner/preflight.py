@@ -16,9 +16,11 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from ..errors import TrainingFailed, UsageError, one_line
+from ..processes import EPOCH_TELLERS
 from ..recipe import SUB_TERMS
 
-__all__ = ['STEP_ERRORS', 'check_smallest_batch', 'describe_step_failure', 'evaluation', 'probe_step', 'smallest_batch']
+__all__ = ['STEP_ERRORS', 'check_epoch_followers', 'check_smallest_batch', 'describe_step_failure', 'evaluation',
+           'probe_step', 'smallest_batch']
 
 STEP_ERRORS = (RuntimeError, TypeError, ValueError, KeyError, IndexError)
 """what a model's forward or a loss raises for inputs it cannot take (CUDA's out-of-memory is a RuntimeError)"""
@@ -121,6 +123,21 @@ def check_smallest_batch(source: Path, box, train_config: dict, loader: object) 
                              f'needs at least {need} per batch; set train.train_data_loader.kwargs.drop_last: True '
                              'or another batch size')
     return smallest
+
+
+def check_epoch_followers(source: Path, box, train_config: dict) -> bool:
+    """Refuse a loss term that follows the epoch (``needs_epoch``: DKD's warm-up) where the recipe's pre-epoch process
+    does not tell the losses the epoch; returns whether it does."""
+    process = train_config.get('pre_epoch_process')
+    if process in EPOCH_TELLERS:
+        return True
+    for label, term in loss_terms(box, train_config):
+        modules = term.modules() if isinstance(term, nn.Module) else [term]
+        if any(getattr(m, 'needs_epoch', False) for m in modules):
+            raise UsageError(f'{source}: {label} follows the epoch (its warm-up), which train.pre_epoch_process '
+                             f'({process!r}) does not tell it: set train.pre_epoch_process: '
+                             f"'{EPOCH_TELLERS[0]}'")
+    return False
 
 
 def _sample_batch(loader: object, count: int) -> tuple:

@@ -1,10 +1,9 @@
-"""The end of a command: the summary lines in the log and the --summary JSON file."""
+"""The end of a command: the summary lines in the log and the --summary file (``formats.summary``)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-from ..outputs import write_json
+from ..formats.summary import write_summary
 from .logs import format_eta, logger
 from .run import Run
 
@@ -27,7 +26,7 @@ def report(run: Run, results: dict, wall_s: float, extra: dict, kind: str) -> di
         'amp': run.opts.amp,
         'channels_last': run.opts.channels_last,
         'seed': run.opts.seed,
-        'overrides': list(run.opts.overrides),
+        'overrides': run.opts.override_texts,
         'paper_top1': (run.config.get('paper') or {}).get('top1'),
     }
 
@@ -44,6 +43,6 @@ def report(run: Run, results: dict, wall_s: float, extra: dict, kind: str) -> di
     for line in lines:
         logger.info(line)
     if run.opts.summary and run.ctx.is_main:
-        write_json(Path(run.opts.summary).expanduser(), summary)  # atomic: sweeps read it
+        write_summary(run.opts.summary, summary)  # atomic: sweeps read it
     return summary
 

@@ -1,9 +1,8 @@
-"""A run built from a recipe: options, the composed recipe, teacher and student, output paths, the test pass."""
+"""A run built from a recipe: its description, the composed recipe and its view, teacher and student, its outputs
+(:mod:`.claim`), the test pass."""
 from __future__ import annotations
 
-import contextlib
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,60 +12,35 @@ from torchdistill.models.official import get_image_classification_model
 from torchdistill.models.registry import get_model
 
 from ..data import device_batches
+from ..description import RunDescription
 from ..errors import UsageError, one_line
-from ..recipe import RecipeDocument, parse_overrides, recipe_name, resolve_recipe
+from ..recipe import RecipeDocument, RecipeView, parse_overrides, recipe_name, resolve_recipe
+from .amp import AMP_DTYPES, autocast
 from .build import recipe_part
-from .checkpoint import last_ckpt_path, load_checkpoint, load_model_state, model_state, remove_stale_temporaries
+from .checkpoint import load_checkpoint, load_model_state, model_state
+from .claim import RunOutputs
 from .compiled import compile_models
 from .datafiles import guard_datasets
 from .distributed import DistContext
 from .evaluate import build_eval_loader, evaluate
-from .lock import acquire_run_lock, lock_path
 from .logs import logger
 from .preflight import evaluation
 
-__all__ = ['AMP_DTYPES', 'Run', 'RunOptions', 'on_device', 'seed_everything']
-
-AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
-@dataclass
-class RunOptions:
-    recipe: str
-    overrides: list[str] = field(default_factory=list)
-    device: str | None = None
-    run_log: str | None = None
-    summary: str | None = None
-    resume: bool = False
-    seed: int | None = None
-    amp: str | None = None
-    channels_last: bool = False
-    debug: bool = False
-    quiet: bool = False
-    """log warnings only (the demo runs many short trainings)"""
-    test: bool = True
-    """False skips the test pass (hyperparameter searches must not look at the test split)"""
-    check: bool = False
-    """validate and build everything, then stop: no training, nothing written"""
-    tensorboard: str | None = None
-    """folder for TensorBoard per-epoch curves (needs the tensorboard package)"""
-    allow_recipe_change: bool = False
-    """--resume even where the recipe's models, data, loss, optimizer or scheduler differ from the checkpoint's"""
-    compile: str | None = None
-    """torch.compile mode for student and teacher (runner.compiled), e.g. 'default'; None: eager"""
+__all__ = ['Run', 'on_device', 'seed_everything']
 
 
 class Run:
-    """Everything one command needs: context, recipe, models and output paths."""
+    """Everything one command needs: context, recipe, models and outputs."""
 
-    def __init__(self, opts: RunOptions, ctx: DistContext, train: bool = False) -> None:
-        """``train``: a training run: right after validation, hold dst_ckpt's run lock (see release; not with
-        --check) and refuse the outputs of an earlier run (checkpoints, metrics) unless resuming."""
+    def __init__(self, opts: RunDescription, ctx: DistContext, train: bool = False) -> None:
+        """``train``: a training run claims its outputs right after the recipe validates (see :mod:`.claim`)."""
         self.opts, self.ctx = opts, ctx
-        self.lock = None
         self.recipe_path = resolve_recipe(opts.recipe)
         doc = RecipeDocument.open(self.recipe_path, parse_overrides(opts.overrides))
+        self.view = RecipeView(doc)
+        self.student_key = self.view.student_key
         self.fingerprint = doc.fingerprint()
+        self.outputs: RunOutputs | None = None
         if opts.seed is not None:
             seed_everything(opts.seed)
         try:
@@ -77,77 +51,27 @@ class Run:
             raise
 
     def _claim(self, checked: dict) -> None:
-        """Take the run lock on dst_ckpt, then refuse what an earlier run left there (unless resuming)."""
-        key = 'student_model' if 'models.student_model.dst_ckpt' in checked else 'model'
-        dst = checked.get(f'models.{key}.dst_ckpt')
-        if not dst:
-            return  # _build says dst_ckpt is required
-        best, last, metrics = self._output_paths(dst)
-        self._check_distinct({f'models.{key}.dst_ckpt (the best checkpoint)': best, 'the last checkpoint': last,
-                              'the metrics file': metrics, 'the run lock': lock_path(best)})
-        if not self.opts.check:
-            self.lock = acquire_run_lock(best, self.ctx)
-            if self.ctx.is_main:
-                for tmp in remove_stale_temporaries(best, last):
-                    logger.info('removed %s, a temporary file of an interrupted save', tmp)
-        if self.opts.resume:
-            self._check_same_experiment(last)
-            return
-        if last.is_file():
-            raise UsageError(f'{last} exists from an earlier run: pass --resume to continue it, or point '
-                             f'models.{key}.dst_ckpt elsewhere with --set for a new run')
-        for path, what in ((best, 'best checkpoint'), (metrics, 'metrics file')):
-            if path.exists():
-                raise UsageError(f'{path} exists (the {what} of an earlier run): nothing is replaced; point '
-                                 f'models.{key}.dst_ckpt (or --run-log) elsewhere for a new run, or move it away')
-
-    def _check_distinct(self, outputs: dict[str, Path]) -> None:
-        """Every output of the run has a path of its own: one file would replace another's (--summary on the
-        checkpoint, --run-log on the summary, ...)."""
-        given = {'--run-log': self.opts.run_log, '--summary': self.opts.summary, '--tensorboard': self.opts.tensorboard}
-        paths = {**outputs, **{flag: Path(p) for flag, p in given.items() if p}}
-        seen: dict[Path, str] = {}
-        for what, path in paths.items():
-            real = path.expanduser().resolve()
-            if real in seen:
-                raise UsageError(f'{what}={str(path)!r} is also {seen[real]}: one would replace the other; give each '
-                                 'output its own path')
-            seen[real] = what
-
-    def _check_same_experiment(self, path: Path) -> None:
-        """Refuse to resume where the recipe's models, data, loss, optimizer or scheduler changed since the checkpoint
-        (the first differing key is named), unless --allow-recipe-change; before anything is built."""
-        if not path.is_file():
-            return  # the trainer says there is nothing to resume
-        ckpt = load_checkpoint(path, '--resume')
-        saved = ckpt.get('fingerprint') if isinstance(ckpt, dict) else None
-        if saved is None:
-            logger.warning('%s does not record its recipe (an older version wrote it): resuming without checking that '
-                           'the recipe is unchanged', path)
-            return
-        now = self.fingerprint
-        differ = next((k for k in [*now, *(k for k in saved if k not in now)] if now.get(k) != saved.get(k)), None)
-        if differ is None:
-            return
-        change = f'{saved.get(differ, "(absent)")!s} -> {now.get(differ, "(absent)")!s}'
-        if self.opts.allow_recipe_change:
-            logger.warning('resuming with a changed recipe: %s: %s (--allow-recipe-change)', differ.removesuffix('.!'),
-                           change)
-            return
-        raise UsageError(f'--resume: the recipe differs from the run in {path} at {differ.removesuffix(".!")} '
-                         f'({change}): resume the same experiment, or pass --allow-recipe-change to accept the change')
-
-    def _output_paths(self, dst: str) -> tuple[Path, Path, Path]:
-        """(best checkpoint, last checkpoint, metrics file): the metrics go beside --run-log, else the checkpoint."""
-        best = Path(dst).expanduser()
-        log_base = Path(self.opts.run_log).expanduser() if self.opts.run_log else best
-        return best, last_ckpt_path(best), log_base.with_name(log_base.stem + '.metrics.jsonl')
+        dst = checked.get(f'models.{self.student_key}.dst_ckpt')
+        if dst:  # else _build says it is required
+            self.outputs = RunOutputs(self.opts, self.student_key, dst)
+            self.outputs.claim(self.ctx, self.fingerprint)
 
     def release(self) -> None:
         """Free the run lock (the process's end frees it too)."""
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        if self.outputs is not None:
+            self.outputs.release()
+
+    @property
+    def best_ckpt(self) -> Path:
+        return self.outputs.best
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.outputs.last
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.outputs.metrics
 
     def _build(self) -> None:
         opts = self.opts
@@ -156,14 +80,14 @@ class Run:
                 raise UsageError(f'{self.recipe_path}: missing or empty top-level key {key!r}')
         models = self.config['models']
         self.teacher_config = models.get('teacher_model')
-        self.student_key = 'student_model' if 'student_model' in models else 'model'
         self.student_config = models.get(self.student_key)
         if not isinstance(self.student_config, dict):
             raise UsageError(f'{self.recipe_path}: models needs a student_model (or model) entry')
         dst = self.student_config.get('dst_ckpt')
         if not dst:
             raise UsageError(f'{self.recipe_path}: models.{self.student_key}.dst_ckpt is required')
-        self.best_ckpt, self.last_ckpt, self.metrics_path = self._output_paths(dst)
+        if self.outputs is None:  # a run that claims nothing (test, calibrate): the paths it reads
+            self.outputs = RunOutputs(opts, self.student_key, dst)
         self.amp_dtype = AMP_DTYPES.get(opts.amp) if opts.amp else None
         self.memory_format = torch.channels_last if opts.channels_last else torch.preserve_format
         guard_datasets(self.config['datasets'])
@@ -251,9 +175,7 @@ class Run:
                              'predict the same classes (check kwargs.num_classes)')
 
     def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
+        return autocast(self.ctx.device, self.amp_dtype)
 
     def test_loader(self):
         test_config = self.config['test'].get('test_data_loader')

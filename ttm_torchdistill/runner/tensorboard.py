@@ -5,23 +5,19 @@ import os
 from pathlib import Path
 
 from ..errors import UsageError
+from ..formats.metrics import FIELDS
 
-__all__ = ['EpochWriter', 'available', 'require', 'write_hparams']
+__all__ = ['EpochWriter', 'available', 'require', 'tag', 'write_hparams']
 
 INSTALL = "pip install 'ttm-torchdistill[tensorboard]'"
-# per-epoch metrics record key -> TensorBoard tag
-TAGS = {
-    'train_loss': 'train/loss',
-    'lr': 'train/lr',
-    'train_images_per_s': 'train/images_per_s',
-    'val_top1': 'val/top1',
-    'val_top5': 'val/top5',
-    'cross_entropy': 'loss_parts/cross_entropy',
-    'distill': 'loss_parts/distill',
-    'divergence': 'loss_parts/divergence',
-    'u_gamma': 'diagnostics/u_gamma',
-    'student_entropy': 'diagnostics/student_entropy',
-}
+TAGS = {'train_loss': 'train/loss', 'lr': 'train/lr', 'train_images_per_s': 'train/images_per_s',
+        'val_top1': 'val/top1', 'val_top5': 'val/top5'}
+"""per-epoch record field -> TensorBoard tag; the loss's diagnostics are ``diagnostics/<name>``"""
+
+
+def tag(key: str) -> str | None:
+    """The TensorBoard tag of a per-epoch record's field or diagnostic (None: not drawn)."""
+    return TAGS.get(key) or (None if key in FIELDS else f'diagnostics/{key}')
 
 
 def available() -> bool:
@@ -53,10 +49,9 @@ class EpochWriter:
         self.writer = _summary_writer(log_dir, '--tensorboard')
 
     def log(self, record: dict) -> None:
-        for key, tag in TAGS.items():
-            value = record.get(key)
-            if isinstance(value, (int, float)):
-                self.writer.add_scalar(tag, value, record['epoch'])
+        for key, value in record.items():
+            if (name := tag(key)) is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(name, value, record['epoch'])
         self.writer.flush()
 
     def close(self) -> None:

@@ -10,49 +10,34 @@ from torch.nn.parallel import DistributedDataParallel
 from torchdistill.common.module_util import check_if_wrapped
 
 from ..errors import DataFileError, TrainingDiverged, TrainingFailed, UsageError, one_line
-from ..losses import TTMLoss
-from ..outputs import dumps_json
+from ..formats.metrics import append_record
+from ..processes import tell_epoch
+from .amp import scale_fp16
 from .build import build_box, recipe_part
-from .checkpoint import atomic_save, load_checkpoint, load_model_state, rng_state, set_rng_state
+from .checkpoint import atomic_save, load_model_state, rng_state, set_rng_state
 from .compiled import mark_step
+from .diagnostics import EpochDiagnostics
 from .distributed import all_gather_objects, all_reduce_sum, barrier
 from .evaluate import build_eval_loader, evaluate
 from .iocheck import check_loss_io
 from .logs import format_eta, logger
-from .preflight import STEP_ERRORS, check_smallest_batch, describe_step_failure, evaluation, probe_step
+from .preflight import (
+    STEP_ERRORS,
+    check_epoch_followers,
+    check_smallest_batch,
+    describe_step_failure,
+    evaluation,
+    probe_step,
+)
 from .run import Run, on_device
 from .schedule import check_schedule, restore_schedule
 from .tensorboard import EpochWriter
 
-__all__ = ['CHECK_EVERY', 'PART_NAMES', 'RESUME_KEYS', 'Trainer']
+__all__ = ['CHECK_EVERY', 'RESUME_KEYS', 'Trainer']
 
-PART_NAMES = TTMLoss.PART_NAMES
 RESUME_KEYS = ('model', 'optimizer', 'lr_scheduler', 'scaler', 'epoch', 'best_value', 'stage_grad_count', 'rng')
 CHECK_EVERY = 50
 """iterations between checks for a non-finite loss (each one host synchronisation)"""
-
-
-def _ttm_losses(criterion: nn.Module) -> list[TTMLoss]:
-    """TTM/WTTM terms of a high-level loss (torchdistill keeps its terms in a plain dict)."""
-    terms = [term for term, _ in getattr(criterion, 'term_dict', {}).values()]
-    return [m for term in terms if isinstance(term, nn.Module) for m in term.modules() if isinstance(m, TTMLoss)]
-
-
-def _fp16_step(box, loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
-    """torchdistill's default post-forward process (accumulation, clipping, step-wise schedule) with a GradScaler."""
-    box.stage_grad_count += 1
-    scaler.scale(loss / box.grad_accum_step).backward()
-    if box.stage_grad_count % box.grad_accum_step == 0:
-        if box.max_grad_norm is not None:
-            scaler.unscale_(box.optimizer)
-            params = [p for group in box.optimizer.param_groups for p in group['params']]
-            torch.nn.utils.clip_grad_norm_(params, box.max_grad_norm)
-        scaler.step(box.optimizer)
-        scaler.update()
-        box.optimizer.zero_grad()
-        if box.lr_scheduler is not None and box.scheduling_step and box.scheduling_step > 0 \
-                and box.stage_grad_count % box.scheduling_step == 0:
-            box.lr_scheduler.step()
 
 
 class Trainer:
@@ -78,8 +63,8 @@ class Trainer:
                              f'({len(loader.dataset)} samples per process, batch size {loader.batch_size}, drop_last '
                              f'{loader.drop_last}); lower the batch size')
         check_schedule(run.recipe_path, train_config, self.box, len(self.box.train_data_loader))
-        self.distill = run.teacher is not None
-        check_loss_io(run.recipe_path, train_config, self.distill)
+        self.distill = run.view.has_teacher
+        check_loss_io(run.recipe_path, train_config, run.view)
         self._wrap_student()
         val_config = train_config.get('val_data_loader')
         if not isinstance(val_config, dict):
@@ -88,12 +73,16 @@ class Trainer:
             self.val_loader = build_eval_loader(run.config['datasets'], val_config, self.ctx, 'train.val_data_loader')
         self.val_loader = on_device(self.val_loader, self.ctx.device, 'train.val_data_loader')
         smallest = check_smallest_batch(run.recipe_path, self.box, train_config, self.box.train_data_loader)
+        if check_epoch_followers(run.recipe_path, self.box, train_config):
+            tell_epoch(self.box.criterion, 0)  # for the probe; each epoch's pre-epoch process tells it again
         one = smallest == 1  # a last batch of one sample: the probe takes one (batch norm refuses it)
         probe_step(run, self.box, self.box.train_data_loader, 1 if one else 2, note=(
             '; the last batch of each epoch holds 1 sample: set train.train_data_loader.kwargs.drop_last: True or '
             'another batch size') if one else '')
-        self.scaler = torch.amp.GradScaler(self.ctx.device.type) if self.opts.amp == 'fp16' else None
-        self.ttm_losses = _ttm_losses(self.box.criterion)
+        self.scaler = scale_fp16(self.box, train_config, run.recipe_path, self.ctx.device) \
+            if self.opts.amp == 'fp16' else None
+        terms = [(name, term) for name, (term, _) in getattr(self.box.criterion, 'term_dict', {}).items()]
+        self.diagnostics = EpochDiagnostics(terms, self.ctx.device)
         self.start_epoch, self.best_val_top1 = 0, -math.inf
 
     def _device_ids(self) -> list[int] | None:
@@ -101,6 +90,7 @@ class Trainer:
 
     @property
     def model_attr(self) -> str:
+        """The box's attribute that holds the student (a TrainingBox's is ``model``)."""
         return 'student_model' if self.distill else 'model'
 
     def _wrap_student(self) -> None:
@@ -122,7 +112,7 @@ class Trainer:
             'best_value': self.best_val_top1,
             'stage_grad_count': box.stage_grad_count,
             'recipe': str(self.run.recipe_path),
-            'overrides': list(self.opts.overrides),
+            'overrides': self.opts.override_texts,
             'fingerprint': self.run.fingerprint,
         }
 
@@ -143,8 +133,8 @@ class Trainer:
         return modules
 
     def resume(self) -> None:
-        path = self.run.last_ckpt
-        ckpt = load_checkpoint(path, '--resume')
+        path, ckpt = self.run.last_ckpt, self.run.outputs.checkpoint  # read once, when the run claimed its outputs
+        self.run.outputs.checkpoint = None
         missing = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         if missing:
             raise UsageError(f'--resume: {path} is not a checkpoint of ttm-distill train (no {", ".join(missing)})')
@@ -196,7 +186,7 @@ class Trainer:
         loader = box.train_data_loader
         num_iters = len(loader)
         losses = torch.zeros(num_iters, dtype=torch.float32, device=ctx.device)
-        part_sums = torch.zeros(len(PART_NAMES), dtype=torch.float64, device=ctx.device)
+        self.diagnostics.start_epoch()
         images_seen = images_since_log = checked = logged = 0
         start = last_log = time.perf_counter()
         for it, (images, targets, supp_dict) in enumerate(loader):
@@ -212,12 +202,8 @@ class Trainer:
                 raise TrainingFailed(describe_step_failure(run, box, exc, where)
                                      + f'; training stopped, the last good checkpoint is kept{kept}') from None
             losses[it] = loss.detach()
-            if self.scaler is not None:
-                _fp16_step(box, loss, self.scaler)
-            else:
-                box.post_forward_process(loss=loss)
-            if self.ttm_losses:
-                part_sums += self.ttm_losses[0].last_part_means()
+            box.post_forward_process(loss=loss)  # under --amp fp16 it scales and steps through the GradScaler
+            self.diagnostics.step()
             images_seen += len(images)
             images_since_log += len(images)
             done = it + 1
@@ -240,10 +226,7 @@ class Trainer:
             'train_images_per_s': images_seen * ctx.world_size / seconds,
             'train_s': seconds,
         }
-        if self.ttm_losses:
-            means = all_reduce_sum(part_sums).div_(num_iters * ctx.world_size).tolist()
-            stats.update(zip(PART_NAMES, means, strict=True))
-        return stats
+        return {**stats, **self.diagnostics.epoch_means(num_iters, ctx.world_size)}
 
     def fit(self) -> tuple[int, float]:
         """Train from ``start_epoch``; returns (epochs run, mean train images/s)."""
@@ -281,18 +264,16 @@ class Trainer:
                 aux = {name: module.state_dict() for name, module in self._aux_modules().items()}
                 atomic_save(dict(state, rng=rngs, aux=aux), run.last_ckpt)
                 record = {'epoch': epoch + 1, **stats, 'val_top1': val.top1, 'val_top5': val.top5}
-                with run.metrics_path.open('a') as f:
-                    f.write(dumps_json(dict(record, recipe=run.name), indent=None) + '\n')
+                append_record(run.metrics_path, dict(record, recipe=run.name))
                 if curves is not None:
                     curves.log(record)
             barrier()
             logger.info('epoch %d/%d  val top-1 %.2f  top-5 %.2f  (best %.2f%s)  train loss %.4f  %.1f img/s',
                         epoch + 1, box.num_epochs, val.top1, val.top5, self.best_val_top1,
                         ', saved' if improved else '', stats['train_loss'], stats['train_images_per_s'])
-            if self.ttm_losses:
-                logger.info('epoch %d/%d  diagnostics: student entropy %.4f  D(p_hat||q) %.4f  U_gamma %.4f  CE %.4f',
-                            epoch + 1, box.num_epochs, stats['student_entropy'], stats['divergence'],
-                            stats['u_gamma'], stats['cross_entropy'])
+            if self.diagnostics.keys:
+                logger.info('epoch %d/%d  diagnostics: %s', epoch + 1, box.num_epochs,
+                            '  '.join(f'{key} {stats[key]:.4f}' for key in self.diagnostics.keys))
             epochs_run += 1
             rates.append(stats['train_images_per_s'])
         return epochs_run, (sum(rates) / len(rates) if rates else math.nan)

@@ -1,7 +1,7 @@
 """`ttm-distill sweep`: a grid of recipe values x seeds, one `ttm-distill train` run each, locally or on SLURM.
 
-``DIR/sweep.json`` describes the sweep (:mod:`.manifest`); the runs are planned by :mod:`.plan` and launched by
-:mod:`.local` or :mod:`.slurm`; :mod:`.results` tabulates them.
+The runs are planned by :mod:`.plan` as run descriptions and launched by :mod:`.local` or :mod:`.slurm`;
+``DIR/sweep.json`` records them (:mod:`.folder`); :mod:`.results` tabulates them.
 """
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import shlex
 import sys
 import tempfile
 
+from ..description import Override
 from ..errors import TrainingDiverged, UsageError
 from ..recipe import RecipeDocument, parse_overrides
 from ..runner import tensorboard
 from ..runner.commands import run_train
-from ..runner.run import RunOptions
+from .folder import check_directory, save_manifest, sweep_lock
 from .local import LocalLauncher
-from .manifest import check_directory, sweep_lock, write_manifest
-from .plan import OUTPUT_KEY, Sweep, plan_sweep
+from .plan import Sweep, plan_sweep
 from .slurm import SlurmLauncher, array_in_queue
 
 __all__ = ['run_sweep']
@@ -35,7 +35,7 @@ def _warn(sweep: Sweep) -> None:
 def _print_runs(sweep: Sweep) -> None:
     for run in sweep.runs:
         state = run.state()[0]
-        print(f'{run.name:<40} {state:<11} ttm-distill {shlex.join(run.command())}')
+        print(f'{run.name:<40} {state:<11} ttm-distill {shlex.join(run.argv())}')
 
 
 def _plan(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str) -> tuple[Sweep, dict]:
@@ -59,17 +59,16 @@ def _check_recipe(sweep: Sweep, dry_run: bool) -> None:
     any run starts, not one failure per run. Before launching: `train --check` of the first run, in this process on
     the CPU, writing nothing (datasets, models, teacher weights, the loss on one batch). For --dry-run, quicker: the
     recipe is built as a document (plugins imported, values validated, datasets built), no models."""
-    first = sweep.runs[0]
-    overrides = [value for flag, value in zip(first.args, first.args[1:], strict=False) if flag == '--set']
+    first = sweep.runs[0].description
     with tempfile.TemporaryDirectory(prefix='ttm-sweep-check-') as scratch:  # where a new run would write
-        dst = [o for o in overrides if o.partition('=')[0].endswith(f'.{OUTPUT_KEY}')]
-        overrides = [o for o in overrides if o not in dst] + [f'{dst[0].partition("=")[0]}={scratch}/check.pt']
+        overrides = tuple(Override(o.key, f'{scratch}/check.pt') if o.key == sweep.dst_key else o
+                          for o in first.overrides)
         if dry_run:
             RecipeDocument.open(sweep.recipe_path, parse_overrides(overrides)).build()
         else:
             try:
-                run_train(RunOptions(recipe=str(sweep.recipe_path), overrides=overrides, device='cpu', check=True,
-                                     quiet=True))
+                run_train(first.replace(overrides=overrides, device='cpu', check=True, quiet=True, seed=None,
+                                        run_log=None, summary=None, tensorboard=None))
             except TrainingDiverged:
                 pass  # a non-finite loss belongs to this point's values, not the recipe: its run records it
 
@@ -112,5 +111,5 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
             raise UsageError(f'{sweep.directory}: its SLURM array {array} is still queued or running '
                              f'(squeue -j {array}); wait for it or scancel it first')
         _warn(sweep)
-        write_manifest(sweep)
+        save_manifest(sweep)
         return runner.launch()

@@ -10,8 +10,8 @@ import time
 from collections import deque
 
 from ..runner.logs import format_eta
-from .manifest import write_manifest
-from .plan import RunSpec, Sweep
+from .folder import save_manifest
+from .plan import Sweep, SweepRun
 from .results import sweep_table
 from .runs import child_setup, record_exit, start_run
 
@@ -65,7 +65,7 @@ class LocalLauncher:
             env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // self.parallel))
         return env
 
-    def _start(self, run: RunSpec, slot: int):
+    def _start(self, run: SweepRun, slot: int):
         cmd = start_run(run)
         out = run.output_path.open('ab')
         try:
@@ -127,17 +127,17 @@ class LocalLauncher:
                         what = f'FAILED ({error})'
                     print(f'[{done}/{total}] {run.describe()}: {what} ({time.monotonic() - t0:.1f} s), '
                           f'eta {format_eta(eta)}', flush=True)
-                    write_manifest(sweep)
+                    save_manifest(sweep)
         except KeyboardInterrupt:
             stopped = self._stop(running)
-            write_manifest(sweep)
+            save_manifest(sweep)
             print(f'ttm-distill: interrupted: {stopped} run(s) stopped, {done}/{total} done; the same command '
                   'resumes the sweep', file=sys.stderr, flush=True)
             return 130
         finally:
             if running:  # left by an error, not by the loop's end: no training run outlives the launcher
                 self._stop(running)
-        write_manifest(sweep)
+        save_manifest(sweep)
         print(sweep_table(sweep.directory), flush=True)
         return 1 if failed else 0
 

@@ -1,36 +1,32 @@
-"""A sweep's plan: the grid of recipe values x seeds, checked on the recipe, and one run spec per point and seed.
-
-Each run lives in ``DIR/<point>/seed<k>/``, and its state is read from that folder: ``summary.json``
-(finished, when readable), ``error.txt`` (failed), a ``.last.pt`` checkpoint (interrupted: the next call resumes
-it), else pending. Runs skip the test pass: points are chosen on validation only.
-"""
+"""A sweep's plan: the grid of recipe values x seeds, checked on the recipe, and one run description per point and
+seed, each run in its folder ``DIR/<point>/seed<k>/`` (:mod:`.runfolder`). Runs skip the test pass: points are chosen
+on validation only."""
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from ..description import Override, RunDescription
 from ..errors import UsageError, one_line
-from ..losses import ITRDLoss, TTMLoss, WTTMLoss
-from ..recipe import SUB_TERMS, RecipeDocument, parse_overrides, resolve_recipe
+from ..formats.manifest import NAME as MANIFEST
+from ..losses import DKDLoss, ExactDISTLoss, ITRDLoss, TTMLoss, WTTMLoss
+from ..methods import LOGIT_LOSSES, TEMPERATURE_LOSSES, TTM_LOSSES
+from ..recipe import SUB_TERMS, RecipeDocument, RecipeView, compose_scalar, parse_overrides, resolve_recipe
 from ..runner import tensorboard
-from ..runner.checkpoint import last_ckpt_path
+from .runfolder import RunFolder
 
-__all__ = ['SHORT_NAMES', 'Axis', 'RunSpec', 'Sweep', 'parse_grid', 'plan_sweep']
+__all__ = ['SHORT_NAMES', 'Axis', 'Sweep', 'SweepRun', 'parse_grid', 'plan_sweep']
 
-LOGIT_LOSSES = ('TTMLoss', 'WTTMLoss', 'KDLoss')
-SHORT_NAMES = {'gamma': ('TTMLoss', 'WTTMLoss'), 'beta': LOGIT_LOSSES, 'alpha': LOGIT_LOSSES,
-               'temperature': LOGIT_LOSSES, 'beta_corr': ('ITRDLoss',), 'beta_mi': ('ITRDLoss',),
-               'alpha_it': ('ITRDLoss',)}
-"""--grid short names -> the loss terms whose parameter they name"""
-LOSS_CLASSES = {'TTMLoss': TTMLoss, 'WTTMLoss': WTTMLoss, 'KDLoss': None, 'ITRDLoss': ITRDLoss}
-"""the loss terms whose parameters short names reach (a class: its values are checked before anything runs)"""
-MANIFEST = 'sweep.json'
+SHORT_NAMES = {'gamma': (*TTM_LOSSES, 'ExactDISTLoss'), 'beta': LOGIT_LOSSES, 'alpha': TEMPERATURE_LOSSES,
+               'temperature': TEMPERATURE_LOSSES, 'tau': ('ExactDISTLoss',), 'warmup_epochs': ('DKDLoss',),
+               'beta_corr': ('ITRDLoss',), 'beta_mi': ('ITRDLoss',), 'alpha_it': ('ITRDLoss',)}
+"""--grid short names -> the loss terms whose parameter they name (a recipe's one term among them that sets it)"""
+LOSS_CLASSES = {'TTMLoss': TTMLoss, 'WTTMLoss': WTTMLoss, 'ITRDLoss': ITRDLoss, 'ExactDISTLoss': ExactDISTLoss,
+                'DKDLoss': DKDLoss}
+"""loss terms whose values are checked, by building them, before anything runs"""
 OUTPUT_KEY = 'dst_ckpt'
 
 
@@ -42,80 +38,27 @@ class Axis:
     """the full --set key"""
     values: list[str]
     """YAML scalars as given"""
+    nodes: list = field(default_factory=list)
+    """the values composed once, in order"""
     label: str = ''
     """short column and folder name"""
 
 
 @dataclass
-class RunSpec:
-    point: str
-    """the grid point's folder name"""
-    values: dict[str, str]
-    """axis label -> value as given"""
-    seed: int
-    directory: Path
-    ckpt_name: str
-    args: list[str]
-    """`ttm-distill` arguments of a fresh run (a resumed one adds --resume)"""
+class SweepRun(RunFolder):
+    """A run of the plan: its folder and what runs it."""
+
+    description: RunDescription = None
+    """a fresh run's description (:meth:`argv` resumes from ``.last.pt`` where there is one)"""
     tensorboard_dir: Path | None = None
     epochs: int | None = None
     """the run's train.num_epochs (for progress lines)"""
+    hparams: dict = field(default_factory=dict)
+    """axis label -> the value as a Python scalar (TensorBoard's hparams)"""
 
-    @property
-    def name(self) -> str:
-        return f'{self.point}/seed{self.seed}'
-
-    @property
-    def summary_path(self) -> Path:
-        return self.directory / 'summary.json'
-
-    @property
-    def error_path(self) -> Path:
-        return self.directory / 'error.txt'
-
-    @property
-    def output_path(self) -> Path:
-        return self.directory / 'output.log'
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / 'run.log'
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.directory / 'run.metrics.jsonl'
-
-    def epochs_done(self) -> int:
-        """Epochs recorded in the run's metrics file so far."""
-        try:
-            return sum(1 for line in self.metrics_path.read_text(errors='replace').splitlines() if line.strip())
-        except OSError:
-            return 0
-
-    @property
-    def last_ckpt(self) -> Path:
-        return last_ckpt_path(self.directory / self.ckpt_name)
-
-    def describe(self) -> str:
-        return ' '.join(f'{k}={v}' for k, v in self.values.items()) + f' seed {self.seed}'
-
-    def command(self) -> list[str]:
+    def argv(self) -> list[str]:
         """Arguments after `ttm-distill` for this run now: resumes when its .last.pt exists."""
-        return self.args + (['--resume'] if self.last_ckpt.is_file() else [])
-
-    def state(self) -> tuple[str, float | None, str | None]:
-        """(finished | failed | interrupted | pending, best val top-1, error line); a cut-off or corrupt
-        summary.json does not count as finished, so the run is redone or resumed."""
-        if self.summary_path.is_file():
-            try:
-                summary = json.loads(self.summary_path.read_text())
-            except (OSError, ValueError):
-                summary = None
-            if isinstance(summary, dict):
-                return 'finished', summary.get('best_val_top1'), None
-        if self.error_path.is_file():
-            return 'failed', None, self.error_path.read_text(errors='replace').strip()
-        return ('interrupted' if self.last_ckpt.is_file() else 'pending'), None, None
+        return self.description.replace(resume=self.last_ckpt.is_file()).argv()
 
 
 @dataclass
@@ -127,8 +70,10 @@ class Sweep:
     axes: list[Axis]
     seeds: list[int]
     directory: Path
-    runs: list[RunSpec]
+    runs: list[SweepRun]
     val_is_test: bool
+    dst_key: str
+    """the key of the student's dst_ckpt, which the sweep sets per run"""
     slurm: dict | None = None
     """the SLURM array record kept in sweep.json (job id, parameters, tasks)"""
 
@@ -140,7 +85,6 @@ class Sweep:
         """What makes two sweeps the same sweep (a re-run must match it: more values and seeds may be added)."""
         return {'recipe_path': str(self.recipe_path), 'overrides': self.overrides,
                 'grid': [{'name': a.name, 'key': a.key} for a in self.axes]}
-
 
 
 def _resolve_key(name: str, doc: RecipeDocument) -> str:
@@ -167,7 +111,7 @@ def _resolve_key(name: str, doc: RecipeDocument) -> str:
 
 
 def parse_grid(specs: list[str]) -> list[Axis]:
-    """``NAME=V1,V2,...`` options to axes (values are YAML scalars)."""
+    """``NAME=V1,V2,...`` options to axes (values are YAML scalars, composed here once)."""
     if not specs:
         raise UsageError('sweep: no --grid given: add at least one --grid NAME=V1,V2,... (e.g. --grid gamma=0.1,0.2)')
     axes = []
@@ -180,18 +124,12 @@ def parse_grid(specs: list[str]) -> list[Axis]:
                              'or a full --set key')
         if not all(values):
             raise UsageError(f'--grid {spec!r}: empty value; expected comma-separated YAML scalars such as 0.1,0.2')
-        for value in values:
-            try:
-                node = yaml.compose(value, Loader=yaml.FullLoader)
-            except yaml.YAMLError as exc:
-                raise UsageError(f'--grid {name}: {value!r} is not valid YAML ({one_line(exc)})') from None
-            if not isinstance(node, yaml.ScalarNode):
-                raise UsageError(f'--grid {name}: {value!r} is not a YAML scalar (one value per comma)')
+        nodes = [compose_scalar(value, f'--grid {name}') for value in values]
         if len(set(values)) < len(values):
             raise UsageError(f'--grid {spec!r}: a value is repeated')
         if any(a.name == name for a in axes):
             raise UsageError(f'--grid {name}: given twice; list all its values in one --grid')
-        axes.append(Axis(name, name, values))
+        axes.append(Axis(name, name, values, nodes))
     return axes
 
 
@@ -207,7 +145,7 @@ def _folder(label: str, value: str) -> str:
 
 
 def _check_losses(doc: RecipeDocument, point: str) -> None:
-    """Build the point's TTM/WTTM loss term so a value out of range is refused before anything runs."""
+    """Build the point's loss terms of this package so a value out of range is refused before anything runs."""
     for term in doc.loss_terms():
         cls = LOSS_CLASSES.get(term.key)
         if cls is None:
@@ -233,53 +171,55 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
         raise UsageError('--seeds: give at least one seed')
     if len(set(seeds)) < len(seeds):
         raise UsageError(f'--seeds {" ".join(map(str, seeds))}: a seed is repeated')
-    parsed = parse_overrides(list(overrides))
-    for keys, _ in parsed:
-        _refuse_outputs('.'.join(keys), '--set')
+    given = [Override.parse(o) for o in overrides]
+    for override in given:
+        _refuse_outputs(override.key, '--set')
     for axis in axes:
         _refuse_outputs(axis.name, '--grid')
     path = resolve_recipe(recipe).resolve()
-    doc = RecipeDocument.open(path, parsed)
+    doc = RecipeDocument.open(path, parse_overrides(given))
+    view = RecipeView(doc)
     for axis in axes:
         axis.key = _resolve_key(axis.name, doc)
     if len({a.key for a in axes}) < len(axes):
         raise UsageError('--grid: two names resolve to the same key ' + ', '.join(a.key for a in axes))
     _labels(axes)
-    student_key = doc.student_key
-    dst = doc.value(f'models.{student_key}.dst_ckpt')
-    if not isinstance(dst, str) or not dst:
-        raise UsageError(f'{path}: models.{student_key}.dst_ckpt is required')
-    ckpt_name = Path(dst).name
-    val = doc.value('train.val_data_loader.dataset_id')
-    val_is_test = val is not None and val == doc.value('test.test_data_loader.dataset_id')
+    dst_key = f'models.{view.student_key}.{OUTPUT_KEY}'
+    if not isinstance(view.dst_ckpt, str) or not view.dst_ckpt:
+        raise UsageError(f'{path}: {dst_key} is required')
+    ckpt_name = Path(view.dst_ckpt).name
     directory = Path(output).expanduser().resolve()
     tensorboard_curves = tensorboard.available()
     runs, folders = [], set()
-    for values in itertools.product(*(a.values for a in axes)):
-        for axis, value in zip(axes, values, strict=True):
+    for point_values in itertools.product(*(zip(a.values, a.nodes, strict=True) for a in axes)):
+        values = [value for value, _ in point_values]
+        for axis, (_, node) in zip(axes, point_values, strict=True):
             try:
-                doc.set(axis.key, value)
+                doc.set(axis.key, node)
             except UsageError as exc:
                 raise UsageError(str(exc).replace('--set ', '--grid ', 1)) from None
         point = '_'.join(_folder(a.label, v) for a, v in zip(axes, values, strict=True))
-        desc = ' '.join(f'{a.label}={v}' for a, v in zip(axes, values, strict=True))
-        _check_losses(doc, desc)
+        _check_losses(doc, ' '.join(f'{a.label}={v}' for a, v in zip(axes, values, strict=True)))
         epochs = doc.value('train.num_epochs')
+        hparams = {a.label: _scalar(doc.construct(node), value)
+                   for a, (value, node) in zip(axes, point_values, strict=True)}
         if point in folders:
             raise UsageError(f'--grid: two points share the folder name {point!r}; use simpler values')
         folders.add(point)
         for seed in seeds:
             run_dir = directory / point / f'seed{seed}'
-            args = ['train', str(path), '--set', f'models.{student_key}.dst_ckpt={run_dir / ckpt_name}']
-            for o in overrides:
-                args += ['--set', o]
-            for axis, value in zip(axes, values, strict=True):
-                args += ['--set', f'{axis.key}={value}']
-            args += ['--seed', str(seed), '--run-log', str(run_dir / 'run.log'),
-                     '--summary', str(run_dir / 'summary.json'), '--no-test']
             tb_dir = directory / 'tensorboard' / point / f'seed{seed}' if tensorboard_curves else None
-            if tb_dir is not None:
-                args += ['--tensorboard', str(tb_dir)]
-            runs.append(RunSpec(point, {a.label: v for a, v in zip(axes, values, strict=True)}, seed, run_dir,
-                                ckpt_name, args, tb_dir, epochs if isinstance(epochs, int) else None))
-    return Sweep(recipe, path, list(overrides), axes, list(seeds), directory, runs, val_is_test)
+            description = RunDescription(
+                recipe=str(path), seed=seed, run_log=str(run_dir / 'run.log'), summary=str(run_dir / 'summary.json'),
+                test=False, tensorboard=str(tb_dir) if tb_dir is not None else None,
+                overrides=(Override(dst_key, str(run_dir / ckpt_name)), *given,
+                           *(Override(a.key, v) for a, v in zip(axes, values, strict=True))))
+            runs.append(SweepRun(point, {a.label: v for a, v in zip(axes, values, strict=True)}, seed, run_dir,
+                                 ckpt_name, description, tb_dir, epochs if isinstance(epochs, int) else None,
+                                 hparams))
+    return Sweep(recipe, path, list(overrides), axes, list(seeds), directory, runs, view.val_is_test, dst_key)
+
+
+def _scalar(value: object, text: str) -> object:
+    """A grid value for TensorBoard's hparams: the Python scalar the recipe gets, else its text."""
+    return value if isinstance(value, (int, float, str, bool)) else text

@@ -7,22 +7,21 @@ import math
 import shlex
 from pathlib import Path
 
+from ..description import Override, RunDescription
 from ..errors import UsageError
+from ..formats.manifest import read_manifest
 from ..outputs import dumps_json
 from ..results import FORMATS, mean_std, plus_minus
-from .manifest import read_manifest
-from .plan import RunSpec
+from .runfolder import runs_in
 
 __all__ = ['sweep_rows', 'sweep_table']
 
 
 def _best_command(manifest: dict, values: dict) -> str:
-    args = ['ttm-distill', 'train', manifest['recipe']]
-    for o in manifest['overrides']:
-        args += ['--set', o]
-    for axis in manifest['grid']:
-        args += ['--set', f'{axis["key"]}={values[axis["label"]]}']
-    return shlex.join(args)
+    """The command that trains a grid point with its test pass: the sweep's recipe and overrides, and the point's
+    values (its own outputs: the recipe's)."""
+    grid = (Override(axis['key'], values[axis['label']]) for axis in manifest['grid'])
+    return shlex.join(['ttm-distill', *RunDescription(manifest['recipe'], (*manifest['overrides'], *grid)).argv()])
 
 
 def sweep_rows(directory: Path, manifest: dict | None = None) -> list[dict]:
@@ -30,8 +29,7 @@ def sweep_rows(directory: Path, manifest: dict | None = None) -> list[dict]:
     ``manifest``: DIR's sweep.json, read when not given."""
     manifest = read_manifest(directory) if manifest is None else manifest
     rows: dict[str, dict] = {}
-    for entry in manifest['runs']:
-        run = RunSpec(entry['point'], entry['values'], entry['seed'], directory / entry['dir'], entry['ckpt'], [])
+    for run in runs_in(directory, manifest):
         row = rows.setdefault(run.point, {'point': run.point, 'values': run.values, 'seeds': 0, 'finished': 0,
                                           'failed': 0, 'val_top1': [], 'errors': []})
         state, best, error = run.state()

@@ -9,10 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from ..runner import tensorboard
-from .plan import RunSpec
+from .plan import SweepRun
 
 __all__ = ['INTERRUPTED', 'child_setup', 'record_exit', 'start_run']
 
@@ -22,15 +20,6 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True) if sys.platfo
 
 INTERRUPTED = {130, -signal.SIGINT, -signal.SIGTERM}
 """exit codes of a run stopped from outside (Ctrl-C, preemption): resumable, not failed"""
-
-
-def _python_value(value: str) -> object:
-    """A grid value as a Python scalar (for hparams)."""
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-    return parsed if isinstance(parsed, (int, float, str, bool)) else value
 
 
 def _error_line(output: Path, returncode: int) -> str:
@@ -44,13 +33,13 @@ def _error_line(output: Path, returncode: int) -> str:
     return f'{what}: {detail}'
 
 
-def record_exit(run: RunSpec, returncode: int) -> tuple[str, float | None, str | None]:
-    """The run's :meth:`RunSpec.state` after its process ended; a failure leaves its error line in error.txt."""
+def record_exit(run: SweepRun, returncode: int) -> tuple[str, float | None, str | None]:
+    """The run's :meth:`SweepRun.state` after its process ended; a failure leaves its error line in error.txt."""
     if returncode == 0 and run.summary_path.is_file():
         state = run.state()
         if run.tensorboard_dir is not None and state[1] is not None:
-            hparams = {k: _python_value(v) for k, v in run.values.items()}
-            tensorboard.write_hparams(run.tensorboard_dir, dict(hparams, seed=run.seed), {'best_val_top1': state[1]})
+            hparams = dict(run.hparams, seed=run.seed)
+            tensorboard.write_hparams(run.tensorboard_dir, hparams, {'best_val_top1': state[1]})
         return state
     if returncode in INTERRUPTED:
         return run.state()
@@ -59,7 +48,7 @@ def record_exit(run: RunSpec, returncode: int) -> tuple[str, float | None, str |
     return 'failed', None, error
 
 
-def _set_aside(run: RunSpec) -> Path | None:
+def _set_aside(run: SweepRun) -> Path | None:
     """Before a fresh start (no .last.pt to resume): move what an earlier attempt left (its log, metrics, summary,
     checkpoint, error, curves) into ``<run>/attempts/<n>/``, so the new attempt replaces nothing."""
     left = [p for p in (run.log_path, run.metrics_path, run.summary_path, run.error_path,
@@ -78,7 +67,7 @@ def _set_aside(run: RunSpec) -> Path | None:
     return target
 
 
-def start_run(run: RunSpec) -> list[str]:
+def start_run(run: SweepRun) -> list[str]:
     """Prepare the run's folder and return its full command line (this interpreter): resumes from .last.pt, else
     starts afresh with an earlier attempt's files set aside."""
     run.directory.mkdir(parents=True, exist_ok=True)
@@ -86,7 +75,7 @@ def start_run(run: RunSpec) -> list[str]:
         run.error_path.unlink(missing_ok=True)  # a resumed failure: its error line is in sweep.json's history
     else:
         _set_aside(run)
-    return [sys.executable, '-m', 'ttm_torchdistill', *run.command()]
+    return [sys.executable, '-m', 'ttm_torchdistill', *run.argv()]
 
 
 def child_setup(parent: int) -> Callable[[], None]:

@@ -18,8 +18,8 @@ import yaml
 
 from ..errors import UsageError, one_line
 from ..runner.logs import format_eta
-from .manifest import write_manifest
-from .plan import RunSpec, Sweep
+from .folder import save_manifest
+from .plan import Sweep, SweepRun
 from .results import sweep_table
 from .runs import child_setup, record_exit, start_run
 
@@ -78,7 +78,7 @@ def array_in_queue(job_id: str) -> bool:
 class SweepTask:
     """One run of a sweep as a SLURM array task (pickled by submitit)."""
 
-    def __init__(self, run: RunSpec) -> None:
+    def __init__(self, run: SweepRun) -> None:
         self.run = run
         self._proc: subprocess.Popen | None = None
 
@@ -149,7 +149,7 @@ class SlurmLauncher:
         job_id = jobs[0].job_id.split('_')[0]
         sweep.slurm = {'job_id': job_id, 'parameters': self.params,
                        'tasks': {job.job_id: run.name for job, run in zip(jobs, self.todo, strict=True)}}
-        write_manifest(sweep)
+        save_manifest(sweep)
         print(f'submitted SLURM job array {job_id}: {len(jobs)} task(s), at most {self.params["array_parallelism"]} '
               f'at a time; logs in {sweep.directory / "slurm"}', flush=True)
         if not self.wait:
@@ -181,7 +181,7 @@ class SlurmLauncher:
                 break
             if todo:
                 time.sleep(POLL_S)
-        write_manifest(sweep)
+        save_manifest(sweep)
         print(sweep_table(sweep.directory), flush=True)
         if todo:
             print(f'{len(todo)} run(s) ended unfinished (cancelled or killed); the same command resubmits them',

@@ -6,15 +6,18 @@ from pathlib import Path
 import torch
 
 from ..calibration import expected_calibration_error, fit_temperature, nll, reliability_bins
+from ..description import RunDescription
 from ..errors import UsageError
+from ..formats.summary import write_summary
 from ..functional import power_sum
 from ..losses import resolve_gamma
-from ..outputs import atomic_write, check_output_folder, write_json
+from ..methods import TTM_LOSSES
+from ..outputs import atomic_write, check_output_folder
 from ..runner.commands import check_outputs, with_context
 from ..runner.distributed import DistContext
 from ..runner.evaluate import build_eval_loader
 from ..runner.logs import logger
-from ..runner.run import Run, RunOptions
+from ..runner.run import Run
 from .figures import pyplot
 
 __all__ = ['calibrate']
@@ -22,15 +25,10 @@ __all__ = ['calibrate']
 SPLITS = {'val': ('train', 'val_data_loader'), 'test': ('test', 'test_data_loader')}
 
 
-def _recipe_gamma(config: dict) -> float | None:
+def _recipe_gamma(run: Run) -> float | None:
     """gamma of the recipe's TTMLoss / WTTMLoss term, if it has one."""
-    terms = ((config.get('train') or {}).get('criterion') or {}).get('kwargs', {}).get('sub_terms') or {}
-    for term in terms.values():
-        criterion = term.get('criterion') or {}
-        if criterion.get('key') in ('TTMLoss', 'WTTMLoss'):
-            kwargs = criterion.get('kwargs') or {}
-            return resolve_gamma(kwargs.get('gamma'), kwargs.get('temperature'))
-    return None
+    term = next(iter(run.view.loss_terms(TTM_LOSSES)), None)
+    return None if term is None else resolve_gamma(term.kwargs.get('gamma'), term.kwargs.get('temperature'))
 
 
 @torch.inference_mode()
@@ -54,9 +52,8 @@ def _teacher_logits(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _warn_if_test(run: Run, split: str) -> None:
     """Choosing gamma on the test set sees the test set (as sweep says for choosing a grid point)."""
-    val = ((run.config.get('train') or {}).get('val_data_loader') or {}).get('dataset_id')
-    test = ((run.config.get('test') or {}).get('test_data_loader') or {}).get('dataset_id')
-    if split == 'test' or val == test:
+    test = run.view.dataset_id('test')
+    if split == 'test' or run.view.val_is_test:
         logger.warning('warning: calibrating on %s, the recipe\'s test set: a gamma chosen from it has seen the test '
                        'set; calibrate on a held-out part of the training set instead (README, "Tuning a new pair")',
                        f'{SPLITS[split][0]}.{SPLITS[split][1]} ({test})')
@@ -87,7 +84,7 @@ def _diagram(logits: torch.Tensor, targets: torch.Tensor, temperature: float, pa
     return path
 
 
-def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calibration') -> dict:
+def calibrate(opts: RunDescription, split: str = 'val', out_dir: str | Path = 'calibration') -> dict:
     """Teacher top-1, NLL and ECE before/after temperature scaling; JSON report (also to ``--summary``) and
     reliability diagram in ``out_dir``. Every output path is checked before the teacher runs."""
     out = Path(out_dir).expanduser()
@@ -111,7 +108,7 @@ def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calib
         _warn_if_test(run, split)
         logits, targets = _teacher_logits(run, split)
         t_star = fit_temperature(logits, targets)
-        gamma = _recipe_gamma(run.config)
+        gamma = _recipe_gamma(run)
         report = {
             'kind': 'calibrate', 'recipe': run.name, 'split': split, 'samples': len(targets),
             'top1': 100.0 * logits.argmax(1).eq(targets).double().mean().item(),
@@ -124,9 +121,9 @@ def calibrate(opts: RunOptions, split: str = 'val', out_dir: str | Path = 'calib
             'u_gamma_recipe': power_sum(logits.double(), gamma).mean().item() if gamma else None,
             'u_gamma_calibrated': power_sum(logits.double(), 1.0 / t_star).mean().item(),
         }
-        write_json(report_path, report)  # shipped recipes by name (ilsvrc2012-wttm-...), files by their stem
+        write_summary(report_path, report)  # shipped recipes by name (ilsvrc2012-wttm-...), files by their stem
         if opts.summary:
-            write_json(Path(opts.summary).expanduser(), report)
+            write_summary(opts.summary, report)
         figure = _diagram(logits, targets, t_star, figure_path)
         logger.info('teacher %s on %s (%d images): top-1 %.2f', run.teacher_config.get('key'), split,
                     report['samples'], report['top1'])

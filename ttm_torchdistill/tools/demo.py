@@ -11,10 +11,12 @@ from pathlib import Path
 import torch
 
 from ..data import DigitsDataset
+from ..description import RunDescription
+from ..formats.metrics import read_records
 from ..functional import shannon_entropy
 from ..models import digits_mlp
+from ..recipe import RecipeDocument, RecipeView, resolve_recipe
 from ..runner.commands import run_train
-from ..runner.run import RunOptions
 from ..sweep.command import run_sweep
 from ..sweep.results import sweep_rows
 from .figures import pyplot
@@ -39,10 +41,10 @@ def _say(message: str) -> None:
 def _train(recipe: str, run_dir: Path, seed: int, overrides: list[str]) -> dict:
     """One demo training in its own folder (removed first: the demo owns it)."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    key = 'model' if recipe in ('demo/teacher', 'demo/ce') else 'student_model'
+    key = RecipeView(RecipeDocument.open(resolve_recipe(recipe))).student_key
     ckpt = 'digits_cnn.pt' if recipe == 'demo/teacher' else 'digits_mlp.pt'  # the recipes' own file names
     overrides = [f'models.{key}.dst_ckpt={run_dir / ckpt}', *overrides]
-    return run_train(RunOptions(recipe=recipe, overrides=overrides, device='cpu', seed=seed, quiet=True,
+    return run_train(RunDescription(recipe=recipe, overrides=overrides, device='cpu', seed=seed, quiet=True,
                                 summary=str(run_dir / 'summary.json')))
 
 
@@ -90,7 +92,7 @@ def run_demo(out: str | Path = 'demo_runs', seeds: tuple[int, ...] = (0, 1, 2), 
             run_dir = out / method / f'seed{seed}'
             t0 = time.perf_counter()
             summary = _train(f'demo/{method}', run_dir, seed, _student_overrides(method, teacher_ckpt, epochs))
-            metrics = [json.loads(line) for line in Path(summary['metrics']).read_text().splitlines()]
+            metrics = read_records(Path(summary['metrics']))
             runs[method].append({
                 'seed': seed, 'test_top1': summary['student_test_top1'], 'wall_s': time.perf_counter() - t0,
                 'test_entropy': _test_entropy(Path(summary['best_ckpt'])),
@@ -159,16 +161,17 @@ def _figure(result: dict, path: Path) -> Path | None:
     return path
 
 
-def run_grid(out: str | Path = 'demo_runs/grid', seeds: tuple[int, ...] = (0, 1),
+def run_grid(out: str | Path = 'demo_runs/grid', seeds: tuple[int, ...] = (0, 1), epochs: int | None = None,
              retrain_teacher: bool = False) -> list[dict]:
-    """Validation top-1 of every GRID point, one `ttm-distill sweep` per method (the test split is not evaluated)."""
+    """Validation top-1 of every GRID point, one `ttm-distill sweep` per method (the test split is not evaluated);
+    ``epochs``: the students' epochs (default: the recipes')."""
     out = Path(out)
     teacher_ckpt, _ = _teacher(out, retrain_teacher)
     results = []
     for method, grid in GRID.items():
         axes = [f'{name}={",".join(map(str, values))}' for name, values in grid.items()]
         _say(f'{method}: ttm-distill sweep demo/{method} ' + ' '.join(f'--grid {a}' for a in axes))
-        if run_sweep(f'demo/{method}', axes, list(seeds), _student_overrides(method, teacher_ckpt, None),
+        if run_sweep(f'demo/{method}', axes, list(seeds), _student_overrides(method, teacher_ckpt, epochs),
                      str(out / method)) == 130:
             raise KeyboardInterrupt  # the sweep stopped its runs; `demo --grid` again resumes them
         for row in sweep_rows(out / method):

@@ -8,8 +8,10 @@ models (``timm/NAME`` picks timm where torchvision has the same name). A timm mo
 starts from scratch; the base's other kwargs are kept where the new model takes them. The anchor that names the
 experiment moves with the model's name, so checkpoint paths name the new pair.
 
-The base's TTM/WTTM/KD term (else its cross-entropy term) becomes the method's; other terms (CRD, ITRD) stay, with the
-feature sizes of their embeddings and losses set to the new models' (:mod:`.new_recipe_check` measures them). The
+The base's logit term (TTM/WTTM/KD/DIST/DKD, else its cross-entropy term) becomes the method's; DIST and DKD get a
+cross-entropy term of their own beside it, which the other methods (that hold the cross entropy) drop. Other terms
+(CRD, ITRD) stay, with the feature sizes of their embeddings and losses set to the new models'
+(:mod:`.new_recipe_check` measures them). The
 result is checked before it is written: what new-recipe writes passes `train --check` where the data and weights are.
 """
 from __future__ import annotations
@@ -21,18 +23,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torchvision
-import yaml
 from torchdistill.models.registry import MODEL_DICT
 
 from ..errors import UsageError
 from ..extras import MissingExtra, require_timm
+from ..methods import INVERSE_TEMPERATURE, METHOD_LOSSES, SEPARATE_CE
 from ..outputs import check_output_file, write_text
-from ..recipe import SUB_TERMS, LossTerm, RecipeDocument, RecipeEdits, quoted, recipe_name, resolve_recipe
+from ..recipe import (
+    SUB_TERMS,
+    LossTerm,
+    RecipeDocument,
+    RecipeEdits,
+    RecipeView,
+    quoted,
+    recipe_name,
+    resolve_recipe,
+)
 from .new_recipe_check import TIMM_KEY, check_recipe, feature_edits, timm_kwargs
 
 __all__ = ['new_recipe']
 
-LOSS_KEYS = {'wttm': 'WTTMLoss', 'ttm': 'TTMLoss', 'kd': 'KDLoss'}
+LOSS_KEYS = METHOD_LOSSES
 METHODS = {v: k for k, v in LOSS_KEYS.items()}
 CROSS_ENTROPY = 'CrossEntropyLoss'
 """a base without a TTM/WTTM/KD term (CRD or ITRD alone) has its cross-entropy term replaced: the method's loss
@@ -121,23 +132,73 @@ def _teacher_weights(model: Model):
     return enum, name
 
 
-def _loss_lines(method: str, gamma: float, beta: float | None) -> list[str]:
-    """The method's loss term, as the lines of a ``sub_terms`` entry."""
+CE_LINES = ['ce:', '  criterion:', "    key: 'CrossEntropyLoss'", '    kwargs:', "      reduction: 'mean'",
+            '  criterion_wrapper:', "    key: 'SimpleLossWrapper'", '    kwargs:', '      input:',
+            '        is_from_teacher: False', "        module_path: '.'", "        io: 'output'", '      target:',
+            '        uses_label: True', '  weight: 1.0']
+"""the cross-entropy term DIST and DKD train beside (as the shipped recipes have it)"""
+CIFAR_DEFAULTS = {'tau': 4.0, 'temperature': 4.0, 'warmup_epochs': 20}
+"""DIST's and DKD's CIFAR-100 settings; their ImageNet settings (the default elsewhere) are 1, 1 and no warm-up"""
+
+
+@dataclass(frozen=True)
+class LossChoice:
+    """The method's loss term: its parameters, and how the header describes them."""
+
+    method: str
+    params: dict[str, object]
+
+    def lines(self) -> list[str]:
+        """The term as the lines of a ``sub_terms`` entry."""
+        io = {'student_module_path': "'.'", 'student_module_io': "'output'",
+              'teacher_module_path': "'.'", 'teacher_module_io': "'output'"}
+        lines = [f'{self.method}:', '  criterion:', f"    key: '{LOSS_KEYS[self.method]}'", '    kwargs:']
+        return lines + [f'      {k}: {v}' for k, v in {**io, **self.params}.items()] + ['  weight: 1.0']
+
+    def summary(self) -> str:
+        return ', '.join(f'{k} {v:g}' for k, v in self.params.items() if not isinstance(v, str))
+
+
+def _loss_choice(method: str, gamma: float | None, beta: float | None, base_method: str | None, kwargs: dict,
+                 cifar: bool) -> LossChoice:
+    """The method's parameters: those given, else the base term's where they mean the same, else the defaults."""
+    same = base_method == method
+    if method == 'dist':
+        tau = kwargs.get('tau') if same else None
+        return LossChoice(method, {'beta': beta if beta is not None else kwargs.get('beta', 2.0) if same else 2.0,
+                                   'gamma': gamma if gamma is not None else kwargs.get('gamma', 2.0) if same else 2.0,
+                                   'tau': tau or (CIFAR_DEFAULTS['tau'] if cifar else 1.0)})
+    if gamma is None:
+        if base_method in ('kd', 'dkd') and kwargs.get('temperature'):
+            gamma = 1.0 / kwargs['temperature']
+        elif method == 'dkd':  # a TTM exponent is no DKD temperature: DKD's own setting for the dataset
+            gamma = 1.0 / CIFAR_DEFAULTS['temperature'] if cifar else 1.0
+        else:
+            gamma = (kwargs.get('gamma') if base_method in ('ttm', 'wttm') else None) or 0.8
     if method == 'kd':
-        params = {'temperature': round(1.0 / gamma, 6), 'alpha': 0.5, 'reduction': "'batchmean'"}
+        return LossChoice(method, {'temperature': round(1.0 / gamma, 6), 'alpha': 0.5, 'reduction': "'batchmean'"})
+    if method == 'dkd':
+        warmup = kwargs.get('warmup_epochs') if same else None
+        beta = beta if beta is not None else kwargs.get('beta', 8.0)  # given, unless the base is DKD
+        return LossChoice(method, {'alpha': 1.0, 'beta': beta, 'temperature': round(1.0 / gamma, 6),
+                                   'warmup_epochs': warmup if warmup is not None else
+                                   CIFAR_DEFAULTS['warmup_epochs'] if cifar else 1})
+    return LossChoice(method, {'gamma': gamma, 'beta': beta if beta is not None else kwargs.get('beta', 1.0)
+                               if base_method in ('wttm', 'ttm') else 1.0, 'alpha': 1.0, 'reduction': "'batchmean'"})
+
+
+def _loss_edits(doc: RecipeDocument, edits: RecipeEdits, replaced: LossTerm, choice: LossChoice) -> None:
+    """Replace the base's term by the method's; DIST and DKD keep (or get) a cross-entropy term beside it, the
+    methods that hold the cross entropy lose the base's own."""
+    ce = next((t for t in doc.loss_terms() if t.key == CROSS_ENTROPY), None)
+    if choice.method not in SEPARATE_CE:
+        edits.set_entry(SUB_TERMS, replaced.name, choice.lines())
+        if ce is not None and ce is not replaced and ce.name != replaced.name:
+            edits.drop_entry(SUB_TERMS, ce.name)
+    elif replaced.key == CROSS_ENTROPY:
+        edits.add_entry_after(SUB_TERMS, replaced.name, choice.lines())
     else:
-        params = {'gamma': gamma, 'beta': beta, 'alpha': 1.0, 'reduction': "'batchmean'"}
-    io = {'student_module_path': "'.'", 'student_module_io': "'output'",
-          'teacher_module_path': "'.'", 'teacher_module_io': "'output'"}
-    lines = [f'{method}:', '  criterion:', f"    key: '{LOSS_KEYS[method]}'", '    kwargs:']
-    return lines + [f'      {k}: {v}' for k, v in {**io, **params}.items()] + ['  weight: 1.0']
-
-
-def _replaced_term(doc: RecipeDocument) -> LossTerm | None:
-    """The base's term the method's loss replaces: its TTM/WTTM/KD term, else its cross-entropy term."""
-    terms = doc.loss_terms()
-    return next((t for t in terms if t.key in METHODS), None) or next((t for t in terms if t.key == CROSS_ENTROPY),
-                                                                      None)
+        edits.set_entry(SUB_TERMS, replaced.name, (CE_LINES if ce is None else []) + choice.lines())
 
 
 def _registry_teacher(doc: RecipeDocument, edits: RecipeEdits, model: Model) -> str:
@@ -154,14 +215,9 @@ def _registry_teacher(doc: RecipeDocument, edits: RecipeEdits, model: Model) -> 
 def _torchvision_teacher(doc: RecipeDocument, edits: RecipeEdits, model: Model) -> str:
     """A torchvision teacher's weights in a torchvision base (its !getattr node and weights class)."""
     enum, name = _teacher_weights(model)
-    weights = doc.node('models.teacher_model.kwargs.weights')
-    if isinstance(weights, yaml.SequenceNode):  # !getattr [*weights_class, 'NAME']
-        edits.set_value('models.teacher_model.kwargs.weights.-1', quoted(name))
-    elif isinstance(weights, yaml.ScalarNode):
-        edits.set_value(weights, quoted(name))
-    else:
+    if not edits.set_item('models.teacher_model.kwargs.weights', quoted(name)):  # !getattr [*weights_class, 'NAME']
         raise UsageError(f'--from {doc.source}: models.teacher_model.kwargs.weights is missing in the base recipe')
-    if isinstance(doc.node('models.teacher_model._weights.key'), yaml.ScalarNode):
+    if doc.has('models.teacher_model._weights.key'):
         edits.set_value('models.teacher_model._weights.key', quoted(f'{enum.__module__}.{enum.__name__}'))
     return f'{enum.__name__}.{name}'
 
@@ -172,8 +228,8 @@ def _rewritten_model(doc: RecipeDocument, edits: RecipeEdits, role: str, model: 
     timm); returns the weights note. The experiment-naming anchor moves with the model's name; base kwargs the new
     timm model does not take are left out (named in ``dropped``)."""
     models = f'models.{role}'
-    key_node = doc.node(f'{models}.key')
-    anchor = edits.anchor(f'{models}.kwargs.name' if base_timm else key_node)
+    key = f'{models}.key'
+    anchor = edits.anchor(f'{models}.kwargs.name' if base_timm else key)
     entries = edits.entries(f'{models}.kwargs')
     note, first = 'from scratch', []
     if model.kind == 'timm':
@@ -195,14 +251,12 @@ def _rewritten_model(doc: RecipeDocument, edits: RecipeEdits, role: str, model: 
             first, note = [f'weights: {quoted(f"{enum.__name__}.{member}")}'], f'{enum.__name__}.{member}'
         elif model.teacher:
             note = _registry_teacher(doc, edits, model)
-    src = doc.node(f'{models}.src_ckpt')
-    if model.teacher and model.kind != 'registry' and src is not None and not (
-            isinstance(src, yaml.ScalarNode) and src.value in ('', 'null', '~')):
-        edits.set_value(src, 'null', keep_tag=False)  # the weights come from kwargs now (a !join path goes too)
+    if model.teacher and model.kind != 'registry' and doc.value(f'{models}.src_ckpt') is not None:
+        edits.set_value(f'{models}.src_ckpt', 'null', keep_tag=False)  # the weights come from kwargs now (a !join too)
     if model.kind == 'timm' and not base_timm:  # torchvision/registry -> timm: the key's anchor moves to the name
-        edits.set_node(key_node, quoted(TIMM_KEY))
+        edits.set_node(key, quoted(TIMM_KEY))
     else:
-        edits.set_node(key_node, (anchor if model.kind != 'timm' else '') + quoted(
+        edits.set_node(key, (anchor if model.kind != 'timm' else '') + quoted(
             model.key if model.kind != 'timm' else TIMM_KEY))
     edits.set_block(f'{models}.kwargs', first + keep)
     if model.kind != 'torchvision' and doc.has(f'{models}._weights'):
@@ -225,17 +279,17 @@ def _model_edits(doc: RecipeDocument, edits: RecipeEdits, teacher: Model, studen
             note = _torchvision_teacher(doc, edits, model)
         elif model.teacher:  # a registry model: its weights are a checkpoint file
             note = _registry_teacher(doc, edits, model)
-            if doc.node('models.teacher_model.kwargs.weights') is not None:
+            if doc.has('models.teacher_model.kwargs.weights'):
                 edits.set_node('models.teacher_model.kwargs.weights', 'null')
     return note
 
 
-def _header(method: str, teacher: Model, student: Model, note: str, base: str, gamma: float, beta: float | None,
-            dropped: list[str], features: list[str]) -> str:
-    hp = f'temperature {1 / gamma:g}, alpha 0.5' if method == 'kd' else f'gamma {gamma:g}, beta {beta:g}, alpha 1'
-    lines = [f'# {method.upper()}: {student.key} from {teacher.key} ({note}).',
+def _header(choice: LossChoice, teacher: Model, student: Model, note: str, base: str, dropped: list[str],
+            features: list[str]) -> str:
+    ce = ' beside cross entropy (weight 1)' if choice.method in SEPARATE_CE else ''
+    lines = [f'# {choice.method.upper()}: {student.key} from {teacher.key} ({note}).',
              f'# Written by `ttm-distill new-recipe` on {datetime.date.today()} from {base}: same data, schedule,',
-             f'# optimizer and transforms; {LOSS_KEYS[method]} with {hp}.',
+             f'# optimizer and transforms; {LOSS_KEYS[choice.method]} with {choice.summary()}{ce}.',
              '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).',
              '# No `paper:` block: the paper reports no number for this pair.']
     lines += [f'# Feature sizes set for this pair: {", ".join(features)}.'] if features else []
@@ -249,7 +303,8 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     """Write a recipe for ``teacher`` -> ``student`` with ``method``, keeping the base's data and schedule."""
     if method not in LOSS_KEYS:
         raise UsageError(f'--method {method!r}: accepted values are {", ".join(LOSS_KEYS)}')
-    _number('--gamma', gamma, 'a finite number > 0 (the paper uses 0 < gamma <= 1)', lambda v: v > 0)
+    paper = ' (the paper uses 0 < gamma <= 1)' if method in INVERSE_TEMPERATURE else ''
+    _number('--gamma', gamma, f'a finite number > 0{paper}', lambda v: v > 0)
     _number('--beta', beta, 'a finite number >= 0', lambda v: v >= 0)
     doc = RecipeDocument.open(resolve_recipe(base))
     doc.import_dependencies()
@@ -257,33 +312,31 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     teacher_model, student_model = _model('--teacher', teacher_spec, weights), _model('--student', student)
     if not (doc.has('models.teacher_model') and doc.has('models.student_model')):
         raise UsageError(f'--from {base}: the base recipe needs models.teacher_model and models.student_model')
-    replaced = _replaced_term(doc)
+    view = RecipeView(doc)
+    replaced = view.method_term() or next(iter(view.loss_terms((CROSS_ENTROPY,))), None)
     if replaced is None:
-        raise UsageError(f'--from {base}: the base recipe needs a TTM/WTTM/KD or cross-entropy term under '
+        raise UsageError(f'--from {base}: the base recipe needs a TTM/WTTM/KD/DIST/DKD or cross-entropy term under '
                          f'{SUB_TERMS} for the method\'s loss to replace')
     base_method = METHODS.get(replaced.key)
     out = Path(output) if output else Path(f'{student_model.key}_from_{teacher_model.key}.{method}.yaml')
     check_output_file(out, '-o', replace=True)  # a writable place, not a folder; checked before any work
     if out.exists() and not force:
         raise UsageError(f'{out} exists: choose another -o PATH or pass --force to overwrite it')
-    if beta is None and method != 'kd' and base_method != method:
-        raise UsageError(f'--method {method}: the base recipe uses {base_method or "no TTM/WTTM/KD term"}, whose beta '
-                         f'does not carry over ({method.upper()}\'s beta has another scale: the paper tunes it per '
+    if beta is None and method not in ('kd', 'dist') and base_method != method:
+        raise UsageError(f'--method {method}: the base recipe uses {base_method or "no TTM/WTTM/KD/DIST/DKD term"}, '
+                         f'whose beta does not carry over ({method.upper()}\'s beta has another scale: it is tuned per '
                          'method and pair); give --beta')
-    kwargs = replaced.kwargs if base_method else {}
-    if gamma is None:
-        gamma = kwargs.get('gamma') or (1.0 / kwargs['temperature'] if kwargs.get('temperature') else 0.8)
-    if beta is None and method != 'kd':
-        beta = kwargs.get('beta', 1.0) if base_method in ('wttm', 'ttm') else 1.0
+    cifar = str(view.dataset_id('train')).startswith('cifar')
+    choice = _loss_choice(method, gamma, beta, base_method, replaced.kwargs if base_method else {}, cifar)
 
     edits, dropped = RecipeEdits(doc), []
     note = _model_edits(doc, edits, teacher_model, student_model, dropped)
     edits.drop_top_entry('paper')  # the base pair's reported number is not the new pair's
-    edits.set_entry(SUB_TERMS, replaced.name, _loss_lines(method, gamma, beta))
+    _loss_edits(doc, edits, replaced, choice)
     _method_folder(doc, edits, base, base_method, method)
     text = re.sub(r'\A(?:#.*\n|\s*\n)*', '', edits.text())  # the base header describes the base pair
     text, features = feature_edits(text, {'teacher': teacher_model.flag, 'student': student_model.flag})
-    new_text = _header(method, teacher_model, student_model, note, base, gamma, beta, dropped, features) + text
+    new_text = _header(choice, teacher_model, student_model, note, base, dropped, features) + text
     check_recipe(new_text, doc)
     if out.exists() and not force:  # again: it may have appeared while the recipe was checked
         raise UsageError(f'{out} exists: choose another -o PATH or pass --force to overwrite it')
@@ -294,18 +347,13 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
 def _method_folder(doc: RecipeDocument, edits: RecipeEdits, base: str, base_method: str | None, method: str) -> None:
     """The checkpoint folder names the new recipe's method: the base's ``wttm_itrd/`` becomes ``ttm_itrd/`` for TTM,
     a ``crd/`` base's (CE + CRD) becomes ``wttm_crd/`` for WTTM."""
-    dst = doc.node('models.student_model.dst_ckpt')
     family = recipe_name(resolve_recipe(base)).split('/')
     family = family[1] if len(family) == 3 else None  # a shipped recipe's method folder
-    for item in (dst.value if isinstance(dst, yaml.SequenceNode) else [dst] if dst is not None else []):
-        if not isinstance(item, yaml.ScalarNode):
-            continue
-        parts = item.value.split('/')
-        for i, part in enumerate(parts):
-            if base_method and (part == base_method or part.startswith(f'{base_method}_')):
-                suffix = part[len(base_method):]  # a feature term the new recipe keeps (_crd, _itrd), else none
-                parts[i] = method + (suffix if suffix in FEATURE_SUFFIXES else '')
-            elif not base_method and family and part == family:
-                parts[i] = f'{method}_{part}'
-        if parts != item.value.split('/'):
-            edits.set_value(item, quoted('/'.join(parts)))
+
+    def renamed(part: str) -> str:
+        if base_method and (part == base_method or part.startswith(f'{base_method}_')):
+            suffix = part[len(base_method):]  # a feature term the new recipe keeps (_crd, _itrd), else none
+            return method + (suffix if suffix in FEATURE_SUFFIXES else '')
+        return f'{method}_{part}' if not base_method and family and part == family else part
+
+    edits.rewrite_scalars('models.student_model.dst_ckpt', lambda text: '/'.join(map(renamed, text.split('/'))))

@@ -5,22 +5,24 @@ The output path and image format are checked before anything is read, and the fi
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError, one_line
+from ..errors import UsageError
+from ..formats.manifest import NAME as MANIFEST
+from ..formats.manifest import read_manifest
+from ..formats.metrics import diagnostic_keys, read_records
+from ..formats.summary import is_summary, load_summary
 from ..outputs import atomic_write, check_output_file
-from ..sweep.plan import MANIFEST
+from ..sweep.runfolder import runs_in
 from .figures import pyplot
-from .table import read_sweep, sweep_runs
 
 __all__ = ['find_metrics', 'image_formats', 'load_metrics', 'plot_runs']
 
-PANELS = (('train_loss', 'train loss'), ('lr', 'learning rate'), ('val_top1', 'validation top-1 (%)'),
-          ('student_entropy', 'student entropy H(q)'), ('divergence', 'D(p_hat_t || q)'),
-          ('u_gamma', 'teacher U_gamma(p_t)'))
+PANELS = (('train_loss', 'train loss'), ('lr', 'learning rate'), ('val_top1', 'validation top-1 (%)'))
+"""the panels of every figure; then one per diagnostic the runs' losses report (``formats.metrics``)"""
+COLUMNS = 3
 NEEDS_MORE = {'pgf': 'needs a LaTeX installation'}
 """formats matplotlib lists but cannot write without more software"""
 LINESTYLES = ('-', '--', ':', '-.')
@@ -42,11 +44,10 @@ def find_metrics(run: str) -> Path:
     if path.name.endswith('.metrics.jsonl') and path.is_file():
         return path
     if path.suffix == '.json' and path.is_file():
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f'{run}: not a --summary JSON ({one_line(exc)})') from None
-        metrics = summary.get('metrics') if isinstance(summary, dict) else None
+        summary, problem = load_summary(path)
+        if problem is not None:
+            raise UsageError(f'{run}: not a --summary JSON ({problem})')
+        metrics = summary.get('metrics') if is_summary(summary) else None
         if isinstance(metrics, str) and metrics and Path(metrics).is_file():
             return Path(metrics)
     sibling = path.with_name(path.stem + '.metrics.jsonl')
@@ -56,35 +57,9 @@ def find_metrics(run: str) -> Path:
                      'a sweep folder)')
 
 
-def _records(path: Path) -> list[dict]:
-    """The per-epoch records of a metrics file, none when no epoch has finished yet."""
-    try:
-        lines = path.read_text().splitlines()
-    except UnicodeDecodeError:
-        raise UsageError(f'{path}: not a metrics file (not text)') from None
-    except OSError as exc:
-        raise UsageError(f'{path}: cannot read the metrics file ({exc.strerror or one_line(exc)})') from None
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f'{path}: not a metrics file: line {number} is not JSON ({exc.msg})') from None
-        if not isinstance(record, dict) or not isinstance(record.get('epoch'), int):
-            raise UsageError(f'{path}: not a metrics file: line {number} is not a record with an epoch')
-        for key, _ in PANELS:
-            value = record.get(key)
-            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
-                raise UsageError(f'{path}: not a metrics file: line {number}: {key}={value!r} is not a number')
-        records.append(record)
-    return records
-
-
 def load_metrics(path: Path) -> list[dict]:
     """The per-epoch records of a metrics file: one JSON object with an 'epoch' per line; at least one."""
-    records = _records(path)
+    records = read_records(path)
     if not records:
         raise UsageError(f'{path}: empty metrics file (no epoch has finished in that run yet)')
     return records
@@ -115,7 +90,7 @@ def _output(output: str | Path) -> tuple[Path, str]:
 def _sweep_curves(directory: Path, first_color: int) -> list[Curve]:
     """Every run of a sweep folder that has metrics, labelled by grid point and seed: one colour per point, one
     line style per seed. Runs without metrics yet are named on stderr and left out."""
-    runs = sweep_runs(directory, read_sweep(directory))
+    runs = runs_in(directory, read_manifest(directory))
     points = list(dict.fromkeys(run.point for run in runs))
     seeds = list(dict.fromkeys(run.seed for run in runs))
     curves = []
@@ -124,7 +99,7 @@ def _sweep_curves(directory: Path, first_color: int) -> list[Curve]:
         if len(found) > 1:
             raise UsageError(f'{run.directory}: expected one *.metrics.jsonl in the run folder, found {len(found)}')
         state = run.state()[0]
-        records = _records(found[0]) if found else []
+        records = read_records(found[0]) if found else []
         if not records:
             print(f'ttm-distill: {directory}: {run.name} ({state}): no metrics yet, not plotted', file=sys.stderr)
             continue
@@ -144,7 +119,7 @@ def _run_curve(metrics: Path, records: list[dict], color: int) -> Curve:
 def _ours(sweep: Path) -> bool:
     """Whether the folder's sweep.json was written by `ttm-distill sweep` (else a note says it is skipped)."""
     try:
-        read_sweep(sweep)
+        read_manifest(sweep)
     except UsageError as exc:
         print(f'ttm-distill: {exc}: skipped, its runs are drawn as plain runs', file=sys.stderr)
         return False
@@ -167,7 +142,7 @@ def _folder_curves(folder: Path, first_color: int) -> list[Curve]:
     for metrics in sorted(folder.rglob('*.metrics.jsonl')):
         if any(sweep in metrics.parents for sweep in sweeps):
             continue
-        records = _records(metrics)
+        records = read_records(metrics)
         if not records:
             print(f'ttm-distill: {metrics}: no epoch has finished in that run yet, not plotted', file=sys.stderr)
             continue
@@ -194,29 +169,33 @@ def _curves(runs: list[str]) -> list[Curve]:
 
 
 def plot_runs(runs: list[str], output: str | Path = 'runs.png') -> Path:
-    """Train loss, lr, validation top-1 and the TTM diagnostics per epoch, one line per run (a sweep folder: per
-    run of the sweep); returns the file written."""
+    """Train loss, lr, validation top-1 and every diagnostic of the runs' losses per epoch, one line per run (a sweep
+    folder: per run of the sweep); returns the file written."""
     plt = pyplot()
     if plt is None:
         raise UsageError("plot needs matplotlib: pip install 'ttm-torchdistill[plot]'")
     path, fmt = _output(output)
     curves = _curves(runs)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    panels = [*PANELS, *((key, key) for key in diagnostic_keys([r for c in curves for r in c.records]))]
+    rows = -(-len(panels) // COLUMNS)
+    fig, axes = plt.subplots(rows, COLUMNS, figsize=(5 * COLUMNS, 4 * rows), squeeze=False)
     try:
         for curve in curves:
             epochs = [r['epoch'] for r in curve.records]
-            for ax, (key, _) in zip(axes.flat, PANELS, strict=True):
+            for ax, (key, _) in zip(axes.flat, panels, strict=False):  # the last row may have room to spare
                 values = [r.get(key) for r in curve.records]
                 if any(v is not None for v in values):
                     ax.plot(epochs, [float('nan') if v is None else v for v in values], marker='.', label=curve.label,
                             color=f'C{curve.color % 10}', linestyle=curve.linestyle)
-        for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
+        for ax, (key, title) in zip(axes.flat, panels, strict=False):
             ax.set_title(title)
             ax.set_xlabel('epoch')
             if key == 'lr':
                 ax.set_yscale('log')
             if not ax.lines:
-                ax.text(0.5, 0.5, 'no data (TTM/WTTM runs only)', ha='center', va='center', transform=ax.transAxes)
+                ax.text(0.5, 0.5, 'no data in these runs', ha='center', va='center', transform=ax.transAxes)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
         axes.flat[0].legend(fontsize=8)
         fig.tight_layout()
         atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=100))

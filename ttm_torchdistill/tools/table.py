@@ -1,74 +1,28 @@
 """`ttm-distill table`: the table of run summaries, or of a sweep folder by grid point; sweep.json checked first."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from ..formats.manifest import NAME as MANIFEST
+from ..formats.manifest import read_manifest
+from ..formats.summary import is_finite_number
 from ..outputs import check_output_file, write_text
-from ..results import FORMATS, collect, format_rows, group, is_finite_number
-from ..sweep.manifest import read_manifest
-from ..sweep.plan import MANIFEST, RunSpec
+from ..results import FORMATS, collect, format_rows, group
 from ..sweep.results import sweep_table
+from ..sweep.runfolder import runs_in
 
-__all__ = ['read_sweep', 'sweep_runs', 'table']
-
-_TYPES = {str: 'a string', list: 'a list', dict: 'an object', int: 'an integer'}
-_TOP = (('recipe', str), ('overrides', list), ('grid', list), ('seeds', list), ('runs', list))
-_RUN = (('point', str), ('values', dict), ('seed', int), ('dir', str), ('ckpt', str))
-
-
-def _manifest_problem(manifest: object) -> str | None:
-    """What in ``manifest`` differs from the structure `ttm-distill sweep` writes and the sweep table reads."""
-    if not isinstance(manifest, dict):
-        return f'the top level is {type(manifest).__name__}, not an object'
-    for key, kind in _TOP:
-        if not isinstance(manifest.get(key), kind):
-            return f'{key!r} is missing or not {_TYPES[kind]}'
-    if not all(isinstance(o, str) for o in manifest['overrides']):
-        return "'overrides' holds something other than KEY=VALUE strings"
-    labels = []
-    for i, axis in enumerate(manifest['grid']):
-        if not isinstance(axis, dict) or not all(isinstance(axis.get(k), str) for k in ('key', 'label')):
-            return f'grid[{i}] is not an object with a string key and label'
-        labels.append(axis['label'])
-    for i, run in enumerate(manifest['runs']):
-        if not isinstance(run, dict):
-            return f'runs[{i}] is not an object'
-        for key, kind in _RUN:
-            if not isinstance(run.get(key), kind):
-                return f'runs[{i}].{key} is missing or not {_TYPES[kind]}'
-        missing = [label for label in labels if label not in run['values']]
-        if missing:
-            return f'runs[{i}].values has no {missing[0]!r} (a grid label)'
-    return None
-
-
-def read_sweep(directory: Path) -> dict:
-    """``directory``'s sweep.json, checked to have the structure `ttm-distill sweep` writes (one line if not)."""
-    manifest = read_manifest(directory)
-    problem = _manifest_problem(manifest)
-    if problem is not None:
-        raise UsageError(f'{directory / MANIFEST}: not a `ttm-distill sweep` manifest ({problem})')
-    return manifest
-
-
-def sweep_runs(directory: Path, manifest: dict) -> list[RunSpec]:
-    """The runs a checked manifest lists, as the sweep reads them."""
-    return [RunSpec(e['point'], e['values'], e['seed'], directory / e['dir'], e['ckpt'], []) for e in manifest['runs']]
+__all__ = ['table']
 
 
 def _sweep_notes(directory: Path, manifest: dict) -> list[str]:
     """One line per finished run whose summary holds a best validation top-1 that is not a finite number: its grid
     point gets no mean in the sweep table (which counts the run as finished), so the file is named here."""
     notes = []
-    for run in sweep_runs(directory, manifest):
-        try:
-            summary = json.loads(run.summary_path.read_text())
-        except (OSError, ValueError):
-            continue  # no summary yet, or a cut-off one: the run is not finished, the sweep resumes it
-        if isinstance(summary, dict) and not is_finite_number(best := summary.get('best_val_top1')):
+    for run in runs_in(directory, manifest):
+        summary = run.summary()  # none yet, or a cut-off one: the run is not finished, the sweep resumes it
+        if summary is not None and not is_finite_number(best := summary.get('best_val_top1')):
             value = 'null' if best is None else str(best) if isinstance(best, float) else repr(best)
             notes.append(f'{run.summary_path}: best_val_top1 is {value}, not a finite number: grid point '
                          f'{run.point} has no mean')
@@ -84,7 +38,7 @@ def _manifests(paths: list[str]) -> tuple[list[Path], list[str]]:
         for manifest in sorted(path.rglob(MANIFEST)) if path.is_dir() else []:
             found.append(manifest)
             try:
-                read_sweep(manifest.parent)
+                read_manifest(manifest.parent)
             except UsageError as exc:
                 notes.append(f'{exc}: skipped; the run summaries beside it are tabulated')
     return found, notes
@@ -107,7 +61,7 @@ def table(paths: list[str], fmt: str = 'markdown', output: str | None = None) ->
     sweep = _sweep_folder(paths)
     if sweep is not None:
         try:
-            manifest = read_sweep(sweep)
+            manifest = read_manifest(sweep)
         except UsageError:  # not ours: noted below, and the folder's run summaries are still a table
             sweep = None
     if sweep is not None:

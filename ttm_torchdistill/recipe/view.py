@@ -1,0 +1,62 @@
+"""A recipe's structure, answered once: which model is the student, whether it has a teacher, the loaders' datasets,
+whether validation is the test set, the loss terms and their parameters, and the term of its method (the methods'
+loss keys: ``ttm_torchdistill.methods``).
+
+Every module that asks such a question of a recipe asks a :class:`RecipeView` of its document.
+"""
+from __future__ import annotations
+
+from ..methods import LOGIT_LOSSES
+from .document import RecipeDocument
+from .rules import LOADERS
+
+__all__ = ['RecipeView']
+
+LOADER_PATHS = dict(zip(('train', 'val', 'test'), LOADERS, strict=True))
+
+
+class RecipeView:
+    """Structural questions about one recipe document (overrides applied)."""
+
+    def __init__(self, doc: RecipeDocument) -> None:
+        self.doc = doc
+
+    @property
+    def has_teacher(self) -> bool:
+        return self.doc.has('models.teacher_model')
+
+    @property
+    def student_key(self) -> str:
+        """'student_model' for a distillation recipe, 'model' for a plain training one."""
+        return 'model' if self.doc.has('models.model') and not self.doc.has('models.student_model') else 'student_model'
+
+    def train_section(self, role: str) -> str:
+        """The ``train`` section configuring ``role`` ('student' or 'teacher'): a plain training recipe's student is
+        ``train.model``."""
+        return 'model' if role == 'student' and not self.has_teacher else role
+
+    def model_key(self, label: str) -> object:
+        """``models.<label>.key`` (e.g. 'resnet18', 'timm_model')."""
+        return self.doc.value(f'models.{label}.key')
+
+    @property
+    def dst_ckpt(self) -> object:
+        return self.doc.value(f'models.{self.student_key}.dst_ckpt')
+
+    def dataset_id(self, loader: str) -> object:
+        """The dataset of the 'train', 'val' or 'test' loader."""
+        return self.doc.value(f'{LOADER_PATHS[loader]}.dataset_id')
+
+    @property
+    def val_is_test(self) -> bool:
+        """Whether the validation loader reads the test loader's dataset (choosing on it sees the test set)."""
+        val = self.dataset_id('val')
+        return val is not None and val == self.dataset_id('test')
+
+    def loss_terms(self, keys: tuple[str, ...] | None = None):
+        """The terms of ``train.criterion.kwargs.sub_terms`` (those with one of ``keys``)."""
+        return [t for t in self.doc.loss_terms() if keys is None or t.key in keys]
+
+    def method_term(self):
+        """The term of the recipe's logit method (TTM, WTTM or KD), or None."""
+        return next(iter(self.loss_terms(LOGIT_LOSSES)), None)

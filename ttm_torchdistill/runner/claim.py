@@ -1,0 +1,95 @@
+"""A training run's outputs and its claim on them, taken right after the recipe validates and before anything is
+built: the paths (best and last checkpoint, metrics file, lock), one path for each output, the run lock on the
+checkpoint path, an earlier run's files refused, and with --resume the last checkpoint, read once, checked against the
+recipe and kept for the trainer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..description import RunDescription
+from ..errors import UsageError
+from .checkpoint import last_ckpt_path, load_checkpoint, remove_stale_temporaries
+from .distributed import DistContext
+from .lock import RunLock, acquire_run_lock, lock_path
+from .logs import logger
+
+__all__ = ['RunOutputs']
+
+
+class RunOutputs:
+    """The files a run of ``opts`` writes beside ``models.<student_key>.dst_ckpt``; the metrics file goes beside
+    --run-log when there is one, else beside the checkpoint."""
+
+    def __init__(self, opts: RunDescription, student_key: str, dst_ckpt: str) -> None:
+        self.opts, self.student_key = opts, student_key
+        self.best = Path(dst_ckpt).expanduser()
+        self.last = last_ckpt_path(self.best)
+        log_base = Path(opts.run_log).expanduser() if opts.run_log else self.best
+        self.metrics = log_base.with_name(log_base.stem + '.metrics.jsonl')
+        self.lock: RunLock | None = None
+        self.checkpoint: dict | None = None
+        """with --resume, the last checkpoint (read here, once)"""
+
+    def claim(self, ctx: DistContext, fingerprint: dict[str, str]) -> None:
+        """Check the paths, take the run lock (not with --check), then refuse what an earlier run left here, or, with
+        --resume, read its last checkpoint and refuse another experiment's."""
+        key = f'models.{self.student_key}.dst_ckpt'
+        self._check_distinct({f'{key} (the best checkpoint)': self.best, 'the last checkpoint': self.last,
+                              'the metrics file': self.metrics, 'the run lock': lock_path(self.best)})
+        if not self.opts.check:
+            self.lock = acquire_run_lock(self.best, ctx)
+            if ctx.is_main:
+                for tmp in remove_stale_temporaries(self.best, self.last):
+                    logger.info('removed %s, a temporary file of an interrupted save', tmp)
+        if self.opts.resume:
+            if self.last.is_file():  # else the trainer says there is nothing to resume
+                self.checkpoint = load_checkpoint(self.last, '--resume')
+                self._check_same_experiment(fingerprint)
+            return
+        if self.last.is_file():
+            raise UsageError(f'{self.last} exists from an earlier run: pass --resume to continue it, or point {key} '
+                             'elsewhere with --set for a new run')
+        for path, what in ((self.best, 'best checkpoint'), (self.metrics, 'metrics file')):
+            if path.exists():
+                raise UsageError(f'{path} exists (the {what} of an earlier run): nothing is replaced; point {key} (or '
+                                 '--run-log) elsewhere for a new run, or move it away')
+
+    def _check_distinct(self, outputs: dict[str, Path]) -> None:
+        """Every output of the run has a path of its own: one file would replace another's (--summary on the
+        checkpoint, --run-log on the summary, ...)."""
+        opts = self.opts
+        given = {'--run-log': opts.run_log, '--summary': opts.summary, '--tensorboard': opts.tensorboard}
+        paths = {**outputs, **{flag: Path(p) for flag, p in given.items() if p}}
+        seen: dict[Path, str] = {}
+        for what, path in paths.items():
+            real = path.expanduser().resolve()
+            if real in seen:
+                raise UsageError(f'{what}={str(path)!r} is also {seen[real]}: one would replace the other; give each '
+                                 'output its own path')
+            seen[real] = what
+
+    def _check_same_experiment(self, now: dict[str, str]) -> None:
+        """Refuse to resume where the recipe's models, data, loss, optimizer or scheduler changed since the checkpoint
+        (the first differing key is named), unless --allow-recipe-change."""
+        ckpt = self.checkpoint
+        saved = ckpt.get('fingerprint') if isinstance(ckpt, dict) else None
+        if saved is None:
+            logger.warning('%s does not record its recipe (an older version wrote it): resuming without checking that '
+                           'the recipe is unchanged', self.last)
+            return
+        differ = next((k for k in [*now, *(k for k in saved if k not in now)] if now.get(k) != saved.get(k)), None)
+        if differ is None:
+            return
+        change = f'{saved.get(differ, "(absent)")!s} -> {now.get(differ, "(absent)")!s}'
+        if self.opts.allow_recipe_change:
+            logger.warning('resuming with a changed recipe: %s: %s (--allow-recipe-change)', differ.removesuffix('.!'),
+                           change)
+            return
+        raise UsageError(f'--resume: the recipe differs from the run in {self.last} at {differ.removesuffix(".!")} '
+                         f'({change}): resume the same experiment, or pass --allow-recipe-change to accept the change')
+
+    def release(self) -> None:
+        """Free the run lock (the process's end frees it too); its file goes with it."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
