@@ -1,9 +1,9 @@
-"""The math of TTM, WTTM and ITRD in plain PyTorch (no torchdistill import).
+"""The math of TTM, WTTM, ITRD and the logit-based rivals DIST and DKD in plain PyTorch (no torchdistill import).
 
 Equation numbers refer to Zheng & Yang, "Knowledge Distillation Based on Transformed
 Teacher Matching", ICLR 2024 (arXiv 2402.11148). TTM and WTTM work on logits, in log space,
-over the last dimension; ITRD (Eq. 24) works on pooled features. Teacher-side quantities never
-carry gradients.
+over the last dimension; ITRD (Eq. 24) works on pooled features; DIST and DKD on logits, as their
+authors' code computes them. Teacher-side quantities never carry gradients.
 """
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ __all__ = [
     'LossParts',
     'combine',
     'cross_entropy_from_log_probs',
+    'dist_loss',
+    'dist_terms',
     'distill_terms',
+    'dkd_terms',
     'entropy_from_log_probs',
     'itrd_terms',
     'loss_parts',
@@ -225,3 +228,73 @@ def itrd_terms(z_s: Tensor, z_t: Tensor, embed: Callable[[Tensor], Tensor], alph
         g_st = g_st / g_st.trace()
         l_mi = (g_s.square() - g_st.square()).sum()
     return l_corr, l_mi
+
+
+def _pearson_rows(a: Tensor, b: Tensor, eps: float) -> Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b`` (rows centred over their entries), with
+    DIST's cosine a.b / (|a| |b| + eps): eps added to the product of the norms, not a clamp of each norm."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def _logit_pair(name: str, student_logits: Tensor, teacher_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Both logits in float32 (float64 stays float64), the teacher's detached; (B, C) each or a ValueError."""
+    if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
+        raise ValueError(f'{name}: logits must have one shape (B, C), got {tuple(student_logits.shape)} and '
+                         f'{tuple(teacher_logits.shape)}')
+    dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher_logits.dtype), torch.float32)
+    return student_logits.to(dtype), teacher_logits.detach().to(dtype)
+
+
+def dist_terms(student_logits: Tensor, teacher_logits: Tensor, tau: float = 1.0,
+               eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+    """DIST's inter- and intra-class relation terms (Huang et al., NeurIPS 2022) for logits (B, C), before tau^2.
+
+    With y = softmax(z / tau): inter = 1 - the batch mean of the Pearson correlation of each sample's student and
+    teacher probabilities; intra = 1 - the class mean of the same on the transposed matrices (each class over the
+    batch). intra depends on the batch it is given: under DDP, each process's own batch (as in the authors' code),
+    nothing is gathered across ranks. Computed in float32 (float64 stays float64), also under autocast.
+    """
+    z, v = _logit_pair('dist_terms', student_logits, teacher_logits)
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        y_s, y_t = torch.softmax(z / tau, dim=1), torch.softmax(v / tau, dim=1)
+        inter = 1.0 - _pearson_rows(y_s, y_t, eps).mean()
+        intra = 1.0 - _pearson_rows(y_s.T, y_t.T, eps).mean()
+    return inter, intra
+
+
+def dist_loss(student_logits: Tensor, teacher_logits: Tensor, beta: float = 1.0, gamma: float = 1.0,
+              tau: float = 1.0, eps: float = 1e-8) -> Tensor:
+    """DIST = tau^2 (beta inter + gamma intra), exactly as DIST's authors' code computes it (:func:`dist_terms`)."""
+    inter, intra = dist_terms(student_logits, teacher_logits, tau, eps)
+    return tau ** 2 * (beta * inter + gamma * intra)
+
+
+def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
+              temperature: float) -> tuple[Tensor, Tensor]:
+    """Decoupled KD's target-class and non-target-class terms (Zhao et al., CVPR 2022), as its authors' ``dkd_loss``
+    computes them: ``alpha * tckd + beta * nckd`` is that loss.
+
+    With p = softmax(z / T) and the binary b = [p_target, sum of the other classes' p] per sample:
+    tckd = T^2 / B * sum over the batch of KL(b_t || b_s), log b_s taken of b_s itself; nckd = T^2 / B * sum over
+    the batch of KL(softmax(v / T - 1000 g) || softmax(z / T - 1000 g)), g the one-hot target (the distributions
+    over the non-target classes). ``targets`` are class indices (B,). Computed in float32 (float64 stays float64),
+    also under autocast.
+    """
+    z, v = _logit_pair('dkd_terms', student_logits, teacher_logits)
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.shape != z.shape[:1]:
+        raise ValueError(f'dkd_terms: DKD needs one class index per sample, got targets of shape {list(targets.shape)} '
+                         f'and dtype {targets.dtype} (mixed or soft labels are not its input)')
+    batch = len(targets)
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        z, v = z / temperature, v / temperature
+        gt = torch.nn.functional.one_hot(targets.long(), z.shape[1]).to(z.dtype)
+        p_s, p_t = torch.softmax(z, dim=1), torch.softmax(v, dim=1)
+        b_s = torch.stack([(p_s * gt).sum(dim=1), (p_s * (1.0 - gt)).sum(dim=1)], dim=1)
+        b_t = torch.stack([(p_t * gt).sum(dim=1), (p_t * (1.0 - gt)).sum(dim=1)], dim=1)
+        tckd = torch.nn.functional.kl_div(torch.log(b_s), b_t, reduction='sum') * temperature ** 2 / batch
+        log_q_s = torch.log_softmax(z - 1000.0 * gt, dim=1)
+        q_t = torch.softmax(v - 1000.0 * gt, dim=1)
+        nckd = torch.nn.functional.kl_div(log_q_s, q_t, reduction='sum') * temperature ** 2 / batch
+    return tckd, nckd
