@@ -24,13 +24,14 @@ from .cifar100_blocks import (
     PROTOCOL,
     SCHEDULE,
     TEST,
+    logit_term,
 )
-from .cifar100_table import ARCHS, ITRD_BETA_CORR, NUM_TRAIN, PAIRS, Arch, Pair
+from .cifar100_table import ARCHS, DIST_SETTING, DKD_SETTING, ITRD_BETA_CORR, NUM_TRAIN, PAIRS, Arch, Pair
 
 __all__ = ['render_all', 'render_ce', 'render_distill']
 
 _LABELS = {'kd': 'KD', 'ttm': 'TTM', 'wttm': 'WTTM', 'wttm_crd': 'WTTM + CRD', 'wttm_wo_ce': 'WTTM without CE',
-           'crd': 'CRD', 'itrd': 'ITRD', 'wttm_itrd': 'WTTM + ITRD'}
+           'crd': 'CRD', 'itrd': 'ITRD', 'wttm_itrd': 'WTTM + ITRD', 'dist': 'DIST', 'dkd': 'DKD'}
 _CRD_SETTINGS = ['# feature dimension 128, NCE temperature 0.07, momentum 0.5, with torchdistill\'s',
                  '# CRDDatasetWrapper and Linear4CRD embeddings on the models\' penultimate features.']
 
@@ -42,7 +43,10 @@ def _num(value: float) -> str:
 
 def _source(pair: Pair, method: str) -> str:
     """Where the paper reports ``method`` on ``pair``: Tables 1, 2, 6 (same architecture) or 3, 4. ITRD and
-    WTTM + ITRD are means of 3 runs also on same-architecture pairs (Table 2, following ITRD's paper)."""
+    WTTM + ITRD are means of 3 runs also on same-architecture pairs (Table 2, following ITRD's paper). DIST's and
+    DKD's rows of Tables 1/3 are the numbers of their own papers."""
+    if method in ('dist', 'dkd'):
+        return f'Table {1 if pair.same_arch else 3}, {_LABELS[method]} row, from the {_LABELS[method]} paper'
     itrd = method in ('itrd', 'wttm_itrd')
     if pair.same_arch:
         table, runs = {'wttm_crd': 2, 'wttm_wo_ce': 6, 'itrd': 2, 'wttm_itrd': 2}.get(method, 1), 3 if itrd else 5
@@ -193,6 +197,23 @@ def _method_header(pair: Pair, method: str) -> str:
         lines += ['# The benchmark\'s KD: T = 4, loss = 0.1 * CE + 0.9 * T^2 * KL. torchdistill\'s KDLoss weights the',
                   '# cross entropy by `alpha` and the KL term by `beta`, so the benchmark\'s "alpha 0.9" (KL weight)',
                   '# is `alpha: 0.1, beta: 0.9` here.']
+    elif method == 'dist':
+        d = DIST_SETTING
+        lines += ['# DIST (Huang et al., NeurIPS 2022) as its authors\' code computes it: cross entropy (weight 1)',
+                  f'# plus ExactDISTLoss with beta {d["beta"]:g}, gamma {d["gamma"]:g}, tau {d["tau"]:g}, DIST\'s '
+                  'official CIFAR-100 setting (the paper does not',
+                  '# state the one it used). The intra-class term correlates each class over the batch of each',
+                  '# process (not gathered across GPUs), as in the authors\' code.',
+                  '# The paper copies this number from the DIST paper, trained with DIST\'s own set-up.']
+    elif method == 'dkd':
+        d, warmup = DKD_SETTING, DKD_SETTING['warmup_epochs']
+        lines += ['# DKD (Zhao et al., CVPR 2022) as its authors\' mdistiller computes it: cross entropy (weight 1,',
+                  f'# not warmed up) plus DKDLoss with alpha {d["alpha"]:g}, beta {pair.dkd_beta:g} (the DKD authors\' '
+                  f'config for this pair), temperature {d["temperature"]:g},',
+                  f'# linear warm-up over the first {warmup} epochs (1/{warmup} of the DKD term in epoch 1; the '
+                  'pre-epoch process tells',
+                  '# the loss the epoch). The paper copies this number from the DKD paper, trained with DKD\'s own '
+                  'set-up.']
     elif method == 'wttm_wo_ce':
         gamma = pair.wo_ce_gamma
         lines += [f'# WTTM without the cross entropy (alpha 0): gamma {gamma} ({hyper}, last row).',
@@ -229,6 +250,12 @@ def render_distill(pair: Pair, method: str) -> str:
         terms = _ttm_term('WTTMLoss', pair.wo_ce_gamma, 1.0, 0.0)
     elif method in ('crd', 'itrd'):
         terms = CE_TERM
+    elif method == 'dist':
+        terms = CE_TERM + logit_term('dist', 'ExactDISTLoss', {k: _num(v) for k, v in DIST_SETTING.items()})
+    elif method == 'dkd':
+        values = {'alpha': _num(DKD_SETTING['alpha']), 'beta': _num(pair.dkd_beta),
+                  'temperature': _num(DKD_SETTING['temperature']), 'warmup_epochs': DKD_SETTING['warmup_epochs']}
+        terms = CE_TERM + logit_term('dkd', 'DKDLoss', values)
     else:
         terms = _ttm_term('WTTMLoss', *getattr(pair, method), 1.0)
     if crd:

@@ -7,7 +7,7 @@ changes every recipe (``python -m ttm_torchdistill.paper`` rewrites them, ``--ch
 """
 
 __all__ = ['CE_TERM', 'CRD_TERM', 'CRD_WRAPPER', 'DATASETS', 'FOOTER', 'ITRD_ROLES', 'ITRD_TERM', 'KD_TERM', 'LOADERS',
-           'PLAIN_ROLES', 'PROTOCOL', 'SCHEDULE', 'TEST']
+           'PLAIN_ROLES', 'PROTOCOL', 'SCHEDULE', 'TEST', 'logit_term']
 
 DATASETS = """\
 datasets:
@@ -216,6 +216,24 @@ CE_TERM = """\
                 uses_label: True
           weight: 1.0
 """
+
+
+
+def logit_term(name: str, key: str, values: dict[str, object]) -> str:
+    """A sub-term ``name`` of loss ``key`` on both models' outputs (the logits), with ``values`` as its kwargs."""
+    kwargs = ''.join(f'              {k}: {v}\n' for k, v in values.items())
+    return f"""\
+        {name}:
+          criterion:
+            key: '{key}'
+            kwargs:
+              student_module_path: '.'
+              student_module_io: 'output'
+              teacher_module_path: '.'
+              teacher_module_io: 'output'
+{kwargs}          weight: 1.0
+"""
+
 
 # ITRD's embedding Linear(d_s, d_t) lives in the student's Linear4ITRD wrapper, which wraps the student and the
 # embedding in DDP itself (so the student takes no wrapper); the loss reads the hooked features and embedding.

@@ -1,7 +1,8 @@
 """The paper's CIFAR-100 suite as one table: architectures, teacher-student pairs, their values.
 
 Zheng & Yang (ICLR 2024) run 13 teacher-student pairs of the CRD benchmark (Tian et al. 2019):
-hyperparameters from Tables 8 and 9 and ITRD's weights (Eq. 24), reported top-1 from Tables 1-4 and 6.
+hyperparameters from Tables 8 and 9 and ITRD's weights (Eq. 24), reported top-1 from Tables 1-4 and 6, and the
+logit-based rivals DIST and DKD with their authors' settings (DKD's beta per pair from its authors' configs).
 Every file under ``recipes/cifar100/`` is rendered from :data:`PAIRS` and :data:`ARCHS` by
 :mod:`ttm_torchdistill.paper.cifar100`; edit the table, then run ``python -m ttm_torchdistill.paper``
 (``--check`` only compares). A test fails when a committed recipe differs from what is rendered.
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ['ARCHS', 'ITRD_BETA_CORR', 'METHODS', 'NUM_TRAIN', 'PAIRS', 'SAME_ARCH_ONLY', 'Arch', 'Pair']
+__all__ = ['ARCHS', 'DIST_SETTING', 'DKD_SETTING', 'ITRD_BETA_CORR', 'METHODS', 'NUM_TRAIN', 'PAIRS',
+           'Arch', 'Pair']
 
-METHODS = ('kd', 'ttm', 'wttm', 'wttm_crd', 'wttm_wo_ce', 'crd', 'itrd', 'wttm_itrd')
-SAME_ARCH_ONLY = ('wttm_wo_ce',)  # Table 6 has the same-architecture pairs only
+METHODS = ('kd', 'ttm', 'wttm', 'wttm_crd', 'wttm_wo_ce', 'crd', 'itrd', 'wttm_itrd', 'dist', 'dkd')
 NUM_TRAIN = 50_000  # CIFAR-100 training images: CRD's memory bank size
 ITRD_BETA_CORR = 2.0  # ITRD's weight of L_corr on every pair (Eq. 24); the whole ITRD term has weight mu = 1
+DIST_SETTING = {'beta': 2.0, 'gamma': 2.0, 'tau': 4.0}  # DIST's official CIFAR-100 setting (the paper states none)
+DKD_SETTING = {'alpha': 1.0, 'temperature': 4.0, 'warmup_epochs': 20}  # DKD's CIFAR-100 setting; beta per pair
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class Arch:
 @dataclass(frozen=True)
 class Pair:
     """One teacher -> student row of Tables 1-4, 6 (top-1) and 8, 9 ((gamma, beta) per method), with ITRD's
-    beta_mi (0 for three different-architecture pairs, else 1)."""
+    beta_mi (0 for three different-architecture pairs, else 1) and DKD's beta (None where the paper has no DKD
+    number: "n/a" in Tables 1/3, and no DKD recipe)."""
 
     teacher: str
     student: str
@@ -44,6 +48,7 @@ class Pair:
     top1: dict[str, float]
     wo_ce_gamma: float | None = None  # Table 8's last row: same-architecture pairs only
     itrd_beta_mi: float = 1.0
+    dkd_beta: float | None = None
 
     @property
     def same_arch(self) -> bool:
@@ -56,7 +61,8 @@ class Pair:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return METHODS if self.same_arch else tuple(m for m in METHODS if m not in SAME_ARCH_ONLY)
+        """The methods with a recipe: those the paper reports on this pair."""
+        return tuple(m for m in METHODS if m in self.top1)
 
 
 ARCHS = {a.key: a for a in (
@@ -79,41 +85,56 @@ ARCHS = {a.key: a for a in (
 
 
 def _top1(kd: float, ttm: float, wttm: float, wttm_crd: float, wo_ce: float | None = None, *, crd: float,
-          itrd: float, wttm_itrd: float) -> dict[str, float]:
+          itrd: float, wttm_itrd: float, dist: float, dkd: float | None) -> dict[str, float]:
     top1 = {'kd': kd, 'ttm': ttm, 'wttm': wttm, 'wttm_crd': wttm_crd}
     top1 = top1 if wo_ce is None else dict(top1, wttm_wo_ce=wo_ce)
-    return dict(top1, crd=crd, itrd=itrd, wttm_itrd=wttm_itrd)
+    top1 = dict(top1, crd=crd, itrd=itrd, wttm_itrd=wttm_itrd, dist=dist)
+    return top1 if dkd is None else dict(top1, dkd=dkd)
 
 
 # Each pair: TTM, WTTM, WTTM + CRD, WTTM + ITRD (gamma, beta); top-1 of KD, TTM, WTTM, WTTM + CRD (, WTTM w/o CE),
-# then CRD alone (Tables 1-4), ITRD alone and WTTM + ITRD (Tables 2, 4; 3 runs each).
+# then CRD alone (Tables 1-4), ITRD alone and WTTM + ITRD (Tables 2, 4; 3 runs each), DIST and DKD (Tables 1/3, the
+# numbers of their own papers; None: "n/a"), and DKD's beta of its authors' config for the pair.
 PAIRS = (
     # same architecture (Table 8; top-1 of Tables 1, 2 and 6, mean of 5 runs)
     Pair('wrn_40_2', 'wrn_16_2', (0.1, 101), (0.1, 4), (0.1, 4), (0.3, 6),
-         _top1(74.92, 76.23, 76.37, 76.61, 75.11, crd=75.48, itrd=76.12, wttm_itrd=76.65), 0.2),
+         _top1(74.92, 76.23, 76.37, 76.61, 75.11, crd=75.48, itrd=76.12, wttm_itrd=76.65,
+               dist=75.51, dkd=76.24), 0.2, dkd_beta=6),
     Pair('wrn_40_2', 'wrn_40_1', (0.1, 76), (0.1, 3), (0.1, 2), (0.4, 0.08),
-         _top1(73.54, 74.32, 74.58, 74.94, 73.16, crd=74.14, itrd=75.18, wttm_itrd=75.34), 0.5),
+         _top1(73.54, 74.32, 74.58, 74.94, 73.16, crd=74.14, itrd=75.18, wttm_itrd=75.34,
+               dist=74.73, dkd=74.81), 0.5, dkd_beta=6),
     Pair('resnet56', 'resnet20', (0.3, 7), (0.3, 1.5), (0.3, 0.6), (0.5, 5),
-         _top1(70.66, 71.83, 71.92, 72.20, 70.95, crd=71.16, itrd=71.47, wttm_itrd=72.16), 0.6),
+         _top1(70.66, 71.83, 71.92, 72.20, 70.95, crd=71.16, itrd=71.47, wttm_itrd=72.16,
+               dist=71.75, dkd=71.97), 0.6, dkd_beta=2),
     Pair('resnet110', 'resnet20', (0.2, 8), (0.2, 2), (0.2, 1.4), (0.3, 1.5),
-         _top1(70.67, 71.46, 71.67, 72.13, 70.71, crd=71.46, itrd=71.99, wttm_itrd=72.20), 0.4),
+         _top1(70.67, 71.46, 71.67, 72.13, 70.71, crd=71.46, itrd=71.99, wttm_itrd=72.20,
+               dist=71.65, dkd=None), 0.4),
     Pair('resnet110', 'resnet32', (0.1, 33), (0.1, 1.5), (0.2, 1), (0.3, 0.015),
-         _top1(73.08, 73.97, 74.13, 74.52, 73.21, crd=73.48, itrd=74.26, wttm_itrd=74.36), 0.4),
+         _top1(73.08, 73.97, 74.13, 74.52, 73.21, crd=73.48, itrd=74.26, wttm_itrd=74.36,
+               dist=73.69, dkd=74.11), 0.4, dkd_beta=2),
     Pair('resnet32x4', 'resnet8x4', (0.1, 100), (0.1, 3), (0.2, 4), (0.1, 1.5),
-         _top1(73.33, 76.17, 76.06, 76.65, 72.94, crd=75.51, itrd=76.19, wttm_itrd=77.36), 0.5),
+         _top1(73.33, 76.17, 76.06, 76.65, 72.94, crd=75.51, itrd=76.19, wttm_itrd=77.36,
+               dist=76.31, dkd=76.32), 0.5, dkd_beta=8),
     Pair('vgg13_cifar', 'vgg8_cifar', (0.1, 45), (0.1, 2.25), (0.2, 4), (0.1, 0.5),
-         _top1(72.98, 74.33, 74.44, 74.71, 74.04, crd=73.94, itrd=74.93, wttm_itrd=75.13), 0.2),
+         _top1(72.98, 74.33, 74.44, 74.71, 74.04, crd=73.94, itrd=74.93, wttm_itrd=75.13,
+               dist=73.89, dkd=74.68), 0.2, dkd_beta=6),
     # different architectures (Table 9; top-1 of Tables 3 and 4, mean of 3 runs)
     Pair('vgg13_cifar', 'mobilenetv2_cifar', (0.2, 16), (0.2, 3), (0.3, 4.2), (0.3, 0.03),
-         _top1(67.37, 68.98, 69.16, 70.30, crd=69.73, itrd=70.39, wttm_itrd=70.70)),
+         _top1(67.37, 68.98, 69.16, 70.30, crd=69.73, itrd=70.39, wttm_itrd=70.70,
+               dist=68.50, dkd=69.71), dkd_beta=6),
     Pair('resnet50_cifar', 'mobilenetv2_cifar', (0.2, 20), (0.2, 5), (0.3, 3), (0.2, 0.02),
-         _top1(67.35, 69.24, 69.59, 70.84, crd=69.11, itrd=71.41, wttm_itrd=71.56), itrd_beta_mi=0.0),
+         _top1(67.35, 69.24, 69.59, 70.84, crd=69.11, itrd=71.41, wttm_itrd=71.56,
+               dist=68.66, dkd=70.35), itrd_beta_mi=0.0, dkd_beta=8),
     Pair('resnet50_cifar', 'vgg8_cifar', (0.1, 70), (0.1, 2), (0.1, 3), (0.1, 1),
-         _top1(73.81, 74.87, 74.82, 75.30, crd=74.30, itrd=75.71, wttm_itrd=76.00), itrd_beta_mi=0.0),
+         _top1(73.81, 74.87, 74.82, 75.30, crd=74.30, itrd=75.71, wttm_itrd=76.00,
+               dist=74.11, dkd=None), itrd_beta_mi=0.0),
     Pair('resnet32x4', 'shufflenetv1_cifar', (0.2, 12), (0.2, 1.4), (0.2, 0.4), (0.3, 0.6),
-         _top1(74.07, 74.18, 74.37, 75.82, crd=75.11, itrd=76.91, wttm_itrd=77.03)),
+         _top1(74.07, 74.18, 74.37, 75.82, crd=75.11, itrd=76.91, wttm_itrd=77.03,
+               dist=76.34, dkd=76.45), dkd_beta=8),
     Pair('resnet32x4', 'shufflenetv2_cifar', (0.4, 40), (0.4, 16), (0.4, 12), (0.4, 0.8),
-         _top1(74.45, 76.57, 76.55, 77.04, crd=75.65, itrd=77.40, wttm_itrd=77.68)),
+         _top1(74.45, 76.57, 76.55, 77.04, crd=75.65, itrd=77.40, wttm_itrd=77.68,
+               dist=77.35, dkd=77.07), dkd_beta=8),
     Pair('wrn_40_2', 'shufflenetv1_cifar', (0.3, 8), (0.3, 3), (0.2, 0.16), (0.1, 0.2),
-         _top1(74.83, 75.39, 75.42, 76.86, crd=76.05, itrd=77.35, wttm_itrd=77.44), itrd_beta_mi=0.0),
+         _top1(74.83, 75.39, 75.42, 76.86, crd=76.05, itrd=77.35, wttm_itrd=77.44,
+               dist=76.40, dkd=76.70), itrd_beta_mi=0.0, dkd_beta=8),
 )

@@ -1,7 +1,8 @@
 """The paper's ImageNet (ILSVRC 2012) experiments as a table, and the recipes rendered from it.
 
 Zheng & Yang (ICLR 2024) distil ResNet-34 -> ResNet-18 and ResNet-50 -> MobileNet v1 on ImageNet
-(Table 5, hyperparameters in Table 10) and ResNet-18 from better teachers (Table 7). Every file under
+(Table 5, hyperparameters in Table 10) and ResNet-18 from better teachers (Table 7), beside the logit-based rivals
+DIST and DKD of Table 5 (with their authors' ImageNet loss settings). Every file under
 ``recipes/ilsvrc2012/`` is rendered from :data:`EXPERIMENTS` and :data:`NETS`; edit the table, then run
 ``python -m ttm_torchdistill.paper`` (``--check`` only compares). A test fails when a committed recipe
 differs from what this module renders.
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ['EXPERIMENTS', 'NETS', 'NOT_REPORTED', 'Experiment', 'Net', 'render', 'render_all']
+from ..methods import METHOD_LOSSES
+from .cifar100_blocks import CE_TERM, logit_term
+
+__all__ = ['EXPERIMENTS', 'NETS', 'NOT_REPORTED', 'RIVAL_PARAMS', 'Experiment', 'Net', 'render', 'render_all']
 
 
 @dataclass(frozen=True)
@@ -32,14 +36,15 @@ class Net:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One recipe: ``method`` (kd, ttm or wttm) on teacher -> student, the loss's two values ((gamma, beta)
-    for TTM/WTTM, (temperature, alpha) for KD; TTM and WTTM keep alpha 1), the reported student top-1 and
-    the table that reports it (:data:`NOT_REPORTED` and top-1 None where the paper has none)."""
+    """One recipe: ``method`` (kd, ttm, wttm, dist or dkd) on teacher -> student, the loss's values ((gamma, beta)
+    for TTM/WTTM, (temperature, alpha) for KD; TTM and WTTM keep alpha 1; :data:`RIVAL_PARAMS` names DIST's and
+    DKD's), the reported student top-1 and the table that reports it (:data:`NOT_REPORTED` and top-1 None where the
+    paper has none)."""
 
     method: str
     teacher: str
     student: str
-    params: tuple[float, float]
+    params: tuple[float, ...]
     top1: float | None
     source: str
 
@@ -49,6 +54,8 @@ class Experiment:
 
 
 NOT_REPORTED = 'not reported: the paper tunes no TTM on ImageNet'
+RIVAL_PARAMS = {'dist': ('beta', 'gamma', 'tau'), 'dkd': ('alpha', 'beta', 'temperature', 'warmup_epochs')}
+"""the names of an Experiment's ``params`` for DIST (ExactDISTLoss) and DKD (DKDLoss), in order"""
 
 NETS = {n.key: n for n in (
     Net('resnet18', 'ResNet-18'),
@@ -72,9 +79,13 @@ EXPERIMENTS = (
     Experiment('wttm', 'resnet50', 'resnet18', (0.8, 1.6), 72.26, 'Table 7'),
     Experiment('wttm', 'resnet101', 'resnet18', (0.8, 1.6), 72.34, 'Table 7'),
     Experiment('wttm', 'resnet152', 'resnet18', (0.8, 1.6), 72.39, 'Table 7'),
+    # Table 5's rivals, with their authors' ImageNet loss settings (DKD: warm-up 1 epoch, i.e. none)
+    Experiment('dist', 'resnet50', 'mobilenet_v1', (2.0, 2.0, 1.0), 73.24, 'Table 5'),
+    Experiment('dist', 'resnet34', 'resnet18', (2.0, 2.0, 1.0), 72.07, 'Table 5'),
+    Experiment('dkd', 'resnet50', 'mobilenet_v1', (1.0, 2.0, 1.0, 1), 72.05, 'Table 5'),
+    Experiment('dkd', 'resnet34', 'resnet18', (1.0, 0.5, 1.0, 1), 71.70, 'Table 5'),
 )
 
-_LOSSES = {'kd': 'KDLoss', 'ttm': 'TTMLoss', 'wttm': 'WTTMLoss'}
 
 
 def _num(value: float) -> str:
@@ -90,6 +101,24 @@ def _short(value: float) -> str:
 def _intro(exp: Experiment) -> str:
     """The recipe's first comment lines: what it runs, with which values, and what the paper reports."""
     t, s = NETS[exp.teacher], NETS[exp.student]
+    if exp.method in RIVAL_PARAMS:
+        values = dict(zip(RIVAL_PARAMS[exp.method], exp.params, strict=True))
+        if exp.method == 'dist':
+            what = ('# DIST (Huang et al., NeurIPS 2022) as its authors\' code computes it: cross entropy (weight 1)\n'
+                    f'# plus ExactDISTLoss with beta {_short(values["beta"])}, gamma {_short(values["gamma"])}, tau '
+                    f'{_short(values["tau"])} (DIST\'s ImageNet setting). Its intra-class term\n'
+                    '# correlates each class over each GPU\'s batch (32 here), not gathered across GPUs, as in the\n'
+                    '# authors\' code.\n')
+        else:
+            what = ('# DKD (Zhao et al., CVPR 2022) as its authors\' mdistiller computes it: cross entropy (weight 1)\n'
+                    f'# plus DKDLoss with alpha {_short(values["alpha"])}, beta {_short(values["beta"])}, temperature '
+                    f'{_short(values["temperature"])}, no warm-up (DKD\'s ImageNet setting for this pair).\n')
+        return (f'# {exp.method.upper()}: {t.name} -> {s.name} on ImageNet (ILSVRC 2012), same schedule and data as '
+                'WTTM.\n' + what +
+                f'# The paper reports {exp.method.upper()} at {exp.top1:.2f} top-1 ({exp.source}), a number it copies '
+                f'from the {exp.method.upper()}\n'
+                '# paper, which trained with its own set-up (batch, learning rate, schedule); this recipe keeps\n'
+                '# the WTTM recipe\'s set-up, so its result need not match that number.\n')
     a, b = (_short(v) for v in exp.params)
     if exp.method == 'kd':
         return (f'# KD baseline: {t.name} -> {s.name} on ImageNet (ILSVRC 2012), same schedule and data as WTTM.\n'
@@ -276,7 +305,11 @@ test:
 
 
 def _term(exp: Experiment) -> str:
-    """The one sub-term of the recipe's WeightedSumLoss."""
+    """The sub-terms of the recipe's WeightedSumLoss: one loss, or cross entropy and DIST or DKD."""
+    if exp.method in RIVAL_PARAMS:
+        values = {k: v if k == 'warmup_epochs' else _num(v) for k, v in zip(RIVAL_PARAMS[exp.method], exp.params,
+                                                                               strict=True)}
+        return CE_TERM + logit_term(exp.method, METHOD_LOSSES[exp.method], values)
     first, second = exp.params
     if exp.method == 'kd':
         values = f'temperature: {_num(first)}\n              alpha: {_num(second)}\n'
@@ -285,7 +318,7 @@ def _term(exp: Experiment) -> str:
     return f"""\
         {exp.method}:
           criterion:
-            key: '{_LOSSES[exp.method]}'
+            key: '{METHOD_LOSSES[exp.method]}'
             kwargs:
               student_module_path: '.'
               student_module_io: 'output'
