@@ -22,8 +22,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check --no-cache ttm_torchdistill tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 
+# one pytest worker more than the cores: several tests wait on signals, timers and the SLURM queue
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+
 test: $(STAMP) lint
-	$(PY) -m pytest -ra --durations=15 -n auto --dist loadgroup
+	$(PY) -m pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) build *.egg-info .ruff_cache .pytest_cache

@@ -42,8 +42,10 @@ def make_image_folder(root: Path, classes=('a', 'b'), per_split=None, size=(40, 
     return root
 
 
-SERIAL_GROUPS = {'test_sweep_slurm.py': 'slurm', 'test_slurm_cluster.py': 'slurm'}
-"""test files whose tests share one worker under pytest-xdist (the SLURM ones: one test cluster at a time)"""
+SLOW_FIRST = ('test_readme.py', 'test_slurm_cluster.py', 'test_sweep_slurm.py', 'test_sweep.py', 'test_sweep_safety.py',
+              'test_gpu_check_script.py', 'test_cifar_recipes.py', 'test_demo.py')
+"""the files with the longest tests, started first so that the workers finish together (the cluster's own tests
+before the sweeps that use it: they look at an idle node)"""
 
 if os.environ.get('PYTEST_XDIST_WORKER'):  # `make test`: the workers share the cores, one thread each (and children)
     os.environ['OMP_NUM_THREADS'] = '1'
@@ -51,11 +53,9 @@ if os.environ.get('PYTEST_XDIST_WORKER'):  # `make test`: the workers share the 
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    """Under `pytest -n N --dist loadgroup` (`make test`), the SLURM test files share a worker; other tests go
-    wherever a worker is free."""
-    for item in items:
-        if item.path.name in SERIAL_GROUPS:
-            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUPS[item.path.name]))
+    """The longest files first (under `make test`, `pytest -n N --dist loadfile`, each file runs in one worker, so
+    its module fixtures are made once)."""
+    items.sort(key=lambda item: SLOW_FIRST.index(item.path.name) if item.path.name in SLOW_FIRST else len(SLOW_FIRST))
 
 
 @pytest.fixture(scope='session', autouse=True)

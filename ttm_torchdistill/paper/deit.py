@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .cifar100_blocks import CE_TERM  # the plain cross-entropy term every CE recipe shares
+from .cifar100_blocks import CE_TERM, logit_term  # the loss-term blocks the recipe families share
 
 __all__ = ['RUNS', 'STUDENT', 'TEACHER', 'DeitRun', 'render', 'render_all']
 
@@ -295,21 +295,10 @@ def _term(run: DeitRun) -> str:
         return CE_TERM
     first, second = (repr(float(v)) for v in run.params)
     if run.method == 'kd':
-        key, values = 'KDLoss', f'temperature: {first}\n              alpha: {second}\n'
+        key, values = 'KDLoss', {'temperature': first, 'alpha': second}
     else:
-        key, values = 'WTTMLoss', f'gamma: {first}\n              beta: {second}\n              alpha: 1.0\n'
-    return f"""\
-        {run.method}:
-          criterion:
-            key: '{key}'
-            kwargs:
-              student_module_path: '.'
-              student_module_io: 'output'
-              teacher_module_path: '.'
-              teacher_module_io: 'output'
-              {values}              reduction: 'batchmean'
-          weight: 1.0
-"""
+        key, values = 'WTTMLoss', {'gamma': first, 'beta': second, 'alpha': '1.0'}
+    return logit_term(run.method, key, {**values, 'reduction': "'batchmean'"})
 
 
 def render(run: DeitRun) -> str:

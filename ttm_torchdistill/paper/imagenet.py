@@ -310,23 +310,10 @@ def _term(exp: Experiment) -> str:
         values = {k: v if k == 'warmup_epochs' else _num(v) for k, v in zip(RIVAL_PARAMS[exp.method], exp.params,
                                                                                strict=True)}
         return CE_TERM + logit_term(exp.method, METHOD_LOSSES[exp.method], values)
-    first, second = exp.params
-    if exp.method == 'kd':
-        values = f'temperature: {_num(first)}\n              alpha: {_num(second)}\n'
-    else:
-        values = f'gamma: {_num(first)}\n              beta: {_num(second)}\n              alpha: 1.0\n'
-    return f"""\
-        {exp.method}:
-          criterion:
-            key: '{METHOD_LOSSES[exp.method]}'
-            kwargs:
-              student_module_path: '.'
-              student_module_io: 'output'
-              teacher_module_path: '.'
-              teacher_module_io: 'output'
-              {values}              reduction: 'batchmean'
-          weight: 1.0
-"""
+    first, second = (_num(v) for v in exp.params)
+    values = {'temperature': first, 'alpha': second} if exp.method == 'kd' else {'gamma': first, 'beta': second,
+                                                                                 'alpha': '1.0'}
+    return logit_term(exp.method, METHOD_LOSSES[exp.method], {**values, 'reduction': "'batchmean'"})
 
 
 def render(exp: Experiment) -> str:
