@@ -5,9 +5,18 @@ feature paths, sizes and weights).
 The text is byte for byte what the committed recipes under ``recipes/cifar100/`` hold: a change here
 changes every recipe (``python -m ttm_torchdistill.paper`` rewrites them, ``--check`` only compares).
 """
+from __future__ import annotations
+
+from ..methods import CROSS_ENTROPY_ENTRY, logit_entry
 
 __all__ = ['CE_TERM', 'CRD_TERM', 'CRD_WRAPPER', 'DATASETS', 'FOOTER', 'ITRD_ROLES', 'ITRD_TERM', 'KD_TERM', 'LOADERS',
            'PLAIN_ROLES', 'PROTOCOL', 'SCHEDULE', 'TEST', 'logit_term']
+
+
+def _as_sub_term(lines: list[str]) -> str:
+    """An entry's lines as the recipes' text under ``sub_terms`` (8 spaces in)."""
+    return ''.join(f'        {line}\n' for line in lines)
+
 
 DATASETS = """\
 datasets:
@@ -199,40 +208,12 @@ PLAIN_ROLES = """\
     frozen_modules: []
 """
 
-CE_TERM = """\
-        ce:
-          criterion:
-            key: 'CrossEntropyLoss'
-            kwargs:
-              reduction: 'mean'
-          criterion_wrapper:
-            key: 'SimpleLossWrapper'
-            kwargs:
-              input:
-                is_from_teacher: False
-                module_path: '.'
-                io: 'output'
-              target:
-                uses_label: True
-          weight: 1.0
-"""
-
+CE_TERM = _as_sub_term(CROSS_ENTROPY_ENTRY)
 
 
 def logit_term(name: str, key: str, values: dict[str, object]) -> str:
     """A sub-term ``name`` of loss ``key`` on both models' outputs (the logits), with ``values`` as its kwargs."""
-    kwargs = ''.join(f'              {k}: {v}\n' for k, v in values.items())
-    return f"""\
-        {name}:
-          criterion:
-            key: '{key}'
-            kwargs:
-              student_module_path: '.'
-              student_module_io: 'output'
-              teacher_module_path: '.'
-              teacher_module_io: 'output'
-{kwargs}          weight: 1.0
-"""
+    return _as_sub_term(logit_entry(name, key, values))
 
 
 # ITRD's embedding Linear(d_s, d_t) lives in the student's Linear4ITRD wrapper, which wraps the student and the

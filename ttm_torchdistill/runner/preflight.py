@@ -58,6 +58,11 @@ def _parts(run, box, train_config: dict) -> list[tuple[str, object]]:
     return parts
 
 
+def _modules(term: object) -> list[object]:
+    """A loss term and the modules inside it (a term that is a plain function: itself)."""
+    return list(term.modules()) if isinstance(term, nn.Module) else [term]
+
+
 def _failing_part(exc: BaseException, parts: list[tuple[str, object]]) -> str | None:
     """The innermost recipe part whose code is on the exception's traceback (a frame whose ``self`` it is)."""
     labels = {}
@@ -116,7 +121,7 @@ def check_smallest_batch(source: Path, box, train_config: dict, loader: object) 
         return None
     samples, batch_size, smallest = found
     for label, term in loss_terms(box, train_config):
-        need = max([getattr(m, 'min_batch_size', 1) for m in term.modules()] if isinstance(term, nn.Module) else [1])
+        need = max(getattr(m, 'min_batch_size', 1) for m in _modules(term))
         if smallest < need:
             raise UsageError(f'{source}: train.train_data_loader: the last batch of each epoch holds {smallest} '
                              f'sample(s) ({samples} samples per process in batches of {batch_size}), but {label} '
@@ -132,8 +137,7 @@ def check_epoch_followers(source: Path, box, train_config: dict) -> bool:
     if process in EPOCH_TELLERS:
         return True
     for label, term in loss_terms(box, train_config):
-        modules = term.modules() if isinstance(term, nn.Module) else [term]
-        if any(getattr(m, 'needs_epoch', False) for m in modules):
+        if any(getattr(m, 'needs_epoch', False) for m in _modules(term)):
             raise UsageError(f'{source}: {label} follows the epoch (its warm-up), which train.pre_epoch_process '
                              f'({process!r}) does not tell it: set train.pre_epoch_process: '
                              f"'{EPOCH_TELLERS[0]}'")

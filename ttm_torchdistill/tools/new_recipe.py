@@ -27,7 +27,7 @@ from torchdistill.models.registry import MODEL_DICT
 
 from ..errors import UsageError
 from ..extras import MissingExtra, require_timm
-from ..methods import INVERSE_TEMPERATURE, METHOD_LOSSES, SEPARATE_CE
+from ..methods import CROSS_ENTROPY_ENTRY, INVERSE_TEMPERATURE, METHOD_LOSSES, SEPARATE_CE, logit_entry
 from ..outputs import check_output_file, write_text
 from ..recipe import (
     SUB_TERMS,
@@ -43,8 +43,7 @@ from .new_recipe_check import TIMM_KEY, check_recipe, feature_edits, timm_kwargs
 
 __all__ = ['new_recipe']
 
-LOSS_KEYS = METHOD_LOSSES
-METHODS = {v: k for k, v in LOSS_KEYS.items()}
+METHODS = {v: k for k, v in METHOD_LOSSES.items()}
 CROSS_ENTROPY = 'CrossEntropyLoss'
 """a base without a TTM/WTTM/KD term (CRD or ITRD alone) has its cross-entropy term replaced: the method's loss
 holds the cross entropy"""
@@ -132,11 +131,6 @@ def _teacher_weights(model: Model):
     return enum, name
 
 
-CE_LINES = ['ce:', '  criterion:', "    key: 'CrossEntropyLoss'", '    kwargs:', "      reduction: 'mean'",
-            '  criterion_wrapper:', "    key: 'SimpleLossWrapper'", '    kwargs:', '      input:',
-            '        is_from_teacher: False', "        module_path: '.'", "        io: 'output'", '      target:',
-            '        uses_label: True', '  weight: 1.0']
-"""the cross-entropy term DIST and DKD train beside (as the shipped recipes have it)"""
 CIFAR_DEFAULTS = {'tau': 4.0, 'temperature': 4.0, 'warmup_epochs': 20}
 """DIST's and DKD's CIFAR-100 settings; their ImageNet settings (the default elsewhere) are 1, 1 and no warm-up"""
 
@@ -150,10 +144,7 @@ class LossChoice:
 
     def lines(self) -> list[str]:
         """The term as the lines of a ``sub_terms`` entry."""
-        io = {'student_module_path': "'.'", 'student_module_io': "'output'",
-              'teacher_module_path': "'.'", 'teacher_module_io': "'output'"}
-        lines = [f'{self.method}:', '  criterion:', f"    key: '{LOSS_KEYS[self.method]}'", '    kwargs:']
-        return lines + [f'      {k}: {v}' for k, v in {**io, **self.params}.items()] + ['  weight: 1.0']
+        return logit_entry(self.method, METHOD_LOSSES[self.method], self.params)
 
     def summary(self) -> str:
         return ', '.join(f'{k} {v:g}' for k, v in self.params.items() if not isinstance(v, str))
@@ -198,7 +189,7 @@ def _loss_edits(doc: RecipeDocument, edits: RecipeEdits, replaced: LossTerm, cho
     elif replaced.key == CROSS_ENTROPY:
         edits.add_entry_after(SUB_TERMS, replaced.name, choice.lines())
     else:
-        edits.set_entry(SUB_TERMS, replaced.name, (CE_LINES if ce is None else []) + choice.lines())
+        edits.set_entry(SUB_TERMS, replaced.name, (CROSS_ENTROPY_ENTRY if ce is None else []) + choice.lines())
 
 
 def _registry_teacher(doc: RecipeDocument, edits: RecipeEdits, model: Model) -> str:
@@ -289,7 +280,7 @@ def _header(choice: LossChoice, teacher: Model, student: Model, note: str, base:
     ce = ' beside cross entropy (weight 1)' if choice.method in SEPARATE_CE else ''
     lines = [f'# {choice.method.upper()}: {student.key} from {teacher.key} ({note}).',
              f'# Written by `ttm-distill new-recipe` on {datetime.date.today()} from {base}: same data, schedule,',
-             f'# optimizer and transforms; {LOSS_KEYS[choice.method]} with {choice.summary()}{ce}.',
+             f'# optimizer and transforms; {METHOD_LOSSES[choice.method]} with {choice.summary()}{ce}.',
              '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).',
              '# No `paper:` block: the paper reports no number for this pair.']
     lines += [f'# Feature sizes set for this pair: {", ".join(features)}.'] if features else []
@@ -301,8 +292,8 @@ def _header(choice: LossChoice, teacher: Model, student: Model, note: str, base:
 def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float | None = None,
                beta: float | None = None, output: str | None = None, force: bool = False) -> Path:
     """Write a recipe for ``teacher`` -> ``student`` with ``method``, keeping the base's data and schedule."""
-    if method not in LOSS_KEYS:
-        raise UsageError(f'--method {method!r}: accepted values are {", ".join(LOSS_KEYS)}')
+    if method not in METHOD_LOSSES:
+        raise UsageError(f'--method {method!r}: accepted values are {", ".join(METHOD_LOSSES)}')
     paper = ' (the paper uses 0 < gamma <= 1)' if method in INVERSE_TEMPERATURE else ''
     _number('--gamma', gamma, f'a finite number > 0{paper}', lambda v: v > 0)
     _number('--beta', beta, 'a finite number >= 0', lambda v: v >= 0)
