@@ -101,7 +101,13 @@ def _sweep(args: argparse.Namespace) -> int:
 
     return run_sweep(args.recipe, args.grid, args.seeds, args.overrides, args.output, launcher=args.launcher,
                      parallel=args.parallel, slurm=args.slurm, dry_run=args.dry_run, wait=args.wait,
-                     runs_per_gpu=args.runs_per_gpu)
+                     runs_per_gpu=args.runs_per_gpu, lockstep=args.lockstep, group_size=args.group_size)
+
+
+def _lockstep(args: argparse.Namespace) -> int:
+    from .sweep.jobs import run_group
+
+    return run_group(args.directory, args.runs)
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -210,7 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument('--parallel', type=int, metavar='N',
                        help='runs at a time (local default: one per visible GPU, 1 on CPU; slurm: array %%N)')
     sweep.add_argument('--runs-per-gpu', type=int, metavar='N',
-                       help='local: N runs at once on each visible GPU (default 1); ignored, with a note, on CPU')
+                       help='local: N runs (lockstep groups) at once on each visible GPU (default 1); ignored, with a '
+                            'note, on CPU')
+    sweep.add_argument('--lockstep', action='store_true',
+                       help="train each seed's points together in one process: one data loader and one teacher "
+                            'forward per batch feed every student (the grid may vary loss parameters only). Each '
+                            "point's files and, on the CPU, its weights are what it would get alone, dropout "
+                            'included; memory grows by one student, its optimizer and its loss state per point')
+    sweep.add_argument('--group-size', type=int, metavar='N',
+                       help='--lockstep: at most N points per group (default: all points of a seed); lower it when '
+                            "a group's students do not fit in memory together")
     sweep.add_argument('--slurm', action='append', default=[], metavar='KEY=VALUE',
                        help='submitit SlurmExecutor parameter: partition, time (minutes), gpus_per_node, '
                             'cpus_per_task, mem, account, additional_parameters, ...; repeatable')
@@ -218,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument('--dry-run', action='store_true', help='print the runs (and SLURM parameters), change nothing')
     sweep.add_argument('--debug', action='store_true', help='full tracebacks')
     sweep.set_defaults(func=_sweep)
+    lockstep = sub.add_parser('lockstep', help='train runs of a sweep folder in lockstep (what `sweep --lockstep` '
+                                               'starts for each group)')
+    lockstep.add_argument('directory', metavar='DIR', help='the sweep folder (its sweep.json lists the runs)')
+    lockstep.add_argument('runs', nargs='+', metavar='RUN', help='runs of the sweep, named POINT/seedK')
+    lockstep.add_argument('--debug', action='store_true', help='full tracebacks')
+    lockstep.set_defaults(func=_lockstep)
     return parser
 
 

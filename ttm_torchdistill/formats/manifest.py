@@ -3,8 +3,9 @@
 `ttm-distill sweep` writes it: what makes the sweep itself (``identity``: recipe, --set overrides, grid names), the
 recipe, overrides, grid (name, --set key, label, values) and seeds, and per run its grid point, values, seed, folder,
 checkpoint name, description (``run``: what runs it, see ``ttm_torchdistill.description``), command line, state,
-best validation top-1 and error; with ``--launcher slurm`` also the array's record. `sweep` (to continue or grow it),
-`table` and `plot` read it. Files without a ``version`` are version 1.
+best validation top-1, error and lockstep group (``group``: the runs of one group trained together; null: alone);
+with ``--launcher slurm`` also the array's record. `sweep` (to continue or grow it), `table` and `plot` read it. Files
+without a ``version`` are version 1.
 """
 from __future__ import annotations
 

@@ -211,25 +211,31 @@ class RecipeDocument:
         Output paths (``dst_ckpt``) and loader mechanics (workers, pinned memory, prefetching) are left out, and so is
         ``train.num_epochs`` where a scheduler names it through an alias: the runner rebuilds the schedule for the
         length it is given (see ``runner.schedule``)."""
+        return self.scalars(FINGERPRINT_SECTIONS, FINGERPRINT_IGNORES, skip_epochs_alias=True)
+
+    def scalars(self, sections: Sequence[str] = (), ignores: Sequence[str] = (),
+                skip_epochs_alias: bool = False) -> dict[str, str]:
+        """Key path -> 'tag value' of every scalar below ``sections`` (default: the whole recipe), leaving out keys
+        whose last part is in ``ignores``; tags as written (``KEY.!``)."""
         found: dict[str, str] = {}
-        epochs = self.node('train.num_epochs')
+        epochs = self.node('train.num_epochs') if skip_epochs_alias else None
 
         def walk(node: yaml.Node, path: str) -> None:
-            if path.rsplit('.', 1)[-1] in FINGERPRINT_IGNORES or (epochs is not None and node is epochs):
+            if path.rsplit('.', 1)[-1] in ignores or (epochs is not None and node is epochs):
                 return
             if not node.tag.startswith('tag:yaml.org,2002:'):
                 found[f'{path}.!'] = node.tag
             if isinstance(node, yaml.MappingNode):
                 for k, v in node.value:
-                    walk(v, f'{path}.{k.value}')
+                    walk(v, f'{path}.{k.value}' if path else k.value)
             elif isinstance(node, yaml.SequenceNode):
                 for i, v in enumerate(node.value):
                     walk(v, f'{path}.{i}')
             else:
                 found[path] = node.value
 
-        for section in FINGERPRINT_SECTIONS:
-            if (node := self.node(section)) is not None:
+        for section in sections or ('',):
+            if (node := self.node(section) if section else self.root) is not None:
                 walk(node, section)
         return found
 

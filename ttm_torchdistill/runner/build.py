@@ -4,6 +4,10 @@ torchdistill builds loaders, models' wrappers, the loss, the optimizer and the s
 ``setup``; here each stage is wrapped (the optimizer and scheduler are first built on a throwaway
 parameter with torchdistill's own getters), so a TypeError/ValueError/KeyError raised while
 constructing a part becomes one line: its key path, its key and the message.
+
+A distillation box here also takes the teacher's outputs from ``supp_dict['cached_data']`` (as torchdistill's boxes
+did before 1.0) instead of running the frozen teacher: runs trained in lockstep (:mod:`.lockstep`) share one teacher
+forward per batch, whose hooks have filled every box's teacher I/O dict.
 """
 from __future__ import annotations
 
@@ -13,15 +17,21 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchdistill.common.constant import SELF_MODULE_PATH
 from torchdistill.core.distillation import DistillationBox
 from torchdistill.core.training import TrainingBox
+from torchdistill.core.util import extract_io_dict, update_io_dict
 from torchdistill.datasets.util import build_data_loaders
 from torchdistill.losses.registry import get_mid_level_loss
+from torchdistill.models.wrapper import AuxiliaryModelWrapper
 from torchdistill.optim.registry import get_optimizer, get_scheduler
 
 from ..errors import UsageError, one_line
 
-__all__ = ['build_box', 'recipe_part']
+__all__ = ['CACHED_TEACHER', 'build_box', 'recipe_part']
+
+CACHED_TEACHER = 'cached_data'
+"""the supp_dict key of the teacher's outputs of a batch, when they were computed already"""
 
 
 @contextlib.contextmanager
@@ -80,6 +90,20 @@ class _DistillationBox(_NamedParts, DistillationBox):
     def setup_teacher_student_models(self, teacher_config: dict, student_config: dict) -> None:
         with recipe_part(self.source, 'train.teacher / train.student'):
             super().setup_teacher_student_models(teacher_config, student_config)
+
+    def get_teacher_output(self, sample_batch, targets, supp_dict, **kwargs):
+        """torchdistill's, except that outputs given as ``supp_dict['cached_data']`` stand for the teacher's forward:
+        its hooks have run, so this box's I/O dict holds what they caught; an auxiliary wrapper's secondary forward
+        (e.g. CRD's trainable teacher embedding) is this box's own and runs here."""
+        cached = (supp_dict or {}).get(CACHED_TEACHER)
+        if cached is None:
+            return super().get_teacher_output(sample_batch, targets, supp_dict, **kwargs)
+        io_dict = extract_io_dict(self.teacher_io_dict, self.device)
+        io_dict[SELF_MODULE_PATH]['output'] = cached
+        if isinstance(self.teacher_model, AuxiliaryModelWrapper):
+            self.teacher_model.secondary_forward(io_dict)
+        update_io_dict(io_dict, extract_io_dict(self.teacher_io_dict, self.device))
+        return cached, io_dict
 
 
 class _TrainingBox(_NamedParts, TrainingBox):

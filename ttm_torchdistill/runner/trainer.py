@@ -1,8 +1,10 @@
 """The training loop on torchdistill's boxes: epochs, validation, checkpoints, resume and non-finite checks."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -84,6 +86,8 @@ class Trainer:
         terms = [(name, term) for name, (term, _) in getattr(self.box.criterion, 'term_dict', {}).items()]
         self.diagnostics = EpochDiagnostics(terms, self.ctx.device)
         self.start_epoch, self.best_val_top1 = 0, -math.inf
+        self.resumed_rng: dict | None = None
+        """with :meth:`resume`: the random number generators' state the run continues from"""
 
     def _device_ids(self) -> list[int] | None:
         return [self.ctx.device.index] if self.ctx.device.type == 'cuda' else None
@@ -161,7 +165,8 @@ class Trainer:
             self.scaler.load_state_dict(ckpt['scaler'])
         self.box.stage_grad_count = ckpt['stage_grad_count']
         self.start_epoch, self.best_val_top1 = ckpt['epoch'], ckpt['best_value']
-        set_rng_state(ckpt['rng'][self.ctx.rank % saved_world], self.ctx.device)
+        self.resumed_rng = ckpt['rng'][self.ctx.rank % saved_world]
+        set_rng_state(self.resumed_rng, self.ctx.device)
 
     def _check_finite(self, losses: torch.Tensor, first: int, end: int, epoch: int) -> None:
         """Average ``losses[first:end]`` over ranks in place and stop at the first non-finite one.
@@ -182,51 +187,68 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict:
         """One epoch. Losses and diagnostics stay on the device; the host waits for them only every
         CHECK_EVERY iterations and at log lines, so it keeps queueing work ahead of the GPU."""
-        box, ctx, run = self.box, self.ctx, self.run
-        loader = box.train_data_loader
-        num_iters = len(loader)
-        losses = torch.zeros(num_iters, dtype=torch.float32, device=ctx.device)
-        self.diagnostics.start_epoch()
-        images_seen = images_since_log = checked = logged = 0
-        start = last_log = time.perf_counter()
+        loader = self.box.train_data_loader
+        self.start_steps(epoch, len(loader))
         for it, (images, targets, supp_dict) in enumerate(loader):
             mark_step(self.opts.compile)
-            images = images.to(ctx.device, non_blocking=True, memory_format=run.memory_format)
-            targets = targets.to(ctx.device, non_blocking=True)
-            try:
-                with run.autocast():
-                    loss = box.forward_process(images, targets, supp_dict)
-            except STEP_ERRORS as exc:
-                kept = f' ({run.last_ckpt})' if run.last_ckpt.is_file() else ''
-                where = f'the training step at epoch {epoch + 1}, iteration {it + 1} ({len(images)} samples)'
-                raise TrainingFailed(describe_step_failure(run, box, exc, where)
-                                     + f'; training stopped, the last good checkpoint is kept{kept}') from None
-            losses[it] = loss.detach()
-            box.post_forward_process(loss=loss)  # under --amp fp16 it scales and steps through the GradScaler
-            self.diagnostics.step()
-            images_seen += len(images)
-            images_since_log += len(images)
-            done = it + 1
-            log_now = done % self.log_freq == 0 or done == num_iters
-            if log_now or done - checked >= CHECK_EVERY:
-                self._check_finite(losses, checked, done, epoch)
-                checked = done
-            if log_now:
-                now = time.perf_counter()
-                rate = images_since_log * ctx.world_size / max(now - last_log, 1e-9)
-                eta = (now - start) / done * (num_iters - done)
-                logger.info('epoch %d/%d [%d/%d] eta %s  loss %.4f  lr %.5g  img/s %.1f', epoch + 1, box.num_epochs,
-                            done, num_iters, format_eta(eta), losses[logged:done].mean().item(),
-                            box.optimizer.param_groups[0]['lr'], rate)
-                last_log, images_since_log, logged = now, 0, done
-        seconds = time.perf_counter() - start
+            images, targets = self.to_device(images, targets)
+            self.step(it, images, targets, supp_dict)
+        return self.finish_steps()
+
+    def to_device(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (images.to(self.ctx.device, non_blocking=True, memory_format=self.run.memory_format),
+                targets.to(self.ctx.device, non_blocking=True))
+
+    def start_steps(self, epoch: int, num_iters: int) -> None:
+        """Before the first :meth:`step` of an epoch of ``num_iters`` iterations."""
+        self.epoch, self.num_iters = epoch, num_iters
+        self.losses = torch.zeros(num_iters, dtype=torch.float32, device=self.ctx.device)
+        self.diagnostics.start_epoch()
+        self.images_seen = self.images_since_log = self.checked = self.logged = 0
+        self.epoch_start = self.last_log = time.perf_counter()
+
+    def step(self, it: int, images: torch.Tensor, targets: torch.Tensor, supp_dict: dict) -> None:
+        """Iteration ``it`` of the epoch: forward, backward and update; every CHECK_EVERY iterations the check for a
+        non-finite loss (TrainingDiverged), and the log line every ``log_freq``."""
+        box, ctx, run, epoch = self.box, self.ctx, self.run, self.epoch
+        try:
+            with run.autocast():
+                loss = box.forward_process(images, targets, supp_dict)
+        except STEP_ERRORS as exc:
+            kept = f' ({run.last_ckpt})' if run.last_ckpt.is_file() else ''
+            where = f'the training step at epoch {epoch + 1}, iteration {it + 1} ({len(images)} samples)'
+            raise TrainingFailed(describe_step_failure(run, box, exc, where)
+                                 + f'; training stopped, the last good checkpoint is kept{kept}') from None
+        losses = self.losses
+        losses[it] = loss.detach()
+        box.post_forward_process(loss=loss)  # under --amp fp16 it scales and steps through the GradScaler
+        self.diagnostics.step()
+        self.images_seen += len(images)
+        self.images_since_log += len(images)
+        done, num_iters = it + 1, self.num_iters
+        log_now = done % self.log_freq == 0 or done == num_iters
+        if log_now or done - self.checked >= CHECK_EVERY:
+            self._check_finite(losses, self.checked, done, epoch)
+            self.checked = done
+        if log_now:
+            now = time.perf_counter()
+            rate = self.images_since_log * ctx.world_size / max(now - self.last_log, 1e-9)
+            eta = (now - self.epoch_start) / done * (num_iters - done)
+            logger.info('epoch %d/%d [%d/%d] eta %s  loss %.4f  lr %.5g  img/s %.1f', epoch + 1, box.num_epochs,
+                        done, num_iters, format_eta(eta), losses[self.logged:done].mean().item(),
+                        box.optimizer.param_groups[0]['lr'], rate)
+            self.last_log, self.images_since_log, self.logged = now, 0, done
+
+    def finish_steps(self) -> dict:
+        """The epoch's statistics, after its last :meth:`step`."""
+        seconds = time.perf_counter() - self.epoch_start
         stats = {
-            'train_loss': losses.mean().item(),
-            'lr': box.optimizer.param_groups[0]['lr'],
-            'train_images_per_s': images_seen * ctx.world_size / seconds,
+            'train_loss': self.losses.mean().item(),
+            'lr': self.box.optimizer.param_groups[0]['lr'],
+            'train_images_per_s': self.images_seen * self.ctx.world_size / seconds,
             'train_s': seconds,
         }
-        return {**stats, **self.diagnostics.epoch_means(num_iters, ctx.world_size)}
+        return {**stats, **self.diagnostics.epoch_means(self.num_iters, self.ctx.world_size)}
 
     def fit(self) -> tuple[int, float]:
         """Train from ``start_epoch``; returns (epochs run, mean train images/s)."""
@@ -238,43 +260,62 @@ class Trainer:
                 curves.close()
 
     def _fit(self, curves: EpochWriter | None) -> tuple[int, float]:
-        box, run, ctx = self.box, self.run, self.ctx
         epochs_run, rates = 0, []
-        for epoch in range(self.start_epoch, box.num_epochs):
-            box.pre_epoch_process(epoch=epoch)
-            if self.distill and not box.teacher_updatable:
-                box.teacher_model.eval()
-            try:
+        for epoch in range(self.start_epoch, self.box.num_epochs):
+            self.begin_epoch(epoch)
+            with self.stopping_in(epoch):
                 stats = self.train_epoch(epoch)
-                with evaluation(run, run.student_key, f'the validation pass after epoch {epoch + 1}', run.last_ckpt):
-                    val = evaluate(run.student, self.val_loader, ctx.device, run.amp_dtype, self.opts.channels_last)
-            except DataFileError as exc:
-                last = run.last_ckpt
-                raise DataFileError(f'{exc}: training stopped in epoch {epoch + 1}' + (
-                    f'; the last good checkpoint is kept ({last})' if last.is_file() else '')) from None
-            improved = val.top1 > self.best_val_top1
-            box.post_epoch_process(metrics=val.top1)  # as torchdistill's runner: ReduceLROnPlateau reads it
-            if improved:
-                self.best_val_top1 = val.top1
-            rngs = all_gather_objects(rng_state(self.ctx.device))
-            if ctx.is_main:
-                state = self._state(epoch + 1)
-                if improved:
-                    atomic_save(state, run.best_ckpt)
-                aux = {name: module.state_dict() for name, module in self._aux_modules().items()}
-                atomic_save(dict(state, rng=rngs, aux=aux), run.last_ckpt)
-                record = {'epoch': epoch + 1, **stats, 'val_top1': val.top1, 'val_top5': val.top5}
-                append_record(run.metrics_path, dict(record, recipe=run.name))
-                if curves is not None:
-                    curves.log(record)
-            barrier()
-            logger.info('epoch %d/%d  val top-1 %.2f  top-5 %.2f  (best %.2f%s)  train loss %.4f  %.1f img/s',
-                        epoch + 1, box.num_epochs, val.top1, val.top5, self.best_val_top1,
-                        ', saved' if improved else '', stats['train_loss'], stats['train_images_per_s'])
-            if self.diagnostics.keys:
-                logger.info('epoch %d/%d  diagnostics: %s', epoch + 1, box.num_epochs,
-                            '  '.join(f'{key} {stats[key]:.4f}' for key in self.diagnostics.keys))
+                val = self.validate(epoch)
+            self.end_epoch(epoch, stats, val, curves)
             epochs_run += 1
             rates.append(stats['train_images_per_s'])
         return epochs_run, (sum(rates) / len(rates) if rates else math.nan)
 
+    def begin_epoch(self, epoch: int) -> None:
+        """The recipe's pre-epoch process, and a frozen teacher in eval mode."""
+        self.box.pre_epoch_process(epoch=epoch)
+        if self.distill and not self.box.teacher_updatable:
+            self.box.teacher_model.eval()
+
+    @contextlib.contextmanager
+    def stopping_in(self, epoch: int) -> Iterator[None]:
+        """A data file that fails while the epoch reads it says where training stopped and what is kept."""
+        try:
+            yield
+        except DataFileError as exc:
+            last = self.run.last_ckpt
+            raise DataFileError(f'{exc}: training stopped in epoch {epoch + 1}' + (
+                f'; the last good checkpoint is kept ({last})' if last.is_file() else '')) from None
+
+    def validate(self, epoch: int):
+        """The student on the validation loader after ``epoch``."""
+        run = self.run
+        with evaluation(run, run.student_key, f'the validation pass after epoch {epoch + 1}', run.last_ckpt):
+            return evaluate(run.student, self.val_loader, self.ctx.device, run.amp_dtype, self.opts.channels_last)
+
+    def end_epoch(self, epoch: int, stats: dict, val, curves: EpochWriter | None) -> None:
+        """After the validation of ``epoch``: the scheduler's epoch step, the best and last checkpoints, the metrics
+        record, the curves and the epoch's log lines."""
+        box, run, ctx = self.box, self.run, self.ctx
+        improved = val.top1 > self.best_val_top1
+        box.post_epoch_process(metrics=val.top1)  # as torchdistill's runner: ReduceLROnPlateau reads it
+        if improved:
+            self.best_val_top1 = val.top1
+        rngs = all_gather_objects(rng_state(self.ctx.device))
+        if ctx.is_main:
+            state = self._state(epoch + 1)
+            if improved:
+                atomic_save(state, run.best_ckpt)
+            aux = {name: module.state_dict() for name, module in self._aux_modules().items()}
+            atomic_save(dict(state, rng=rngs, aux=aux), run.last_ckpt)
+            record = {'epoch': epoch + 1, **stats, 'val_top1': val.top1, 'val_top5': val.top5}
+            append_record(run.metrics_path, dict(record, recipe=run.name))
+            if curves is not None:
+                curves.log(record)
+        barrier()
+        logger.info('epoch %d/%d  val top-1 %.2f  top-5 %.2f  (best %.2f%s)  train loss %.4f  %.1f img/s',
+                    epoch + 1, box.num_epochs, val.top1, val.top5, self.best_val_top1,
+                    ', saved' if improved else '', stats['train_loss'], stats['train_images_per_s'])
+        if self.diagnostics.keys:
+            logger.info('epoch %d/%d  diagnostics: %s', epoch + 1, box.num_epochs,
+                        '  '.join(f'{key} {stats[key]:.4f}' for key in self.diagnostics.keys))

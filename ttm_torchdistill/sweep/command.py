@@ -15,6 +15,7 @@ from ..recipe import RecipeDocument, parse_overrides
 from ..runner import tensorboard
 from ..runner.commands import run_train
 from .folder import check_directory, save_manifest, sweep_lock
+from .jobs import check_lockstep
 from .local import LocalLauncher
 from .plan import Sweep, plan_sweep
 from .slurm import SlurmLauncher, array_in_queue
@@ -51,7 +52,11 @@ def _plan(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], 
         merged.append(f'{axis.name}={",".join(values)}')
     old_seeds = [s for s in old['seeds'] if isinstance(s, int)]
     all_seeds = [*old_seeds, *(s for s in seeds if s not in old_seeds)]
-    return plan_sweep(recipe, merged, all_seeds, overrides, output), old
+    sweep = plan_sweep(recipe, merged, all_seeds, overrides, output)
+    groups = {(e['point'], e['seed']): e.get('group') for e in old['runs']}
+    for run in sweep.runs:
+        run.group = groups.get((run.point, run.seed))
+    return sweep, old
 
 
 def _check_recipe(sweep: Sweep, dry_run: bool) -> None:
@@ -75,12 +80,19 @@ def _check_recipe(sweep: Sweep, dry_run: bool) -> None:
 
 def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str,
               launcher: str = 'local', parallel: int | None = None, slurm: list[str] = (), dry_run: bool = False,
-              wait: bool = False, runs_per_gpu: int | None = None) -> int:
+              wait: bool = False, runs_per_gpu: int | None = None, lockstep: bool = False,
+              group_size: int | None = None) -> int:
     """`ttm-distill sweep`: check, then run (local) or submit (slurm) every run that has not finished.
 
-    ``runs_per_gpu`` (local): that many runs at once on each visible GPU, each pinned with CUDA_VISIBLE_DEVICES."""
+    ``runs_per_gpu`` (local): that many runs (lockstep groups) at once on each visible GPU, each pinned with
+    CUDA_VISIBLE_DEVICES. ``lockstep``: the runs of a seed train together in one process, ``group_size`` at most
+    (default all), sharing the training loader and the teacher's forward (:mod:`.jobs`)."""
     if parallel is not None and parallel < 1:
         raise UsageError(f'--parallel {parallel}: must be at least 1')
+    if group_size is not None and not lockstep:
+        raise UsageError('--group-size needs --lockstep')
+    if group_size is not None and group_size < 1:
+        raise UsageError(f'--group-size {group_size}: must be at least 1')
     if runs_per_gpu is not None and runs_per_gpu < 1:
         raise UsageError(f'--runs-per-gpu {runs_per_gpu}: must be at least 1')
     if launcher == 'slurm' and runs_per_gpu is not None:
@@ -88,13 +100,15 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
     if launcher != 'slurm' and (slurm or wait):
         raise UsageError('--slurm and --wait need --launcher slurm')
     sweep, old = _plan(recipe, grid, seeds, overrides, output)
+    if lockstep:
+        check_lockstep(sweep)
     if old is not None and len(sweep.runs) > len(old['runs']):
         print(f'{sweep.directory}: the sweep grows from {len(old["runs"])} to {len(sweep.runs)} runs', flush=True)
     _check_recipe(sweep, dry_run)
     def make_launcher(sweep: Sweep) -> LocalLauncher | SlurmLauncher:
         if launcher == 'slurm':
-            return SlurmLauncher(sweep, parallel, slurm, wait)
-        return LocalLauncher(sweep, parallel, runs_per_gpu)
+            return SlurmLauncher(sweep, parallel, slurm, wait, lockstep, group_size)
+        return LocalLauncher(sweep, parallel, runs_per_gpu, lockstep, group_size)
 
     runner = make_launcher(sweep)
     if dry_run:

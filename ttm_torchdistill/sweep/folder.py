@@ -61,14 +61,14 @@ def sweep_lock(directory: Path) -> Iterator[None]:
 
 
 def save_manifest(sweep: Sweep) -> None:
-    """sweep.json with every run's description, command and current state, and the SLURM record."""
+    """sweep.json with every run's description, command, current state and lockstep group, and the SLURM record."""
     runs = []
     for run in sweep.runs:
         state, best, error = run.state()
         runs.append({'point': run.point, 'values': run.values, 'seed': run.seed,
                      'dir': run.directory.relative_to(sweep.directory).as_posix(), 'ckpt': run.ckpt_name,
                      'run': run.description.to_json(), 'command': shlex.join(['ttm-distill', *run.description.argv()]),
-                     'state': state, 'best_val_top1': best, 'error': error})
+                     'state': state, 'best_val_top1': best, 'error': error, 'group': run.group})
     data = {'identity': sweep.identity(), 'recipe': sweep.recipe, 'recipe_path': str(sweep.recipe_path),
             'overrides': sweep.overrides,
             'grid': [{'name': a.name, 'key': a.key, 'label': a.label, 'values': a.values} for a in sweep.axes],

@@ -1,5 +1,5 @@
-"""The sweep's local launcher: N `ttm-distill train` processes at a time, each pinned to one visible GPU (several
-per GPU with --runs-per-gpu)."""
+"""The sweep's local launcher: N jobs at a time (a `ttm-distill train` run, or with --lockstep a group of runs in
+one process, :mod:`.jobs`), each pinned to one visible GPU (several per GPU with --runs-per-gpu)."""
 from __future__ import annotations
 
 import os
@@ -11,9 +11,10 @@ from collections import deque
 
 from ..runner.logs import format_eta
 from .folder import save_manifest
-from .plan import Sweep, SweepRun
+from .jobs import Job, plan_jobs
+from .plan import Sweep
 from .results import sweep_table
-from .runs import child_setup, record_exit, start_run
+from .runs import child_setup
 
 __all__ = ['LocalLauncher']
 
@@ -38,10 +39,12 @@ def _raise_interrupt(signum, frame):
 
 
 class LocalLauncher:
-    def __init__(self, sweep: Sweep, parallel: int | None, runs_per_gpu: int | None = None) -> None:
+    def __init__(self, sweep: Sweep, parallel: int | None, runs_per_gpu: int | None = None, lockstep: bool = False,
+                 group_size: int | None = None) -> None:
         """``runs_per_gpu``: slots per visible GPU (default 1; ``parallel`` defaults to GPUs x N); slot k runs on GPU
-        k mod G. Given without a GPU it has no effect (a note says so) and ``parallel`` defaults to 1."""
-        self.sweep = sweep
+        k mod G. Given without a GPU it has no effect (a note says so) and ``parallel`` defaults to 1. A slot runs a
+        job: one run, or with ``lockstep`` a group of at most ``group_size`` runs."""
+        self.sweep, self.lockstep, self.group_size = sweep, lockstep, group_size
         self.gpus = visible_gpus()
         self.runs_per_gpu = runs_per_gpu or 1
         self.parallel = parallel or max(len(self.gpus) * self.runs_per_gpu, 1)
@@ -50,12 +53,20 @@ class LocalLauncher:
             self.note = (f'note: --runs-per-gpu {runs_per_gpu} has no effect: no GPU is visible, so runs share the '
                          f'CPU, {self.parallel} at a time (--parallel)')
 
+    @property
+    def unit(self) -> str:
+        return 'lockstep group' if self.lockstep else 'run'
+
     def describe(self) -> None:
-        per = 'one per run' if self.runs_per_gpu == 1 else f'{self.runs_per_gpu} runs per GPU'
+        unit = self.unit
+        per = f'one per {unit}' if self.runs_per_gpu == 1 else f'{self.runs_per_gpu} {unit}s per GPU'
         where = f'GPUs {",".join(self.gpus)}, {per}' if self.gpus else 'CPU'
         if self.note:
             print(self.note)
-        print(f'local launcher: {self.parallel} run(s) at a time on {where}')
+        print(f'local launcher: {self.parallel} {unit}(s) at a time on {where}')
+        if self.lockstep:
+            for job in plan_jobs(self.sweep, True, self.group_size):
+                print(f'  {job.describe()}: ttm-distill {" ".join(job.argv())}')
 
     def _env(self, slot: int) -> dict:
         env = dict(os.environ)
@@ -65,9 +76,9 @@ class LocalLauncher:
             env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // self.parallel))
         return env
 
-    def _start(self, run: SweepRun, slot: int):
-        cmd = start_run(run)
-        out = run.output_path.open('ab')
+    def _start(self, job: Job, slot: int):
+        cmd = job.start()
+        out = job.output_path.open('ab')
         try:
             # a session of its own: a terminal's Ctrl-C reaches the sweep only, which forwards it once
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -75,7 +86,7 @@ class LocalLauncher:
         except BaseException:
             out.close()
             raise
-        return proc, run, time.monotonic(), out
+        return proc, job, time.monotonic(), out
 
     def launch(self) -> int:
         """Run what has not finished (the caller holds the sweep's lock). SIGTERM and SIGHUP (a closed terminal)
@@ -89,14 +100,17 @@ class LocalLauncher:
 
     def _run(self) -> int:
         sweep = self.sweep
-        todo = deque(r for r in sweep.runs if r.state()[0] != 'finished')
+        todo = deque(plan_jobs(sweep, self.lockstep, self.group_size))
+        save_manifest(sweep)  # with each run's lockstep group
         total = len(sweep.runs)
-        done = total - len(todo)
+        left = sum(len(job.runs) for job in todo)
+        done = total - left
         if self.note:
             print(self.note, flush=True)
         if todo:
             per = f', {self.runs_per_gpu} per GPU' if self.gpus and self.runs_per_gpu > 1 else ''
-            print(f'{len(todo)} of {total} run(s) to do, {self.parallel} at a time{per}; runs in {sweep.directory}',
+            groups = f' in {len(todo)} lockstep group(s)' if self.lockstep else ''
+            print(f'{left} of {total} run(s) to do{groups}, {self.parallel} at a time{per}; runs in {sweep.directory}',
                   flush=True)
         running: dict[int, tuple] = {}
         start, ended, failed = time.monotonic(), 0, 0
@@ -106,32 +120,34 @@ class LocalLauncher:
                 for slot in range(self.parallel):
                     if slot not in running and todo:
                         running[slot] = self._start(todo.popleft(), slot)
-                        run = running[slot][1]
-                        print(f'started {run.describe()}: log {run.log_path}', flush=True)
+                        job = running[slot][1]
+                        log = job.runs[0].log_path if job.group is None else job.output_path
+                        print(f'started {job.describe()}: log {log}', flush=True)
                 time.sleep(0.1)
                 if time.monotonic() - last_progress >= PROGRESS_S:
                     last_progress = time.monotonic()
                     self._progress(running)
-                for slot, (proc, run, t0, out) in list(running.items()):
+                for slot, (proc, job, t0, out) in list(running.items()):
                     if proc.poll() is None:
                         continue
                     out.close()
                     del running[slot]
-                    state, best, error = record_exit(run, proc.returncode)
-                    done, ended = done + 1, ended + 1
-                    eta = (time.monotonic() - start) / ended * (len(todo) + len(running))
-                    if state == 'finished':
-                        what = f'best val top-1 {best:.2f}'
-                    else:
-                        failed += 1
-                        what = f'FAILED ({error})'
-                    print(f'[{done}/{total}] {run.describe()}: {what} ({time.monotonic() - t0:.1f} s), '
-                          f'eta {format_eta(eta)}', flush=True)
+                    for run, state, best, error in job.record(proc.returncode):
+                        done, ended = done + 1, ended + 1
+                        eta = (time.monotonic() - start) / ended * (sum(len(j.runs) for j in todo)
+                                                                   + sum(len(r[1].runs) for r in running.values()))
+                        if state == 'finished':
+                            what = f'best val top-1 {best:.2f}'
+                        else:
+                            failed += 1
+                            what = f'FAILED ({error})'
+                        print(f'[{done}/{total}] {run.describe()}: {what} ({time.monotonic() - t0:.1f} s), '
+                              f'eta {format_eta(eta)}', flush=True)
                     save_manifest(sweep)
         except KeyboardInterrupt:
             stopped = self._stop(running)
             save_manifest(sweep)
-            print(f'ttm-distill: interrupted: {stopped} run(s) stopped, {done}/{total} done; the same command '
+            print(f'ttm-distill: interrupted: {stopped} {self.unit}(s) stopped, {done}/{total} done; the same command '
                   'resumes the sweep', file=sys.stderr, flush=True)
             return 130
         finally:
@@ -143,34 +159,36 @@ class LocalLauncher:
 
     @staticmethod
     def _progress(running: dict) -> None:
-        """One line per running run: epochs done (from its metrics file), its ETA, and where its log is."""
-        for _, run, t0, _ in running.values():
-            done, total = run.epochs_done(), run.epochs
-            elapsed = time.monotonic() - t0
-            if done and total:
-                eta = f'eta {format_eta(elapsed / done * (total - done))}'
-            else:
-                eta = 'eta after its first epoch'
-            of = f'/{total}' if total else ''
-            print(f'  running {run.describe()}: epoch {done}{of} done, {format_eta(elapsed)} so far, {eta}; '
-                  f'log {run.log_path}', flush=True)
+        """One line per running run (each run of a lockstep group): epochs done (from its metrics file), its ETA,
+        and where its log is."""
+        for _, job, t0, _ in running.values():
+            for run in job.runs:
+                done, total = run.epochs_done(), run.epochs
+                elapsed = time.monotonic() - t0
+                if done and total:
+                    eta = f'eta {format_eta(elapsed / done * (total - done))}'
+                else:
+                    eta = 'eta after its first epoch'
+                of = f'/{total}' if total else ''
+                print(f'  running {run.describe()}: epoch {done}{of} done, {format_eta(elapsed)} so far, {eta}; '
+                      f'log {run.log_path}', flush=True)
 
     def _stop(self, running: dict) -> int:
-        """Forward the interrupt to every run and wait for them (each keeps its last epoch's checkpoint); empties
+        """Forward the interrupt to every job and wait for them (each run keeps its last epoch's checkpoint); empties
         ``running`` and returns how many there were."""
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             for proc, *_ in running.values():
                 proc.send_signal(signal.SIGINT)
             deadline = time.monotonic() + STOP_WAIT_S
-            for proc, run, _, out in running.values():
+            for proc, job, _, out in running.values():
                 try:
                     proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
                 out.close()
-                record_exit(run, proc.returncode)
+                job.record(proc.returncode)
         finally:
             signal.signal(signal.SIGINT, previous)
         stopped = len(running)

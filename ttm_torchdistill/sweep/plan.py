@@ -55,6 +55,8 @@ class SweepRun(RunFolder):
     """the run's train.num_epochs (for progress lines)"""
     hparams: dict = field(default_factory=dict)
     """axis label -> the value as a Python scalar (TensorBoard's hparams)"""
+    group: str | None = None
+    """the lockstep group it trains in (``.jobs``), None alone"""
 
     def argv(self) -> list[str]:
         """Arguments after `ttm-distill` for this run now: resumes when its .last.pt exists."""

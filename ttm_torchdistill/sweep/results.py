@@ -49,6 +49,15 @@ def sweep_rows(directory: Path, manifest: dict | None = None) -> list[dict]:
     return ordered
 
 
+def _groups(manifest: dict) -> dict[str, list[str]]:
+    """Which grid points trained together (``sweep --lockstep``): group name -> points."""
+    groups: dict[str, list[str]] = {}
+    for entry in manifest['runs']:
+        if isinstance(entry.get('group'), str):
+            groups.setdefault(entry['group'], []).append(entry['point'])
+    return groups
+
+
 def sweep_table(directory: Path, fmt: str = 'markdown') -> str:
     """The sweep's table: one row per grid point, best mean validation top-1 over seeds first."""
     if fmt not in FORMATS:
@@ -60,7 +69,7 @@ def sweep_table(directory: Path, fmt: str = 'markdown') -> str:
     best = next((r for r in rows if r['best']), None)
     if fmt == 'json':
         return dumps_json({'recipe': manifest['recipe'], 'grid': manifest['grid'], 'seeds': manifest['seeds'],
-                           'rows': rows, 'best': best}, indent=2)
+                           'rows': rows, 'best': best, 'lockstep_groups': _groups(manifest)}, indent=2)
     if fmt == 'csv':
         out = io.StringIO()
         writer = csv.writer(out, lineterminator='\n')
@@ -79,6 +88,7 @@ def sweep_table(directory: Path, fmt: str = 'markdown') -> str:
         lines.append('| ' + ' | '.join(cells) + ' |')
     for r in rows:
         lines += [f'failed {error}' for error in r['errors']]
+    lines += [f'lockstep group {name}: {", ".join(points)}' for name, points in _groups(manifest).items()]
     if best is not None:
         point = ' '.join(f'{k}={best["values"][k]}' for k in labels)
         score = plus_minus(best['val_top1_mean'], best['val_top1_std'])

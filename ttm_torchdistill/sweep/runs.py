@@ -22,19 +22,32 @@ INTERRUPTED = {130, -signal.SIGINT, -signal.SIGTERM}
 """exit codes of a run stopped from outside (Ctrl-C, preemption): resumable, not failed"""
 
 
-def _error_line(output: Path, returncode: int) -> str:
+def _error_lines(output: Path, since: int) -> list[str]:
+    """The non-empty lines of ``output`` from byte ``since`` on."""
     try:
-        lines = [line.strip() for line in output.read_text(errors='replace').splitlines() if line.strip()]
+        with output.open('rb') as f:
+            f.seek(since)
+            text = f.read().decode(errors='replace')
     except OSError:
-        lines = []
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _error_line(output: Path, returncode: int, since: int = 0, fallback: Path | None = None) -> str:
+    lines = _error_lines(output, since)
     errors = [line for line in lines if line.startswith('ttm-distill: error:')]
+    if not errors and fallback is not None:  # a lockstep group's own error (its run said nothing)
+        lines = _error_lines(fallback, 0) or lines
+        errors = [line for line in lines if line.startswith('ttm-distill: error:')]
     what = f'killed by signal {-returncode}' if returncode < 0 else f'exit code {returncode}'
     detail = errors[-1] if errors else (lines[-1] if lines else 'no output')
     return f'{what}: {detail}'
 
 
-def record_exit(run: SweepRun, returncode: int) -> tuple[str, float | None, str | None]:
-    """The run's :meth:`SweepRun.state` after its process ended; a failure leaves its error line in error.txt."""
+def record_exit(run: SweepRun, returncode: int, since: int = 0,
+                fallback: Path | None = None) -> tuple[str, float | None, str | None]:
+    """The run's :meth:`SweepRun.state` after its process ended; a failure leaves its error line (in its output from
+    byte ``since`` on, else in ``fallback``) in error.txt."""
     if returncode == 0 and run.summary_path.is_file():
         state = run.state()
         if run.tensorboard_dir is not None and state[1] is not None:
@@ -43,7 +56,7 @@ def record_exit(run: SweepRun, returncode: int) -> tuple[str, float | None, str 
         return state
     if returncode in INTERRUPTED:
         return run.state()
-    error = _error_line(run.output_path, returncode)
+    error = _error_line(run.output_path, returncode, since, fallback)
     run.error_path.write_text(error + '\n')
     return 'failed', None, error
 

@@ -1,9 +1,11 @@
-"""The sweep's SLURM launcher: one job array through submitit, one task per run that has not finished.
+"""The sweep's SLURM launcher: one job array through submitit, one task per job (:mod:`.jobs`: a run that has not
+finished, or with --lockstep a group of them).
 
-A task runs `ttm-distill train` in a child process. When SLURM signals it before its time limit or for
-preemption (USR2, `--signal` set by submitit), submitit calls :meth:`SweepTask.checkpoint`: the run is stopped
-at once (its last epoch's checkpoint stays) and submitit requeues the task, which then resumes from ``.last.pt``.
-A task requeued from outside (`scontrol requeue`, preemption with requeue) is killed and resumes the same way.
+A task runs `ttm-distill train` (a group: `ttm-distill lockstep`) in a child process. When SLURM signals it before
+its time limit or for preemption (USR2, `--signal` set by submitit), submitit calls :meth:`SweepTask.checkpoint`: the
+run is stopped at once (its last epoch's checkpoint stays) and submitit requeues the task, which then resumes from
+``.last.pt`` (a group: each of its runs). A task requeued from outside (`scontrol requeue`, preemption with
+requeue) is killed and resumes the same way.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ import yaml
 from ..errors import UsageError, one_line
 from ..runner.logs import format_eta
 from .folder import save_manifest
-from .plan import Sweep, SweepRun
+from .jobs import Job, plan_jobs
+from .plan import Sweep
 from .results import sweep_table
-from .runs import child_setup, record_exit, start_run
+from .runs import child_setup
 
 __all__ = ['SlurmLauncher', 'SweepTask', 'array_in_queue']
 
@@ -76,33 +79,35 @@ def array_in_queue(job_id: str) -> bool:
 
 
 class SweepTask:
-    """One run of a sweep as a SLURM array task (pickled by submitit)."""
+    """One job of a sweep as a SLURM array task (pickled by submitit)."""
 
-    def __init__(self, run: SweepRun) -> None:
-        self.run = run
+    def __init__(self, job: Job) -> None:
+        self.job = job
         self._proc: subprocess.Popen | None = None
 
     def __getstate__(self) -> dict:
-        return {'run': self.run}
+        return {'job': self.job}
 
     def __setstate__(self, state: dict) -> None:
-        self.run, self._proc = state['run'], None
+        self.job, self._proc = state['job'], None
 
     def __call__(self) -> str:
-        run = self.run
-        if run.state()[0] == 'finished':
+        job = self.job
+        if all(run.state()[0] == 'finished' for run in job.runs):
             return 'finished'
-        cmd = start_run(run)
-        with run.output_path.open('ab') as out:
+        cmd = job.start()
+        with job.output_path.open('ab') as out:
             self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           preexec_fn=child_setup(os.getpid()))
             # poll rather than wait(): submitit's signal handler must be able to reap the child itself
             while self._proc.poll() is None:
                 time.sleep(0.5)
-        return record_exit(run, self._proc.returncode)[0]
+        states = [state for _, state, _, _ in job.record(self._proc.returncode)]
+        return states[0] if len(set(states)) == 1 else ', '.join(states)
 
     def checkpoint(self, *args, **kwargs):
-        """Called by submitit on USR2: stop the run (its last epoch's checkpoint stays); the requeued task resumes."""
+        """Called by submitit on USR2: stop the job (each run's last epoch's checkpoint stays); the requeued task
+        resumes."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -111,24 +116,30 @@ class SweepTask:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        return _submitit().helpers.DelayedSubmission(SweepTask(self.run))
+        return _submitit().helpers.DelayedSubmission(SweepTask(self.job))
 
 
 class SlurmLauncher:
-    def __init__(self, sweep: Sweep, parallel: int | None, pairs: list[str], wait: bool) -> None:
-        self.sweep, self.wait = sweep, wait
-        self.todo = [r for r in sweep.runs if r.state()[0] != 'finished']
-        self.params = dict(DEFAULTS, array_parallelism=parallel or max(len(self.todo), 1), **parse_parameters(pairs))
+    def __init__(self, sweep: Sweep, parallel: int | None, pairs: list[str], wait: bool, lockstep: bool = False,
+                 group_size: int | None = None) -> None:
+        self.sweep, self.wait, self.lockstep, self.group_size = sweep, wait, lockstep, group_size
+        self.jobs = plan_jobs(sweep, lockstep, group_size)
+        self.params = dict(DEFAULTS, array_parallelism=parallel or max(len(self.jobs), 1), **parse_parameters(pairs))
 
     def describe(self) -> None:
         params = ' '.join(f'{k}={v}' for k, v in self.params.items())
-        print(f'slurm launcher: one job array of {len(self.todo)} task(s) through submitit; parameters: {params}')
+        each = ', one lockstep group each' if self.lockstep else ''
+        print(f'slurm launcher: one job array of {len(self.jobs)} task(s){each} through submitit; parameters: '
+              f'{params}')
+        if self.lockstep:
+            for job in self.jobs:
+                print(f'  {job.describe()}: ttm-distill {" ".join(job.argv())}')
 
     def launch(self) -> int:
         """Submit what has not finished (the caller holds the sweep's lock)."""
         sweep = self.sweep
-        self.todo = [r for r in sweep.runs if r.state()[0] != 'finished']  # another launcher may have run some
-        if not self.todo:
+        self.jobs = plan_jobs(sweep, self.lockstep, self.group_size)  # another launcher may have run some
+        if not self.jobs:
             print(f'all {len(sweep.runs)} runs finished')
             print(sweep_table(sweep.directory), flush=True)
             return 0
@@ -143,12 +154,13 @@ class SlurmLauncher:
             raise UsageError(f'--slurm: {one_line(exc)}') from None
         try:
             with executor.batch():
-                jobs = [executor.submit(SweepTask(run)) for run in self.todo]
+                jobs = [executor.submit(SweepTask(job)) for job in self.jobs]
         except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
             raise UsageError(f'sbatch refused the job array: {one_line(exc)}') from None
         job_id = jobs[0].job_id.split('_')[0]
         sweep.slurm = {'job_id': job_id, 'parameters': self.params,
-                       'tasks': {job.job_id: run.name for job, run in zip(jobs, self.todo, strict=True)}}
+                       'tasks': {task.job_id: job.runs[0].name if job.group is None else [r.name for r in job.runs]
+                                 for task, job in zip(jobs, self.jobs, strict=True)}}
         save_manifest(sweep)
         print(f'submitted SLURM job array {job_id}: {len(jobs)} task(s), at most {self.params["array_parallelism"]} '
               f'at a time; logs in {sweep.directory / "slurm"}', flush=True)
@@ -161,7 +173,7 @@ class SlurmLauncher:
     def _follow(self, job_id: str) -> int:
         """Print a line per run as it ends, until the array has left the queue (QUEUE_MISSES polls in a row, so a
         passing squeue failure does not end it); then the table."""
-        sweep, todo = self.sweep, list(self.todo)
+        sweep, todo = self.sweep, [run for job in self.jobs for run in job.runs]
         total = len(sweep.runs)
         done = total - len(todo)
         start, ended, failed, misses = time.monotonic(), 0, 0, 0

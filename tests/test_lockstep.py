@@ -1,0 +1,246 @@
+"""`ttm-distill sweep --lockstep`: each seed's points train together in one process, sharing the training loader and
+the teacher's forward, and each point's weights and files are what it gets trained alone."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST, TINY, cli, cli_env, one_error_line
+
+from ttm_torchdistill.description import Override, RunDescription
+from ttm_torchdistill.runner.checkpoint import last_ckpt_path
+from ttm_torchdistill.runner.commands import run_train
+from ttm_torchdistill.sweep import local
+from ttm_torchdistill.sweep.folder import save_manifest
+from ttm_torchdistill.sweep.jobs import Job
+from ttm_torchdistill.sweep.plan import plan_sweep
+
+LOSS = 'train.criterion.kwargs.sub_terms.wttm.criterion.kwargs'
+TIMING = ('train_images_per_s', 'train_s')
+SAME_IN_CHECKPOINTS = ('model', 'optimizer', 'lr_scheduler', 'epoch', 'best_value', 'stage_grad_count', 'aux', 'rng')
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One torch thread here and in the sweep's processes: the same arithmetic in both."""
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _sets(overrides):
+    return [a for o in overrides for a in ('--set', o)]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
+def _records(path):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in path.read_text().splitlines()]
+
+
+def _alone(entry: dict, where, **changes):
+    """The run of a sweep.json entry trained alone in this process (its description, outputs under ``where``)."""
+    desc = RunDescription.from_json(entry['run'])
+    folder = where / entry['dir']
+    overrides = tuple(Override(o.key, str(folder / entry['ckpt'])) if o.key.endswith('.dst_ckpt') else o
+                      for o in desc.overrides)
+    run_train(desc.replace(overrides=overrides, run_log=str(folder / 'run.log'), summary=str(folder / 'summary.json'),
+                           tensorboard=None, quiet=True, **changes))
+    return folder
+
+
+def assert_same_run(lockstep, alone, ckpt: str) -> None:
+    """Two run folders hold the same training: checkpoints (weights, optimizer, scheduler, loss state, generators)
+    and metrics records bit for bit, timings aside, and the same files."""
+    for name in (ckpt, last_ckpt_path(ckpt).name):
+        a, b = (torch.load(folder / name, map_location='cpu', weights_only=False) for folder in (lockstep, alone))
+        for key in SAME_IN_CHECKPOINTS:
+            assert _same(a.get(key), b.get(key)), (name, key)
+    assert _records(lockstep / 'run.metrics.jsonl') == _records(alone / 'run.metrics.jsonl')
+    summaries = [json.loads((folder / 'summary.json').read_text()) for folder in (lockstep, alone)]
+    assert summaries[0]['best_val_top1'] == summaries[1]['best_val_top1']
+    files = [{p.name for p in folder.iterdir()} - {'output.log', 'attempts'} for folder in (lockstep, alone)]
+    assert files[0] == files[1]
+
+
+@pytest.mark.parametrize('recipe', ['cifar100/wttm/resnet20_from_resnet56', 'cifar100/wttm_crd/resnet20_from_resnet56'])
+def test_each_point_of_a_lockstep_grid_is_bit_identical_to_training_it_alone(recipe, tmp_path, cifar100_env,
+                                                                             teacher_ckpts, one_thread):
+    """A shipped recipe's 2 x 2 grid; with CRD every point keeps its own memory bank and embeddings."""
+    sets = [*FAST, 'train.num_epochs=2', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']
+    args = ['sweep', recipe, '--grid', 'gamma=0.3,0.6', '--grid', 'beta=1,4', '--seeds', '0', '-o', 'out',
+            '--lockstep', *_sets(sets)]
+    result = _ok(cli(args, tmp_path))
+    manifest = json.loads((tmp_path / 'out/sweep.json').read_text())
+    assert [(e['state'], e['group']) for e in manifest['runs']] == [('finished', 'seed0')] * 4
+    assert '4 of 4 run(s) to do in 1 lockstep group(s)' in result.stdout
+    assert 'lockstep group seed0: gamma0.3_beta1, gamma0.3_beta4, gamma0.6_beta1, gamma0.6_beta4' in result.stdout
+    log = (tmp_path / 'out/lockstep/seed0.log').read_text()
+    assert '[gamma0.6_beta4/seed0] epoch 2/2  val top-1' in log
+    for entry in manifest['runs']:
+        assert_same_run(tmp_path / 'out' / entry['dir'], _alone(entry, tmp_path / 'alone'), entry['ckpt'])
+    if 'crd' in recipe:
+        aux = [torch.load(tmp_path / 'out' / e['dir'] / last_ckpt_path(e['ckpt']), weights_only=False)['aux']
+               for e in manifest['runs']]
+        assert {'loss.crd', 'student_wrapper', 'teacher_wrapper'} <= set(aux[0])
+        assert not _same(aux[0]['loss.crd'], aux[3]['loss.crd'])  # each point's own memory bank
+
+
+def test_a_student_with_dropout_is_bit_identical_too(tmp_path, one_thread):
+    """The demo's digits CNN (dropout 0.2) as the student: each point's step draws its masks from the generator
+    state it would have alone."""
+    sets = ['models.teacher_model.src_ckpt=null', 'models.student_model.key=digits_cnn', 'train.num_epochs=2',
+            'train.log_freq=20']
+    args = ['sweep', 'demo/wttm', '--grid', 'gamma=0.25,0.5', '--grid', 'beta=1,2', '--seeds', '3', '-o', 'out',
+            '--lockstep', *_sets(sets)]
+    _ok(cli(args, tmp_path))
+    manifest = json.loads((tmp_path / 'out/sweep.json').read_text())
+    assert [e['state'] for e in manifest['runs']] == ['finished'] * 4
+    assert 'not bit-identical' not in (tmp_path / 'out/lockstep/seed3.log').read_text()
+    for entry in manifest['runs']:
+        assert_same_run(tmp_path / 'out' / entry['dir'], _alone(entry, tmp_path / 'alone'), entry['ckpt'])
+
+
+def test_a_diverging_point_stops_alone_as_it_would_alone_and_groups_follow_group_size(tmp_path, one_thread):
+    args = ['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--grid', 'beta=1,1.0e+300', '--seeds', '0', '-o', 'out',
+            '--lockstep', '--group-size', '2']
+    result = cli(args, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    runs = {e['point']: e for e in json.loads((tmp_path / 'out/sweep.json').read_text())['runs']}
+    assert {p: (e['state'], e['group']) for p, e in runs.items()} == {
+        'gamma0.5_beta1': ('finished', 'seed0.1'), 'gamma0.5_beta1.0e+300': ('failed', 'seed0.1'),
+        'gamma0.8_beta1': ('finished', 'seed0.2'), 'gamma0.8_beta1.0e+300': ('failed', 'seed0.2')}
+    assert 'lockstep group seed0.1: gamma0.5_beta1, gamma0.5_beta1.0e+300' in result.stdout
+    alone = cli(['train', TINY, '--seed', '0', '--no-test', '--set', f'{LOSS}.gamma=0.5', '--set', f'{LOSS}.beta=1.0e+300',
+                 '--set', 'models.student_model.dst_ckpt=alone/student.pt'], tmp_path)
+    line = one_error_line(alone, 1, 'non-finite loss')
+    failed = tmp_path / 'out/gamma0.5_beta1.0e+300/seed0'
+    assert runs['gamma0.5_beta1.0e+300']['error'] == f'exit code 1: {line}'.replace(
+        str(tmp_path / 'alone/student.last.pt'), str(failed / 'student.last.pt'))
+    assert (failed / 'error.txt').read_text().strip() == runs['gamma0.5_beta1.0e+300']['error']
+    assert not (failed / 'summary.json').exists()
+    for point in ('gamma0.5_beta1', 'gamma0.8_beta1'):
+        entry = runs[point]
+        assert_same_run(tmp_path / 'out' / entry['dir'], _alone(entry, tmp_path / 'alone'), entry['ckpt'])
+    rerun = cli(args, tmp_path)  # the failed points are tried again, together
+    assert '2 of 4 run(s) to do in 1 lockstep group(s)' in rerun.stdout
+    assert 'lockstep group seed0: gamma0.5_beta1.0e+300, gamma0.8_beta1.0e+300' in rerun.stdout
+
+
+def test_a_killed_group_resumes_every_point_and_equals_an_uninterrupted_one(tmp_path, monkeypatch, one_thread):
+    """The group's process is killed (SIGKILL) in the first epoch's validations: two points have saved epoch 1, two
+    have not. The same command resumes the first two from their .last.pt and starts the others afresh, as two
+    sub-groups of one process; every point equals its uninterrupted training."""
+    args = ['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--grid', 'beta=1,2', '--seeds', '0', '-o', 'out',
+            '--lockstep', '--set', 'train.num_epochs=3']
+    monkeypatch.setenv('TINY_KILL_AT', '41')  # the 41st sample the shared validation set gives: member 3's pass
+    killed = cli(args, tmp_path)
+    monkeypatch.delenv('TINY_KILL_AT')
+    assert killed.returncode == 1 and 'killed by signal 9' in killed.stdout, killed.stdout + killed.stderr
+    out = tmp_path / 'out'
+    manifest = json.loads((out / 'sweep.json').read_text())
+    saved = {e['point']: torch.load(out / e['dir'] / 'student.last.pt', weights_only=False)['epoch']
+             for e in manifest['runs'] if (out / e['dir'] / 'student.last.pt').is_file()}
+    assert saved == {'gamma0.5_beta1': 1, 'gamma0.5_beta2': 1}
+    resumed = _ok(cli(args, tmp_path))
+    assert '4 of 4 run(s) to do in 1 lockstep group(s)' in resumed.stdout
+    for entry in json.loads((out / 'sweep.json').read_text())['runs']:
+        folder = out / entry['dir']
+        assert entry['state'] == 'finished'
+        assert ('resumed from' in (folder / 'run.log').read_text()) == (entry['point'] in saved)
+        assert_same_run(folder, _alone(entry, tmp_path / 'alone'), entry['ckpt'])
+
+
+def test_the_progress_line_names_every_point_of_a_group(tmp_path, capsys):
+    sweep = plan_sweep(str(TINY), ['gamma=0.5,0.8'], [0], [], tmp_path / 'out')
+    job = Job(sweep.runs, sweep.directory, 'seed0')
+    local.LocalLauncher._progress({0: (None, job, 0.0, None)})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(':')[0] for line in lines] == ['  running gamma=0.5 seed 0', '  running gamma=0.8 seed 0']
+    assert job.argv() == ['lockstep', str(sweep.directory), 'gamma0.5/seed0', 'gamma0.8/seed0']
+
+
+@pytest.mark.parametrize('extra, fragments', [
+    (['--grid', 'train.optimizer.kwargs.lr=0.1,0.01', '--lockstep'],
+     ['--lockstep: --grid train.optimizer.kwargs.lr is outside train.criterion', 'optimizer', 'without --lockstep']),
+    (['--grid', 'datasets.blobs/train.init.kwargs.size=32,64', '--lockstep'],
+     ['--grid datasets.blobs/train.init.kwargs.size is outside train.criterion']),
+    (['--group-size', '2'], ['--group-size needs --lockstep']),
+    (['--lockstep', '--group-size', '0'], ['--group-size 0: must be at least 1']),
+])
+def test_lockstep_refusals_are_one_line_and_create_nothing(tmp_path, capsys, extra, fragments):
+    code = cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '-o', 'out', *extra], tmp_path)
+    one_error_line(code, 2, *fragments)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_dry_run_lists_the_groups(tmp_path):
+    result = _ok(cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--grid', 'beta=1,2', '--seeds', '0', '1',
+                      '--lockstep', '--group-size', '3', '-o', 'out', '--dry-run'], tmp_path))
+    assert 'local launcher: 1 lockstep group(s) at a time on CPU' in result.stdout
+    assert 'lockstep group seed0.1 (3 runs: gamma0.5_beta1, gamma0.5_beta2, gamma0.8_beta1)' in result.stdout
+    assert 'lockstep group seed1.2 (1 runs: gamma0.8_beta2): ttm-distill lockstep ' in result.stdout
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('runs, fragments', [
+    (['lr0.1/seed0', 'lr0.01/seed0'], ['runs lr0.1/seed0 and lr0.01/seed0 differ at train.optimizer.kwargs.lr, '
+                                       'outside train.criterion']),
+    (['lr0.1/seed0', 'lr0.1/seed1'], ['runs lr0.1/seed0 and lr0.1/seed1 differ in their seed (0 vs 1)']),
+    (['lr0.1/seed2'], ['has no run lr0.1/seed2']),
+])
+def test_the_lockstep_command_refuses_runs_that_cannot_share_a_group(tmp_path, runs, fragments):
+    sweep = plan_sweep(str(TINY), ['train.optimizer.kwargs.lr=0.1,0.01'], [0, 1], [], tmp_path / 'out')
+    sweep.directory.mkdir()
+    save_manifest(sweep)
+    one_error_line(cli(['lockstep', tmp_path / 'out', *runs], tmp_path), 2, *fragments)
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['sweep.json']
+
+
+PROBE = '''\
+"""Test plugin: each process records the GPUs it was given."""
+import json, os, sys
+
+if 'lockstep' in sys.argv:
+    with open(os.path.join(os.environ['GPU_PROBE_DIR'], f'{os.getpid()}.json'), 'w') as f:
+        json.dump({'argv': sys.argv, 'cuda': os.environ.get('CUDA_VISIBLE_DEVICES')}, f)
+'''
+
+
+def test_runs_per_gpu_packs_groups(tmp_path, monkeypatch, capsys):
+    (tmp_path / 'gpu_probe.py').write_text(PROBE)
+    (tmp_path / 'probe').mkdir()
+    monkeypatch.setattr(local, 'visible_gpus', lambda: ['7'])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(tmp_path), cli_env()['PYTHONPATH']]))
+    monkeypatch.setenv('GPU_PROBE_DIR', str(tmp_path / 'probe'))
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    deps = 'dependencies=[{name: ttm_torchdistill}, {name: tiny}, {name: gpu_probe}]'
+    result = _ok(cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '1', '--set', deps, '--set',
+                      'train.num_epochs=1', '-o', 'out', '--runs-per-gpu', '2', '--lockstep'], tmp_path))
+    assert '4 of 4 run(s) to do in 2 lockstep group(s), 2 at a time, 2 per GPU' in result.stdout
+    records = [json.loads(p.read_text()) for p in (tmp_path / 'probe').iterdir()]
+    assert sorted(r['argv'][r['argv'].index('lockstep') + 2:] for r in records) == [
+        ['gamma0.5/seed0', 'gamma0.8/seed0'], ['gamma0.5/seed1', 'gamma0.8/seed1']]
+    assert [r['cuda'] for r in records] == ['7', '7']
+    lines = result.stdout.splitlines()
+    first_end = next(i for i, line in enumerate(lines) if line.startswith('[1/4]'))
+    assert sum(line.startswith('started lockstep group') for line in lines[:first_end]) == 2
