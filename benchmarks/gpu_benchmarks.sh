@@ -5,12 +5,13 @@
 #                  (the machine's cores as workers) vs in-memory, eager vs --compile, 1 vs 4 packed runs, loaders alone
 #   3. runner.py   `ttm-distill train` ImageNet ResNet-34 -> ResNet-18, batch 256 at 224x224, JPEG tree vs synthetic
 #                  batches: fp32 vs --amp bf16 --channels-last
-#   4. cifar.py    the rest: --compile reduce-overhead (CUDA graphs), PIL loader with --compile, 4 packed --compile runs
+#   4. lockstep.py an 8-point gamma x beta sweep of the CIFAR-100 job, point by point vs --lockstep (issue 28)
+#   5. cifar.py    the rest: --compile reduce-overhead (CUDA graphs), PIL loader with --compile, 4 packed --compile runs
 # Usage: bash benchmarks/gpu_benchmarks.sh [OUT]   (OUT: the argument, else $OUT; it must exist or be creatable)
 # Writes two files, so a device call's few returned files suffice: OUT/benchmarks.log (every table and message, one
 # "gpu_benchmarks: NAME: passed|failed|cut|skipped" line per step) and OUT/benchmarks.json (each step's results file,
 # benchmarks/results/NAME-cuda.json, by step name). Exit status 1 when a step failed or was cut, else 0.
-# Environment: BENCH_BUDGET_S (default 360): seconds for all steps together; a step gets at most its own cap and what
+# Environment: BENCH_BUDGET_S (default 480): seconds for all steps together; a step gets at most its own cap and what
 # is left, is stopped (with its runs) when that runs out, and is skipped under 30 s. BENCH_PYTHON (default
 # $GPU_CHECK_PYTHON, else python3). The project is used from this tree (put first on PYTHONPATH).
 set -uo pipefail
@@ -20,7 +21,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 OUT=${1:-${OUT:?give OUT as the argument or in the environment}}
 mkdir -p "$OUT" || exit 1
 PY=${BENCH_PYTHON:-${GPU_CHECK_PYTHON:-python3}}
-BUDGET=${BENCH_BUDGET_S:-360}
+BUDGET=${BENCH_BUDGET_S:-480}
 LOG=$OUT/benchmarks.log
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 : >"$LOG"
@@ -64,6 +65,7 @@ step() {  # step NAME CAP_S RESULT_NAME SCRIPT ARGS...: run one benchmark script
 step step 120 step step.py --reps 5 --inner 3
 step cifar 240 cifar cifar.py --images 12800 --epochs 3 --cases pil,memory,packed,loader,memory-compile
 step runner 180 runner runner.py --images 3840
+step lockstep 180 lockstep lockstep.py --images 12800 --epochs 2 --loader memory
 step cifar_more 240 cifar cifar.py --images 12800 --epochs 3 --cases memory-reduce-overhead,packed-compile,pil-compile
 
 "$PY" - "$OUT" "${steps[@]}" <<'EOF' >>"$LOG" 2>&1

@@ -87,10 +87,10 @@ def main() -> None:
                        'test_images': args.test_images, 'epochs': args.epochs, 'points': points,
                        'loader': args.loader, 'workers': args.workers, 'group_size': args.group_size,
                        'load_average': load, 'wall_s': walls, 'speed_up': ratio, 'repetitions': reps})
-    print(f'\nttm-distill sweep {RECIPE}: {len(args.gammas)} gamma x {len(args.betas)} beta = {points} points, one seed, '
-          f'batch 64, {args.device}, {args.images} generated training images and {args.test_images} validation '
-          f'images, {args.epochs} epoch(s), {args.loader} loader ({args.workers} workers), {args.reps} repetition(s); '
-          f'load average {load[0]:.1f} at the start, {load[1]:.1f} at the end')
+    print(f'\nttm-distill sweep {RECIPE}: {len(args.gammas)} gamma x {len(args.betas)} beta = {points} points, '
+          f'one seed, batch 64, {args.device}, {args.images} generated training images and {args.test_images} '
+          f'validation images, {args.epochs} epoch(s), {args.loader} loader ({args.workers} workers), {args.reps} '
+          f'repetition(s); load average {load[0]:.1f} at the start, {load[1]:.1f} at the end')
     print(f'{"sweep":<28}{"wall s":>9}{"s per point":>13}{"point img/s":>13}')
     for case, runs in reps.items():
         rate = statistics.median(statistics.mean(r['point_images_per_s']) for r in runs)

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny data, offline teacher weights, and helpers to run `ttm-distill`."""
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,9 @@ from PIL import Image
 from torchdistill.models.registry import get_model
 
 import ttm_torchdistill  # noqa: F401  (registers the CIFAR-100 models that teacher_like builds)
+from ttm_torchdistill.description import Override, RunDescription
+from ttm_torchdistill.runner.checkpoint import last_ckpt_path
+from ttm_torchdistill.runner.commands import run_train
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -43,7 +47,7 @@ def make_image_folder(root: Path, classes=('a', 'b'), per_split=None, size=(40, 
 
 
 SLOW_FIRST = ('test_readme.py', 'test_slurm_cluster.py', 'test_sweep_slurm.py', 'test_sweep.py', 'test_sweep_safety.py',
-              'test_gpu_check_script.py', 'test_cifar_recipes.py', 'test_demo.py')
+              'test_lockstep.py', 'test_gpu_check_script.py', 'test_cifar_recipes.py', 'test_demo.py')
 """the files with the longest tests, started first so that the workers finish together (the cluster's own tests
 before the sweeps that use it: they look at an idle node)"""
 
@@ -293,3 +297,52 @@ def assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+TIMING = ('train_images_per_s', 'train_s')
+SAME_IN_CHECKPOINTS = ('model', 'optimizer', 'lr_scheduler', 'epoch', 'best_value', 'stage_grad_count', 'aux', 'rng')
+"""what two trainings that are the same hold alike in their checkpoints"""
+
+
+def same_values(a, b) -> bool:
+    """Equal nested values, tensors and arrays bit for bit."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_values(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same_values, a, b))
+    return a == b
+
+
+def _records(path) -> list[dict]:
+    """A metrics file's records without their timings."""
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in path.read_text().splitlines()]
+
+
+def train_alone(entry: dict, where, **changes):
+    """The run of a sweep.json entry trained alone in this process (its description, outputs under ``where``)."""
+    desc = RunDescription.from_json(entry['run'])
+    folder = where / entry['dir']
+    overrides = tuple(Override(o.key, str(folder / entry['ckpt'])) if o.key.endswith('.dst_ckpt') else o
+                      for o in desc.overrides)
+    run_train(desc.replace(overrides=overrides, run_log=str(folder / 'run.log'), summary=str(folder / 'summary.json'),
+                           tensorboard=None, quiet=True, **changes))
+    return folder
+
+
+def assert_same_run(lockstep, alone, ckpt: str) -> None:
+    """Two run folders (``lockstep``: a run of a lockstep group, ``alone``: the same run alone) hold the same
+    training: checkpoints (weights, optimizer, scheduler, loss state, generators) and metrics records bit for bit,
+    timings aside, and the same files."""
+    for name in (ckpt, last_ckpt_path(ckpt).name):
+        a, b = (torch.load(folder / name, map_location='cpu', weights_only=False) for folder in (lockstep, alone))
+        for key in SAME_IN_CHECKPOINTS:
+            assert same_values(a.get(key), b.get(key)), (name, key)
+    assert _records(lockstep / 'run.metrics.jsonl') == _records(alone / 'run.metrics.jsonl')
+    summaries = [json.loads((folder / 'summary.json').read_text()) for folder in (lockstep, alone)]
+    assert summaries[0]['best_val_top1'] == summaries[1]['best_val_top1']
+    files = [{p.name for p in folder.iterdir()} - {'output.log', 'attempts'} for folder in (lockstep, alone)]
+    assert files[0] == files[1]

@@ -3,22 +3,17 @@ the teacher's forward, and each point's weights and files are what it gets train
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
-from conftest import FAST, TINY, cli, cli_env, one_error_line
+from conftest import FAST, TINY, assert_same_run, cli, cli_env, one_error_line, same_values, train_alone
 
-from ttm_torchdistill.description import Override, RunDescription
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
-from ttm_torchdistill.runner.commands import run_train
 from ttm_torchdistill.sweep import local
 from ttm_torchdistill.sweep.folder import save_manifest
 from ttm_torchdistill.sweep.jobs import Job
 from ttm_torchdistill.sweep.plan import plan_sweep
 
 LOSS = 'train.criterion.kwargs.sub_terms.wttm.criterion.kwargs'
-TIMING = ('train_images_per_s', 'train_s')
-SAME_IN_CHECKPOINTS = ('model', 'optimizer', 'lr_scheduler', 'epoch', 'best_value', 'stage_grad_count', 'aux', 'rng')
 
 
 @pytest.fixture
@@ -40,49 +35,8 @@ def _sets(overrides):
     return [a for o in overrides for a in ('--set', o)]
 
 
-def _same(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, np.ndarray):
-        return np.array_equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same, a, b))
-    return a == b
-
-
-def _records(path):
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in path.read_text().splitlines()]
-
-
-def _alone(entry: dict, where, **changes):
-    """The run of a sweep.json entry trained alone in this process (its description, outputs under ``where``)."""
-    desc = RunDescription.from_json(entry['run'])
-    folder = where / entry['dir']
-    overrides = tuple(Override(o.key, str(folder / entry['ckpt'])) if o.key.endswith('.dst_ckpt') else o
-                      for o in desc.overrides)
-    run_train(desc.replace(overrides=overrides, run_log=str(folder / 'run.log'), summary=str(folder / 'summary.json'),
-                           tensorboard=None, quiet=True, **changes))
-    return folder
-
-
-def assert_same_run(lockstep, alone, ckpt: str) -> None:
-    """Two run folders hold the same training: checkpoints (weights, optimizer, scheduler, loss state, generators)
-    and metrics records bit for bit, timings aside, and the same files."""
-    for name in (ckpt, last_ckpt_path(ckpt).name):
-        a, b = (torch.load(folder / name, map_location='cpu', weights_only=False) for folder in (lockstep, alone))
-        for key in SAME_IN_CHECKPOINTS:
-            assert _same(a.get(key), b.get(key)), (name, key)
-    assert _records(lockstep / 'run.metrics.jsonl') == _records(alone / 'run.metrics.jsonl')
-    summaries = [json.loads((folder / 'summary.json').read_text()) for folder in (lockstep, alone)]
-    assert summaries[0]['best_val_top1'] == summaries[1]['best_val_top1']
-    files = [{p.name for p in folder.iterdir()} - {'output.log', 'attempts'} for folder in (lockstep, alone)]
-    assert files[0] == files[1]
-
-
 @pytest.mark.parametrize('recipe', ['cifar100/wttm/resnet20_from_resnet56', 'cifar100/wttm_crd/resnet20_from_resnet56'])
-def test_each_point_of_a_lockstep_grid_is_bit_identical_to_training_it_alone(recipe, tmp_path, cifar100_env,
+def test_each_point_of_a_lockstep_grid_is_bit_identical_to_training_ittrain_alone(recipe, tmp_path, cifar100_env,
                                                                              teacher_ckpts, one_thread):
     """A shipped recipe's 2 x 2 grid; with CRD every point keeps its own memory bank and embeddings."""
     sets = [*FAST, 'train.num_epochs=2', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']
@@ -96,12 +50,12 @@ def test_each_point_of_a_lockstep_grid_is_bit_identical_to_training_it_alone(rec
     log = (tmp_path / 'out/lockstep/seed0.log').read_text()
     assert '[gamma0.6_beta4/seed0] epoch 2/2  val top-1' in log
     for entry in manifest['runs']:
-        assert_same_run(tmp_path / 'out' / entry['dir'], _alone(entry, tmp_path / 'alone'), entry['ckpt'])
+        assert_same_run(tmp_path / 'out' / entry['dir'], train_alone(entry, tmp_path / 'alone'), entry['ckpt'])
     if 'crd' in recipe:
         aux = [torch.load(tmp_path / 'out' / e['dir'] / last_ckpt_path(e['ckpt']), weights_only=False)['aux']
                for e in manifest['runs']]
         assert {'loss.crd', 'student_wrapper', 'teacher_wrapper'} <= set(aux[0])
-        assert not _same(aux[0]['loss.crd'], aux[3]['loss.crd'])  # each point's own memory bank
+        assert not same_values(aux[0]['loss.crd'], aux[3]['loss.crd'])  # each point's own memory bank
 
 
 def test_a_student_with_dropout_is_bit_identical_too(tmp_path, one_thread):
@@ -116,7 +70,7 @@ def test_a_student_with_dropout_is_bit_identical_too(tmp_path, one_thread):
     assert [e['state'] for e in manifest['runs']] == ['finished'] * 4
     assert 'not bit-identical' not in (tmp_path / 'out/lockstep/seed3.log').read_text()
     for entry in manifest['runs']:
-        assert_same_run(tmp_path / 'out' / entry['dir'], _alone(entry, tmp_path / 'alone'), entry['ckpt'])
+        assert_same_run(tmp_path / 'out' / entry['dir'], train_alone(entry, tmp_path / 'alone'), entry['ckpt'])
 
 
 def test_a_diverging_point_stops_alone_as_it_would_alone_and_groups_follow_group_size(tmp_path, one_thread):
@@ -129,8 +83,8 @@ def test_a_diverging_point_stops_alone_as_it_would_alone_and_groups_follow_group
         'gamma0.5_beta1': ('finished', 'seed0.1'), 'gamma0.5_beta1.0e+300': ('failed', 'seed0.1'),
         'gamma0.8_beta1': ('finished', 'seed0.2'), 'gamma0.8_beta1.0e+300': ('failed', 'seed0.2')}
     assert 'lockstep group seed0.1: gamma0.5_beta1, gamma0.5_beta1.0e+300' in result.stdout
-    alone = cli(['train', TINY, '--seed', '0', '--no-test', '--set', f'{LOSS}.gamma=0.5', '--set', f'{LOSS}.beta=1.0e+300',
-                 '--set', 'models.student_model.dst_ckpt=alone/student.pt'], tmp_path)
+    alone = cli(['train', TINY, '--seed', '0', '--no-test', '--set', f'{LOSS}.gamma=0.5', '--set',
+                 f'{LOSS}.beta=1.0e+300', '--set', 'models.student_model.dst_ckpt=alone/student.pt'], tmp_path)
     line = one_error_line(alone, 1, 'non-finite loss')
     failed = tmp_path / 'out/gamma0.5_beta1.0e+300/seed0'
     assert runs['gamma0.5_beta1.0e+300']['error'] == f'exit code 1: {line}'.replace(
@@ -139,7 +93,7 @@ def test_a_diverging_point_stops_alone_as_it_would_alone_and_groups_follow_group
     assert not (failed / 'summary.json').exists()
     for point in ('gamma0.5_beta1', 'gamma0.8_beta1'):
         entry = runs[point]
-        assert_same_run(tmp_path / 'out' / entry['dir'], _alone(entry, tmp_path / 'alone'), entry['ckpt'])
+        assert_same_run(tmp_path / 'out' / entry['dir'], train_alone(entry, tmp_path / 'alone'), entry['ckpt'])
     rerun = cli(args, tmp_path)  # the failed points are tried again, together
     assert '2 of 4 run(s) to do in 1 lockstep group(s)' in rerun.stdout
     assert 'lockstep group seed0: gamma0.5_beta1.0e+300, gamma0.8_beta1.0e+300' in rerun.stdout
@@ -166,7 +120,7 @@ def test_a_killed_group_resumes_every_point_and_equals_an_uninterrupted_one(tmp_
         folder = out / entry['dir']
         assert entry['state'] == 'finished'
         assert ('resumed from' in (folder / 'run.log').read_text()) == (entry['point'] in saved)
-        assert_same_run(folder, _alone(entry, tmp_path / 'alone'), entry['ckpt'])
+        assert_same_run(folder, train_alone(entry, tmp_path / 'alone'), entry['ckpt'])
 
 
 def test_the_progress_line_names_every_point_of_a_group(tmp_path, capsys):

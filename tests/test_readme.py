@@ -120,6 +120,7 @@ def test_tuning_a_new_pair_locally(tmp_path, shell_env):
     result = run_blocks(steps, work, shell_env)
     manifest = json.loads(next(work.glob('sweeps/*/sweep.json')).read_text())
     assert manifest['runs'] and all(r['state'] == 'finished' for r in manifest['runs'])
+    assert {r['group'] for r in manifest['runs']} == {f'seed{s}' for s in manifest['seeds']}  # --lockstep
     for run in manifest['runs']:  # every output of every run lives in the sweep folder
         folder = work / 'sweeps' / Path(next(work.glob('sweeps/*')).name) / run['dir']
         assert {'run.log', 'run.metrics.jsonl', 'summary.json', run['ckpt']} <= {p.name for p in folder.iterdir()}

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, ckpt_weights, cli, cli_env, run_cli
+from conftest import TINY, assert_same_run, ckpt_weights, cli, cli_env, run_cli, train_alone
 
 pytest.importorskip('submitit')
 
@@ -86,6 +86,45 @@ def test_requeued_and_usr2_signalled_tasks_resume_and_match_an_undisturbed_sweep
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     rows = json.loads(_ok(cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
     assert all(r['finished'] == 1 for r in rows)
+
+
+def test_a_lockstep_sweep_is_one_task_per_group_and_a_requeued_group_resumes_every_point(tmp_path, slurm_cluster,
+                                                                                       monkeypatch):
+    args = ['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '1', '-o', 'out', '--lockstep',
+            '--set', 'train.num_epochs=3', '--set', 'datasets.blobs/train.init.kwargs.size=2048', *SLURM,
+            '--slurm', f'partition={slurm_cluster.partition}']
+    env = _env(slurm_cluster)
+    dry = _ok(run_cli([*args, '--dry-run'], tmp_path, env=env))
+    assert 'one job array of 2 task(s), one lockstep group each' in dry.stdout
+    assert 'lockstep group seed1 (2 runs: gamma0.5, gamma0.8)' in dry.stdout
+    _ok(run_cli(args, tmp_path, env=env))
+    out = tmp_path / 'out'
+    manifest = json.loads((out / 'sweep.json').read_text())
+    job_id = manifest['slurm']['job_id']
+    assert manifest['slurm']['tasks'] == {f'{job_id}_0': ['gamma0.5/seed0', 'gamma0.8/seed0'],
+                                          f'{job_id}_1': ['gamma0.5/seed1', 'gamma0.8/seed1']}
+    first = out / 'gamma0.8/seed0'  # the group's second run: its first checkpoint comes after the first run's
+    deadline = time.monotonic() + 180
+    while not (first / 'student.last.pt').is_file():
+        assert time.monotonic() < deadline, slurm_cluster.log_tails()
+        time.sleep(0.05)
+    assert not (first / 'summary.json').exists(), 'the group ended before it could be requeued'
+    slurm_cluster.run('scontrol', 'requeue', f'{job_id}_0')
+    slurm_cluster.wait_for(job_id, timeout=240)
+    manifest = json.loads((out / 'sweep.json').read_text())
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')  # the tasks' arithmetic
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for entry in manifest['runs']:
+            run_dir = out / entry['dir']
+            assert (run_dir / 'summary.json').is_file(), (run_dir / 'output.log').read_text()[-3000:]
+            assert ('resumed from' in (run_dir / 'run.log').read_text()) == (entry['seed'] == 0)
+            assert_same_run(run_dir, train_alone(entry, tmp_path / 'alone'), entry['ckpt'])
+    finally:
+        torch.set_num_threads(threads)
+    table = _ok(cli(['table', out], tmp_path)).stdout
+    assert 'lockstep group seed0: gamma0.5, gamma0.8' in table and 'lockstep group seed1: gamma0.5, gamma0.8' in table
 
 
 def test_without_submitit_the_slurm_launcher_says_how_to_install_it(tmp_path):
