@@ -7,10 +7,12 @@ import pytest
 import torch
 from conftest import FAST, TINY, assert_same_run, cli, cli_env, one_error_line, same_values, train_alone
 
+from ttm_torchdistill.errors import UsageError
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
+from ttm_torchdistill.runner.lockstep import run_lockstep
 from ttm_torchdistill.sweep import local
 from ttm_torchdistill.sweep.folder import save_manifest
-from ttm_torchdistill.sweep.jobs import Job
+from ttm_torchdistill.sweep.jobs import plan_jobs
 from ttm_torchdistill.sweep.plan import plan_sweep
 
 LOSS = 'train.criterion.kwargs.sub_terms.wttm.criterion.kwargs'
@@ -125,7 +127,10 @@ def test_a_killed_group_resumes_every_point_and_equals_an_uninterrupted_one(tmp_
 
 def test_the_progress_line_names_every_point_of_a_group(tmp_path, capsys):
     sweep = plan_sweep(str(TINY), ['gamma=0.5,0.8'], [0], [], tmp_path / 'out')
-    job = Job(sweep.runs, sweep.directory, 'seed0')
+    job, = plan_jobs(sweep, True, None)
+    assert job.group == 'seed0' and [r.group for r in sweep.runs] == ['seed0', 'seed0']
+    assert [j.group for j in plan_jobs(sweep, False, None)] == [None, None]  # a later sweep without --lockstep
+    assert [r.group for r in sweep.runs] == [None, None]
     local.LocalLauncher._progress({0: (None, job, 0.0, None)})
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(':')[0] for line in lines] == ['  running gamma=0.5 seed 0', '  running gamma=0.8 seed 0']
@@ -167,6 +172,15 @@ def test_the_lockstep_command_refuses_runs_that_cannot_share_a_group(tmp_path, r
     save_manifest(sweep)
     one_error_line(cli(['lockstep', tmp_path / 'out', *runs], tmp_path), 2, *fragments)
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['sweep.json']
+
+
+def test_a_lockstep_group_refuses_check_and_compile(tmp_path):
+    sweep = plan_sweep(str(TINY), ['gamma=0.5,0.8'], [0], [], tmp_path / 'out')
+    for change in ({'check': True}, {'compile': 'default'}):
+        with pytest.raises(UsageError, match='without --check and --compile'):
+            run_lockstep([r.description.replace(**change) for r in sweep.runs], [r.name for r in sweep.runs],
+                         [None, None])
+    assert not (tmp_path / 'out').exists()
 
 
 PROBE = '''\

@@ -314,8 +314,8 @@ class LockstepGroup:
 def _check_group(descriptions: list[RunDescription], names: list[str]) -> None:
     """Refuse members that may not share a group: options or recipe parts other than the loss differ."""
     first = descriptions[0]
-    if first.command != 'train' or first.check:
-        raise UsageError('lockstep: only training runs (not --check) train in lockstep')
+    if first.command != 'train' or first.check or first.compile:
+        raise UsageError('lockstep: only training runs, without --check and --compile, train in lockstep')
     for opts, name in zip(descriptions[1:], names[1:], strict=True):
         differ = next((k for k in SHARED_OPTIONS if getattr(opts, k) != getattr(first, k)), None)
         if differ is not None:

@@ -87,6 +87,8 @@ def plan_jobs(sweep: Sweep, lockstep: bool, group_size: int | None) -> list[Job]
     ``group_size`` runs (default: all of the seed's). Each run's ``group`` is set."""
     todo = [run for run in sweep.runs if run.state()[0] != 'finished']
     if not lockstep:
+        for run in todo:
+            run.group = None
         return [Job([run], sweep.directory) for run in todo]
     check_lockstep(sweep)
     jobs = []
