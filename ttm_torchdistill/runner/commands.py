@@ -12,7 +12,7 @@ from ..outputs import check_output_file, check_output_folder, free_name
 from .distributed import DistContext, setup_distributed, teardown
 from .logs import log_to_file, logger, setup_logging
 from .preflight import STEP_ERRORS, describe_step_failure
-from .report import report
+from .report import report, report_training
 from .run import Run, seed_everything
 from .tensorboard import require as require_tensorboard
 from .trainer import Trainer
@@ -113,12 +113,9 @@ def run_train(opts: RunDescription) -> dict:
             seed_everything(opts.seed + ctx.rank)  # per-rank augmentation streams after identical model init
         logger.info('training %s on %d process(es), device %s, %d epochs', run.name, ctx.world_size,
                     ctx.device.type, trainer.box.num_epochs)
-        epochs_run, rate = trainer.fit()
+        trainer.fit()
         trainer.box.clean_modules()
-        skipped = {f'{role}_test_top{k}': None for role in ('teacher', 'student') for k in (1, 5)}
-        results = run.test()[0] if opts.test else skipped
-        extra = {'epochs_run': epochs_run, 'best_val_top1': trainer.best_val_top1, 'train_images_per_s': rate}
-        return report(run, results, time.perf_counter() - start, extra, kind='train')
+        return report_training(run, trainer, time.perf_counter() - start)
 
     return with_context(opts, body, log_file=False)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +37,7 @@ from .commands import check_outputs
 from .distributed import DistContext, setup_distributed, teardown
 from .logs import log_to_file, logger, member_lines, setup_logging
 from .preflight import STEP_ERRORS
-from .report import report
+from .report import report_training
 from .run import Run, seed_everything
 from .tensorboard import EpochWriter
 from .tensorboard import require as require_tensorboard
@@ -89,8 +88,6 @@ class Member:
     trainer: Trainer | None = None
     curves: EpochWriter | None = None
     failed: bool = False
-    epochs_run: int = 0
-    rates: list[float] = field(default_factory=list)
 
     def say(self, line: str) -> None:
         """A line on its console as the command line prints it (``ttm-distill: error: ...``), and on the group's."""
@@ -242,8 +239,6 @@ class LockstepGroup:
         with trainer.stopping_in(epoch):
             val = trainer.validate(epoch)
         trainer.end_epoch(epoch, stats, val, member.curves)
-        member.epochs_run += 1
-        member.rates.append(stats['train_images_per_s'])
 
     def _teacher_outputs(self, sub: list[Member], images: torch.Tensor, targets: torch.Tensor, supp_dict: dict,
                          epoch: int, it: int) -> dict:
@@ -279,17 +274,11 @@ class LockstepGroup:
 
     def _finish(self, member: Member) -> None:
         """The member's end, as alone: modules cleaned, the test pass (unless skipped), its summary."""
-        run, trainer = member.run, member.trainer
         with member_lines(member.name), self._isolated(member):
             if member.curves is not None:
                 member.curves.close()
                 member.curves = None
-            skipped = {f'{role}_test_top{k}': None for role in ('teacher', 'student') for k in (1, 5)}
-            results = run.test()[0] if member.opts.test else skipped
-            rate = sum(member.rates) / len(member.rates) if member.rates else math.nan
-            extra = {'epochs_run': member.epochs_run, 'best_val_top1': trainer.best_val_top1,
-                     'train_images_per_s': rate}
-            report(run, results, time.perf_counter() - self.started, extra, kind='train')
+            report_training(member.run, member.trainer, time.perf_counter() - self.started)
             self._close(member)
 
     def run(self) -> int:

@@ -6,8 +6,9 @@ import math
 from ..formats.summary import write_summary
 from .logs import format_eta, logger
 from .run import Run
+from .trainer import Trainer
 
-__all__ = ['report']
+__all__ = ['report', 'report_training']
 
 
 def report(run: Run, results: dict, wall_s: float, extra: dict, kind: str) -> dict:
@@ -46,3 +47,12 @@ def report(run: Run, results: dict, wall_s: float, extra: dict, kind: str) -> di
         write_summary(run.opts.summary, summary)  # atomic: sweeps read it
     return summary
 
+
+def report_training(run: Run, trainer: Trainer, wall_s: float) -> dict:
+    """The end of a training run trained by ``trainer``: the test pass unless --no-test, then
+    :func:`report` with the epochs trained, the best validation top-1 and the mean training img/s."""
+    skipped = {f'{role}_test_top{k}': None for role in ('teacher', 'student') for k in (1, 5)}
+    results = run.test()[0] if run.opts.test else skipped
+    extra = {'epochs_run': len(trainer.epoch_rates), 'best_val_top1': trainer.best_val_top1,
+             'train_images_per_s': trainer.mean_rate}
+    return report(run, results, wall_s, extra, kind='train')

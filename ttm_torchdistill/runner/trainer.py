@@ -88,6 +88,8 @@ class Trainer:
         self.start_epoch, self.best_val_top1 = 0, -math.inf
         self.resumed_rng: dict | None = None
         """with :meth:`resume`: the random number generators' state the run continues from"""
+        self.epoch_rates: list[float] = []
+        """each epoch's training img/s, of the epochs this process trained"""
 
     def _device_ids(self) -> list[int] | None:
         return [self.ctx.device.index] if self.ctx.device.type == 'cuda' else None
@@ -260,16 +262,18 @@ class Trainer:
                 curves.close()
 
     def _fit(self, curves: EpochWriter | None) -> tuple[int, float]:
-        epochs_run, rates = 0, []
         for epoch in range(self.start_epoch, self.box.num_epochs):
             self.begin_epoch(epoch)
             with self.stopping_in(epoch):
                 stats = self.train_epoch(epoch)
                 val = self.validate(epoch)
             self.end_epoch(epoch, stats, val, curves)
-            epochs_run += 1
-            rates.append(stats['train_images_per_s'])
-        return epochs_run, (sum(rates) / len(rates) if rates else math.nan)
+        return len(self.epoch_rates), self.mean_rate
+
+    @property
+    def mean_rate(self) -> float:
+        """Mean training img/s over the epochs this process trained (NaN before the first)."""
+        return sum(self.epoch_rates) / len(self.epoch_rates) if self.epoch_rates else math.nan
 
     def begin_epoch(self, epoch: int) -> None:
         """The recipe's pre-epoch process, and a frozen teacher in eval mode."""
@@ -297,6 +301,7 @@ class Trainer:
         """After the validation of ``epoch``: the scheduler's epoch step, the best and last checkpoints, the metrics
         record, the curves and the epoch's log lines."""
         box, run, ctx = self.box, self.run, self.ctx
+        self.epoch_rates.append(stats['train_images_per_s'])
         improved = val.top1 > self.best_val_top1
         box.post_epoch_process(metrics=val.top1)  # as torchdistill's runner: ReduceLROnPlateau reads it
         if improved:

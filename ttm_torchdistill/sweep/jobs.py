@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..formats.manifest import read_manifest
 from ..runner.lockstep import LOSS_SECTION, run_lockstep
 from .plan import Sweep, SweepRun
+from .runfolder import runs_in
 from .runs import record_exit, start_run
 
 __all__ = ['GROUPS', 'Job', 'check_lockstep', 'plan_jobs', 'run_group']
@@ -109,21 +110,19 @@ def run_group(directory: str, names: list[str]) -> int:
     in lockstep; each resumes from its .last.pt where it has one."""
     folder = Path(directory).expanduser().resolve()
     manifest = read_manifest(folder)
-    entries = {f'{e["point"]}/seed{e["seed"]}': e for e in manifest['runs']}
-    unknown = [name for name in names if name not in entries]
+    folders = {run.name: (run, entry) for run, entry in zip(runs_in(folder, manifest), manifest['runs'], strict=True)}
+    unknown = [name for name in names if name not in folders]
     if unknown:
         raise UsageError(f'lockstep: {folder} has no run {unknown[0]} (its runs are named POINT/seedK, e.g. '
-                         f'{next(iter(entries), "none")})')
+                         f'{next(iter(folders), "none")})')
     if len(set(names)) < len(names):
         raise UsageError('lockstep: a run is named twice')
     descriptions, consoles = [], []
     for name in names:
-        entry = entries[name]
+        run, entry = folders[name]
         if not isinstance(entry.get('run'), dict):
             raise UsageError(f'lockstep: {folder / "sweep.json"} records no run description for {name}')
-        run = SweepRun(entry['point'], entry['values'], entry['seed'], folder / entry['dir'], entry['ckpt'],
-                       RunDescription.from_json(entry['run']))
-        descriptions.append(run.description.replace(resume=run.last_ckpt.is_file()))
+        descriptions.append(RunDescription.from_json(entry['run']).replace(resume=run.last_ckpt.is_file()))
         consoles.append(str(run.output_path))
     return run_lockstep(descriptions, names, consoles)
 
