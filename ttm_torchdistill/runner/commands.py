@@ -105,11 +105,8 @@ def run_train(opts: RunDescription) -> dict:
         if opts.check:
             _check_one_batch(trainer)
             return _check_passed(run, f'{len(trainer.box.train_data_loader)} training batches per epoch')
-        log_to_file(ctx, opts.run_log, opts.resume, opts.debug)
-        if opts.resume:
-            logger.info('resumed from %s after epoch %d (best val top-1 %.2f)', run.last_ckpt, trainer.start_epoch,
-                        trainer.best_val_top1)
-        elif opts.seed is not None:
+        trainer.open_log()
+        if not opts.resume and opts.seed is not None:
             seed_everything(opts.seed + ctx.rank)  # per-rank augmentation streams after identical model init
         logger.info('training %s on %d process(es), device %s, %d epochs', run.name, ctx.world_size,
                     ctx.device.type, trainer.box.num_epochs)

@@ -138,10 +138,7 @@ class LockstepGroup:
                              '--lockstep')
         if opts.resume:
             trainer.resume()
-        member.add_handler(log_to_file(self.ctx, opts.run_log, opts.resume, opts.debug, member=member.name))
-        if opts.resume:
-            logger.info('resumed from %s after epoch %d (best val top-1 %.2f)', run.last_ckpt, trainer.start_epoch,
-                        trainer.best_val_top1)
+        member.add_handler(trainer.open_log(member.name))
 
     @contextlib.contextmanager
     def _isolated(self, member: Member) -> Iterator[None]:

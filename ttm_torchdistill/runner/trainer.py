@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from .diagnostics import EpochDiagnostics
 from .distributed import all_gather_objects, all_reduce_sum, barrier
 from .evaluate import build_eval_loader, evaluate
 from .iocheck import check_loss_io
-from .logs import format_eta, logger
+from .logs import format_eta, log_to_file, logger
 from .preflight import (
     STEP_ERRORS,
     check_epoch_followers,
@@ -169,6 +170,15 @@ class Trainer:
         self.start_epoch, self.best_val_top1 = ckpt['epoch'], ckpt['best_value']
         self.resumed_rng = ckpt['rng'][self.ctx.rank % saved_world]
         set_rng_state(self.resumed_rng, self.ctx.device)
+
+    def open_log(self, member: str | None = None) -> logging.Handler | None:
+        """Start writing --run-log (``member``: only that lockstep run's lines and its group's), saying where a
+        resumed run continues from; returns the file's handler (None without --run-log)."""
+        handler = log_to_file(self.ctx, self.opts.run_log, self.opts.resume, self.opts.debug, member=member)
+        if self.opts.resume:
+            logger.info('resumed from %s after epoch %d (best val top-1 %.2f)', self.run.last_ckpt, self.start_epoch,
+                        self.best_val_top1)
+        return handler
 
     def _check_finite(self, losses: torch.Tensor, first: int, end: int, epoch: int) -> None:
         """Average ``losses[first:end]`` over ranks in place and stop at the first non-finite one.
