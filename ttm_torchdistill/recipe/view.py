@@ -47,6 +47,10 @@ class RecipeView:
         """The dataset of the 'train', 'val' or 'test' loader."""
         return self.doc.value(f'{LOADER_PATHS[loader]}.dataset_id')
 
+    def loader_where(self, loader: str) -> str:
+        """How a message names the 'train', 'val' or 'test' loader: ``train.train_data_loader (datasets.ID)``."""
+        return f'{LOADER_PATHS[loader]} (datasets.{self.dataset_id(loader)})'
+
     @property
     def val_is_test(self) -> bool:
         """Whether the validation loader reads the test loader's dataset (choosing on it sees the test set)."""

@@ -66,7 +66,7 @@ def _check_passed(run: Run, what: str) -> dict:
 def _check_one_batch(trainer: Trainer) -> None:
     """The loss on one training batch (no update): the models' and the loss's inputs and outputs fit."""
     box, run = trainer.box, trainer.run
-    images, targets, supp_dict = next(iter(box.train_data_loader))
+    images, targets, supp_dict = next(iter(run.batches(box.train_data_loader, 'train')))
     criterion = (run.config['train'].get('criterion') or {}).get('key')
     try:
         with run.autocast():

@@ -224,7 +224,7 @@ class LockstepGroup:
             for member in live:
                 member.trainer.start_steps(epoch, len(loader))
             with trainer0.stopping_in(epoch):
-                for it, (images, targets, supp_dict) in enumerate(loader):
+                for it, (images, targets, supp_dict) in enumerate(trainer0.run.batches(loader, 'train')):
                     images, targets = trainer0.to_device(images, targets)
                     supp_dict = self._teacher_outputs(sub, images, targets, supp_dict, epoch, it)
                     self._each(live, lambda m, *batch: m.trainer.step(*batch), it, images, targets, supp_dict)

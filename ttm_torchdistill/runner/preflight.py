@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from ..errors import TrainingFailed, UsageError, one_line
+from ..errors import DataFileError, TrainingFailed, UsageError, one_line
 from ..processes import EPOCH_TELLERS
 from ..recipe import SUB_TERMS
+from .datafiles import BATCH_ERRORS, batch_error
 
 __all__ = ['STEP_ERRORS', 'check_epoch_followers', 'check_smallest_batch', 'describe_step_failure', 'evaluation',
            'probe_step', 'smallest_batch']
@@ -144,11 +145,20 @@ def check_epoch_followers(source: Path, box, train_config: dict) -> bool:
     return False
 
 
-def _sample_batch(loader: object, count: int) -> tuple:
-    """``count`` samples of the loader's dataset, collated as the loader collates them: (images, targets, supp)."""
-    dataset = loader.dataset
-    samples = [dataset[i] for i in range(min(count, len(dataset)))]
-    batch = (getattr(loader, 'collate_fn', None) or default_collate)(samples)
+def _sample_batch(run, loader: object, count: int) -> tuple:
+    """``count`` samples of the training loader's dataset, collated as the loader collates them: (images, targets,
+    supp). A sample that cannot be read, or samples that cannot be formed into a batch, are one DataFileError line."""
+    dataset, where, dataset_id = loader.dataset, run.loader_where('train'), run.view.dataset_id('train')
+    samples = []
+    for i in range(min(count, len(dataset))):
+        try:
+            samples.append(dataset[i])
+        except (DataFileError, *BATCH_ERRORS) as exc:
+            raise batch_error(where, dataset_id, f'sample {i}', exc) from exc
+    try:
+        batch = (getattr(loader, 'collate_fn', None) or default_collate)(samples)
+    except (DataFileError, *BATCH_ERRORS) as exc:
+        raise batch_error(where, dataset_id, f'a batch of samples 0-{len(samples) - 1}, before training,', exc) from exc
     return batch[0], batch[1], (batch[2] if len(batch) > 2 else {})
 
 
@@ -169,7 +179,7 @@ def probe_step(run, box, loader: object, count: int, note: str = '') -> None:
     modules += [term for _, term in loss_terms(box, train_config) if isinstance(term, nn.Module)]
     saved = [(buffer, buffer.clone()) for module in modules for buffer in module.buffers()]
     modes = [(module, module.training) for module in modules]
-    images, targets, supp_dict = _sample_batch(loader, count)
+    images, targets, supp_dict = _sample_batch(run, loader, count)
     student.train()
     if run.teacher is not None:
         box.teacher_model.eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,14 @@ from torchdistill.models.registry import get_model
 
 from ..data import device_batches
 from ..description import RunDescription
-from ..errors import UsageError, one_line
+from ..errors import DataFileError, UsageError, one_line
 from ..recipe import RecipeDocument, RecipeView, parse_overrides, recipe_name, resolve_recipe
 from .amp import AMP_DTYPES, autocast
 from .build import recipe_part
 from .checkpoint import load_checkpoint, load_model_state, model_state
 from .claim import RunOutputs
 from .compiled import compile_models
-from .datafiles import guard_datasets
+from .datafiles import BATCH_ERRORS, batch_error, guard_datasets, guarded_batches
 from .distributed import DistContext
 from .evaluate import build_eval_loader, evaluate
 from .logs import logger
@@ -135,14 +136,27 @@ class Run:
                              f'models.{label}: {key}')
         return model.to(self.ctx.device, memory_format=self.memory_format)
 
+    def loader_where(self, loader: str) -> str:
+        """How a message names the 'train', 'val' or 'test' loader: ``RECIPE: train.train_data_loader
+        (datasets.ID)``."""
+        return f'{self.recipe_path}: {self.view.loader_where(loader)}'
+
+    def batches(self, loader: object, which: str) -> Iterator:
+        """The batches of ``loader``, the recipe's 'train', 'val' or 'test' loader: one that cannot be read or formed
+        is one DataFileError line naming the loader, its dataset, the batch and the cause."""
+        return guarded_batches(loader, self.loader_where(which), self.view.dataset_id(which))
+
     def _sample_batch(self) -> tuple[str, torch.Tensor] | None:
         """(dataset id, a batch of one sample) from the validation (else test, else training) dataset."""
-        for section, name in (('train', 'val_data_loader'), ('test', 'test_data_loader'),
-                              ('train', 'train_data_loader')):
+        for which, section, name in (('val', 'train', 'val_data_loader'), ('test', 'test', 'test_data_loader'),
+                                     ('train', 'train', 'train_data_loader')):
             dataset_id = ((self.config.get(section) or {}).get(name) or {}).get('dataset_id')
             dataset = self.config['datasets'].get(dataset_id)
             if dataset is not None and len(dataset) > 0:
-                sample = dataset[0]
+                try:
+                    sample = dataset[0]
+                except (DataFileError, *BATCH_ERRORS) as exc:
+                    raise batch_error(self.loader_where(which), dataset_id, 'sample 0', exc) from exc
                 sample = sample[0] if isinstance(sample, (tuple, list)) else sample
                 return (dataset_id, sample[None]) if isinstance(sample, torch.Tensor) else None
         return None
@@ -205,7 +219,8 @@ class Run:
                 results[f'{role}_test_top1'] = results[f'{role}_test_top5'] = None
                 continue
             with evaluation(self, label, 'the test pass'):
-                acc = evaluate(model, loader, self.ctx.device, self.amp_dtype, self.opts.channels_last)
+                acc = evaluate(model, self.batches(loader, 'test'), self.ctx.device, self.amp_dtype,
+                               self.opts.channels_last)
             results[f'{role}_test_top1'], results[f'{role}_test_top5'] = acc.top1, acc.top5
             logger.info('%s test: top-1 %.2f  top-5 %.2f  (%d images)', role, acc.top1, acc.top5, acc.samples)
         return results, best_value

@@ -201,7 +201,7 @@ class Trainer:
         CHECK_EVERY iterations and at log lines, so it keeps queueing work ahead of the GPU."""
         loader = self.box.train_data_loader
         self.start_steps(epoch, len(loader))
-        for it, (images, targets, supp_dict) in enumerate(loader):
+        for it, (images, targets, supp_dict) in enumerate(self.run.batches(loader, 'train')):
             mark_step(self.opts.compile)
             images, targets = self.to_device(images, targets)
             self.step(it, images, targets, supp_dict)
@@ -305,7 +305,8 @@ class Trainer:
         """The student on the validation loader after ``epoch``."""
         run = self.run
         with evaluation(run, run.student_key, f'the validation pass after epoch {epoch + 1}', run.last_ckpt):
-            return evaluate(run.student, self.val_loader, self.ctx.device, run.amp_dtype, self.opts.channels_last)
+            return evaluate(run.student, run.batches(self.val_loader, 'val'), self.ctx.device, run.amp_dtype,
+                            self.opts.channels_last)
 
     def end_epoch(self, epoch: int, stats: dict, val, curves: EpochWriter | None) -> None:
         """After the validation of ``epoch``: the scheduler's epoch step, the best and last checkpoints, the metrics

@@ -41,7 +41,7 @@ def _teacher_logits(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     run.teacher.eval()
     logits, targets = [], []
     total, step = len(loader), max(len(loader) // 10, 1)
-    for i, batch in enumerate(loader, 1):
+    for i, batch in enumerate(run.batches(loader, split), 1):
         with run.autocast():
             logits.append(run.teacher(batch[0].to(run.ctx.device, memory_format=run.memory_format)).float().cpu())
         targets.append(batch[1])
