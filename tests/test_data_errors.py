@@ -35,8 +35,8 @@ def _recipe(tmp_path: Path, workers: int = 0, transform: bool = True) -> Path:
     root = make_image_folder(tmp_path / 'images', per_split={'train': 4, 'val': 2, 'test': 2})
     datasets = ''.join(SPLIT.format(split=s, root=root) for s in ('train', 'val', 'test'))
     if not transform:
-        datasets = datasets.replace("        transform: !import_call {key: 'torchvision.transforms.ToTensor', init: }\n",
-                                    '')
+        to_tensor = "        transform: !import_call {key: 'torchvision.transforms.ToTensor', init: }\n"
+        datasets = datasets.replace(to_tensor, '')
     recipe = tmp_path / 'images.yaml'
     recipe.write_text(IMAGE_RECIPE.format(workers=workers, datasets=datasets))
     return recipe

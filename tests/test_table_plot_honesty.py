@@ -221,8 +221,12 @@ def test_a_sweep_run_whose_best_is_not_finite_is_named_and_its_point_has_no_mean
     assert code == 0
     rows = _markdown_rows(out)
     assert [r[-1] for r in rows] == ['n/a', 'n/a'] and all(r[0] == '' for r in rows)  # no mean, no best point
-    assert len(lines) == 2 and all('not a finite number: grid point' in line for line in lines)
+    assert len(lines) == 2, lines
     assert str(sweep_copy / 'gamma0.5/seed0/summary.json') in lines[0] and 'is nan' in lines[0]
+    assert 'not a finite number: grid point gamma0.5 has no mean' in lines[0]
+    # a string is no result: that summary is not a training run's, as `table` of loose summaries and `sweep` see it
+    assert str(sweep_copy / 'gamma1.0/seed0/summary.json') in lines[1] and "best_val_top1='abc'" in lines[1]
+    assert 'gamma1.0/seed0 does not count as finished' in lines[1]
 
 
 # -- table: the output file ------------------------------------------------------------------------------------------

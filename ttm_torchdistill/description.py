@@ -13,9 +13,11 @@ from typing import Any
 
 from .errors import UsageError
 
-__all__ = ['COMMANDS', 'Override', 'RunDescription']
+__all__ = ['COMMANDS', 'Override', 'RunDescription', 'description_problem']
 
 COMMANDS = ('train', 'test', 'calibrate')
+CHOICES = {'command': COMMANDS, 'device': (None, 'cuda', 'cpu'), 'amp': (None, 'bf16', 'fp16')}
+"""the fields that take one of a few values"""
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,44 @@ class RunDescription:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> RunDescription:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown or not isinstance(data.get('recipe'), str) or not isinstance(data.get('overrides', []), list):
-            raise UsageError(f'not a run description: {", ".join(unknown) or "recipe or overrides"}')
+    def from_json(cls, data: object) -> RunDescription:
+        """The description :meth:`to_json` wrote; one UsageError line saying what differs (a tampered or foreign
+        record)."""
+        problem = description_problem(data)
+        if problem is not None:
+            raise UsageError(f'not a run description: {problem}')
         return cls(**{**data, 'overrides': tuple(data.get('overrides', []))})
+
+
+def _expected(field: dataclasses.Field, value: object) -> str | None:
+    """What JSON type ``field`` takes, where ``value`` is not of it (else None)."""
+    if isinstance(field.default, bool):
+        return None if isinstance(value, bool) else 'true or false'
+    if field.name == 'seed':
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        return None if ok else 'an integer or null'
+    if field.name == 'overrides':
+        ok = isinstance(value, list) and all(isinstance(o, str) for o in value)
+        return None if ok else 'a list of KEY=VALUE strings'
+    if field.default is None:
+        return None if value is None or isinstance(value, str) else 'a string or null'
+    return None if isinstance(value, str) and value else 'a non-empty string'
+
+
+def description_problem(data: object) -> str | None:
+    """What in ``data`` differs from what :meth:`RunDescription.to_json` writes, or None."""
+    if not isinstance(data, dict):
+        return f'a {type(data).__name__}, not an object'
+    fields = {f.name: f for f in dataclasses.fields(RunDescription)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        return f'unknown field(s) {", ".join(unknown)}'
+    if 'recipe' not in data:
+        return 'no recipe'
+    for name, value in data.items():
+        expected = _expected(fields[name], value)
+        if expected is not None:
+            return f'{name}={value!r}: expected {expected}'
+        if name in CHOICES and value not in CHOICES[name]:
+            return f'{name}={value!r}: expected one of {", ".join(str(c) for c in CHOICES[name] if c is not None)}'
+    return None

@@ -10,7 +10,7 @@ without a ``version`` are version 1.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import UsageError, one_line
 from ..outputs import write_json
@@ -48,6 +48,11 @@ def manifest_problem(data: object) -> str | None:
         for key, kind in RUN:
             if not isinstance(run.get(key), kind) or (kind is int and isinstance(run.get(key), bool)):
                 return f'runs[{i}].{key} is missing or not {_TYPES[kind]}'
+        folder = PurePosixPath(run['dir'])
+        if folder.is_absolute() or not folder.parts or '..' in folder.parts:
+            return f'runs[{i}].dir={run["dir"]!r}: expected a folder inside the sweep folder'
+        if '/' in run['ckpt'] or run['ckpt'] in ('', '.', '..'):
+            return f'runs[{i}].ckpt={run["ckpt"]!r}: expected a file name'
         missing = [label for label in labels if label not in run['values']]
         if missing:
             return f'runs[{i}].values has no {missing[0]!r} (a grid label)'

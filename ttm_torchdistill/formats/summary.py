@@ -15,7 +15,7 @@ from ..errors import one_line
 from ..outputs import write_json
 
 __all__ = ['KINDS', 'VERSION', 'has_test_pass', 'is_finite_number', 'is_summary', 'load_summary', 'nonfinite_values',
-           'summary_problem', 'write_summary']
+           'read_training_summary', 'summary_problem', 'write_summary']
 
 VERSION = 1
 KINDS = ('train', 'test', 'calibrate')
@@ -74,6 +74,21 @@ def summary_problem(data: object) -> str | None:
     if overrides is not None and not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
         return f'overrides={overrides!r}: expected a list of KEY=VALUE strings'
     return None
+
+
+def read_training_summary(path: Path) -> tuple[dict | None, str | None]:
+    """(a training run's summary, None), or (None, why the file is not one: unreadable, another command's, foreign,
+    hand-edited or of a newer version, said as ``table`` notes it). The one test of a finished run: `sweep`, its
+    `lockstep` groups and `table` all count a run as finished by it."""
+    data, unreadable = load_summary(path)
+    if unreadable is not None:
+        return None, f'skipped, {unreadable}'
+    if is_summary(data) and data.get('kind') in KINDS and data['kind'] != 'train':
+        return None, f'a {data["kind"]} summary (`ttm-distill {data["kind"]}`), not a training run: left out'
+    problem = summary_problem(data)
+    if problem is not None:
+        return None, f'skipped, not a `ttm-distill train --summary` file: {problem}'
+    return data, None
 
 
 def has_test_pass(summary: dict) -> bool:

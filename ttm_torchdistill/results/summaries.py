@@ -20,15 +20,7 @@ from pathlib import Path
 
 from ..description import Override
 from ..errors import UsageError
-from ..formats.summary import (
-    KINDS,
-    has_test_pass,
-    is_finite_number,
-    is_summary,
-    load_summary,
-    nonfinite_values,
-    summary_problem,
-)
+from ..formats.summary import has_test_pass, is_finite_number, nonfinite_values, read_training_summary
 from ..outputs import dumps_json
 
 __all__ = ['FORMATS', 'Row', 'collect', 'format_rows', 'group', 'mean_std', 'plus_minus']
@@ -88,17 +80,9 @@ def collect(paths: list[str], exclude: list[Path] = ()) -> tuple[list[tuple[Path
     not finite. ``exclude``: files never read (the table's own output, sweep manifests)."""
     summaries, notes = [], []
     for file in _files(paths, exclude):
-        data, unreadable = load_summary(file)
-        if unreadable is not None:
-            notes.append(f'{file}: skipped, {unreadable}')
-            continue
-        if is_summary(data) and data.get('kind') in KINDS and data['kind'] != 'train':
-            notes.append(f'{file}: a {data["kind"]} summary (`ttm-distill {data["kind"]}`), not a training run: '
-                         'left out')
-            continue
-        problem = summary_problem(data)
+        data, problem = read_training_summary(file)
         if problem is not None:
-            notes.append(f'{file}: skipped, not a `ttm-distill train --summary` file: {problem}')
+            notes.append(f'{file}: {problem}')
             continue
         bad = nonfinite_values(data)
         if bad:

@@ -172,10 +172,12 @@ class LockstepGroup:
             for member in sub:
                 if member.opts.tensorboard and self.ctx.is_main:
                     member.curves = EpochWriter(member.opts.tensorboard)
+                others = [m.name for m in sub if m is not member]
                 with member_lines(member.name):
-                    logger.info('training %s in lockstep with %d other run(s) (%s), device %s, %d epochs',
-                                member.run.name, len(sub) - 1, ', '.join(m.name for m in sub if m is not member),
-                                self.ctx.device.type, member.trainer.box.num_epochs)
+                    logger.info('training %s %s, device %s, %d epochs', member.run.name,
+                                f'in lockstep with {len(others)} other run(s) ({", ".join(others)})' if others
+                                else 'alone (the only run of its lockstep group)', self.ctx.device.type,
+                                member.trainer.box.num_epochs)
             self._fit(sub, start)
             for member in sub:
                 if not member.failed:

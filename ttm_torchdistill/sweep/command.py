@@ -24,6 +24,10 @@ __all__ = ['run_sweep']
 
 
 def _warn(sweep: Sweep) -> None:
+    for run in sweep.runs:
+        skipped = run.summary_note()
+        if skipped is not None:
+            print(f'note: {skipped}: the run goes on, that file set aside in its attempts/', flush=True)
     if sweep.val_is_test:
         print(f'warning: {sweep.recipe} validates on its test set, so choosing a point on validation sees the test '
               'set; validate on a held-out part of the training set instead (README, "Tuning a new pair")',

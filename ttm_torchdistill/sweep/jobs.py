@@ -12,12 +12,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..description import RunDescription
 from ..errors import UsageError
 from ..formats.manifest import read_manifest
 from ..runner.lockstep import LOSS_SECTION, run_lockstep
 from .plan import Sweep, SweepRun
-from .runfolder import runs_in
+from .runfolder import recorded_description, runs_in
 from .runs import record_exit, start_run
 
 __all__ = ['GROUPS', 'Job', 'check_lockstep', 'plan_jobs', 'run_group']
@@ -110,7 +109,8 @@ def run_group(directory: str, names: list[str]) -> int:
     in lockstep; each resumes from its .last.pt where it has one."""
     folder = Path(directory).expanduser().resolve()
     manifest = read_manifest(folder)
-    folders = {run.name: (run, entry) for run, entry in zip(runs_in(folder, manifest), manifest['runs'], strict=True)}
+    folders = {run.name: (index, run, entry) for index, (run, entry)
+               in enumerate(zip(runs_in(folder, manifest), manifest['runs'], strict=True))}
     unknown = [name for name in names if name not in folders]
     if unknown:
         raise UsageError(f'lockstep: {folder} has no run {unknown[0]} (its runs are named POINT/seedK, e.g. '
@@ -119,10 +119,9 @@ def run_group(directory: str, names: list[str]) -> int:
         raise UsageError('lockstep: a run is named twice')
     descriptions, consoles = [], []
     for name in names:
-        run, entry = folders[name]
-        if not isinstance(entry.get('run'), dict):
-            raise UsageError(f'lockstep: {folder / "sweep.json"} records no run description for {name}')
-        descriptions.append(RunDescription.from_json(entry['run']).replace(resume=run.last_ckpt.is_file()))
+        index, run, entry = folders[name]
+        description = recorded_description(folder, run, entry, index)
+        descriptions.append(description.replace(resume=run.last_ckpt.is_file()))
         consoles.append(str(run.output_path))
     return run_lockstep(descriptions, names, consoles)
 

@@ -16,7 +16,7 @@ from ..losses import DKDLoss, ExactDISTLoss, ITRDLoss, TTMLoss, WTTMLoss
 from ..methods import LOGIT_LOSSES, TEMPERATURE_LOSSES, TTM_LOSSES
 from ..recipe import SUB_TERMS, RecipeDocument, RecipeView, compose_scalar, parse_overrides, resolve_recipe
 from ..runner import tensorboard
-from .runfolder import RunFolder
+from .runfolder import OUTPUT_KEY, RunFolder
 
 __all__ = ['SHORT_NAMES', 'Axis', 'Sweep', 'SweepRun', 'parse_grid', 'plan_sweep']
 
@@ -27,7 +27,6 @@ SHORT_NAMES = {'gamma': (*TTM_LOSSES, 'ExactDISTLoss'), 'beta': LOGIT_LOSSES, 'a
 LOSS_CLASSES = {'TTMLoss': TTMLoss, 'WTTMLoss': WTTMLoss, 'ITRDLoss': ITRDLoss, 'ExactDISTLoss': ExactDISTLoss,
                 'DKDLoss': DKDLoss}
 """loss terms whose values are checked, by building them, before anything runs"""
-OUTPUT_KEY = 'dst_ckpt'
 
 
 @dataclass

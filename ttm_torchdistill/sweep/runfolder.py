@@ -2,17 +2,28 @@
 
 ``summary.json`` (finished, when it is one), ``error.txt`` (failed), a ``.last.pt`` checkpoint (interrupted: the next
 call resumes it), else pending. `table` and `plot` read a sweep's runs this way from its manifest.
+
+A sweep folder may be copied or moved: the manifest's run descriptions hold the paths of the place where they were
+written, and :func:`recorded_description` moves them to where the folder is now, refusing a record that would
+write anywhere but in the run's own folder.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..description import Override, RunDescription
+from ..errors import UsageError
+from ..formats.manifest import NAME as MANIFEST
 from ..formats.metrics import count_records
-from ..formats.summary import is_summary, load_summary
+from ..formats.summary import read_training_summary
 from ..runner.checkpoint import last_ckpt_path
 
-__all__ = ['RunFolder', 'runs_in']
+__all__ = ['OUTPUT_KEY', 'RunFolder', 'recorded_description', 'runs_in']
+
+OUTPUT_KEY = 'dst_ckpt'
+"""the recipe key (under the student's model entry) of the checkpoint path, which a sweep sets per run"""
 
 
 @dataclass
@@ -61,13 +72,21 @@ class RunFolder:
         return ' '.join(f'{k}={v}' for k, v in self.values.items()) + f' seed {self.seed}'
 
     def summary(self) -> dict | None:
-        """The run's summary, when it has a readable one."""
-        data = load_summary(self.summary_path)[0] if self.summary_path.is_file() else None
-        return data if is_summary(data) else None
+        """The run's summary, when it has one of a finished training run (``formats.summary.read_training_summary``,
+        as `table` reads summaries)."""
+        return read_training_summary(self.summary_path)[0] if self.summary_path.is_file() else None
+
+    def summary_note(self) -> str | None:
+        """One line for a summary.json that is there but is no finished training run's (cut off, foreign,
+        another command's, of a newer version), else None."""
+        if not self.summary_path.is_file():
+            return None
+        problem = read_training_summary(self.summary_path)[1]
+        return None if problem is None else f'{self.summary_path}: {problem}; {self.name} does not count as finished'
 
     def state(self) -> tuple[str, float | None, str | None]:
-        """(finished | failed | interrupted | pending, best val top-1, error line); a cut-off or corrupt
-        summary.json does not count as finished, so the run is redone or resumed."""
+        """(finished | failed | interrupted | pending, best val top-1, error line); a cut-off, corrupt or foreign
+        summary.json does not count as finished (:meth:`summary_note` says why), so the run is redone or resumed."""
         summary = self.summary()
         if summary is not None:
             return 'finished', summary.get('best_val_top1'), None
@@ -79,3 +98,46 @@ class RunFolder:
 def runs_in(directory: Path, manifest: dict) -> list[RunFolder]:
     """The runs a checked manifest (``formats.manifest.read_manifest``) lists, as folders of ``directory``."""
     return [RunFolder(e['point'], e['values'], e['seed'], directory / e['dir'], e['ckpt']) for e in manifest['runs']]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.normpath(path)).is_relative_to(folder)
+
+
+def recorded_description(directory: Path, run: RunFolder, entry: dict, index: int) -> RunDescription:
+    """The run description that ``DIR/sweep.json`` records for ``run`` (its ``runs[index]``), with the paths of the
+    folder where it was written moved to ``directory``, where the folder is now; one UsageError line for a record
+    that is not a run description, or whose run log, summary or checkpoint would lie outside the run's folder (or
+    its curves outside ``directory``)."""
+    where = f'{directory / MANIFEST}: runs[{index}].run ({run.name})'
+    try:
+        description = RunDescription.from_json(entry.get('run'))
+    except UsageError as exc:
+        raise UsageError(f'{where}: {exc}') from None
+    if not description.summary:
+        raise UsageError(f'{where}: records no summary path; not a run `ttm-distill sweep` planned')
+    recorded = Path(os.path.normpath(description.summary)).parent
+    parts = Path(entry['dir']).parts
+    if recorded.parts[-len(parts):] != parts:
+        raise UsageError(f'{where}: its summary {description.summary} is not in a folder {entry["dir"]}; not a run '
+                         '`ttm-distill sweep` planned')
+    old = Path(*recorded.parts[:-len(parts)])
+
+    def moved(text: str) -> str:
+        path = Path(os.path.normpath(text))
+        return str(directory / path.relative_to(old)) if path.is_relative_to(old) else text
+
+    overrides = tuple(Override(o.key, moved(o.value)) if o.keys[-1] == OUTPUT_KEY else o
+                      for o in description.overrides)
+    description = description.replace(
+        run_log=moved(description.run_log) if description.run_log else None, summary=moved(description.summary),
+        tensorboard=moved(description.tensorboard) if description.tensorboard else None, overrides=overrides)
+    outputs = [('--run-log', description.run_log), ('--summary', description.summary),
+               *((f'--set {o.key}', o.value) for o in overrides if o.keys[-1] == OUTPUT_KEY)]
+    for flag, path in outputs:
+        if not path or not _inside(Path(path), run.directory):
+            raise UsageError(f'{where}: {flag} {path} is outside the run\'s folder {run.directory}; a sweep run '
+                             'writes only there')
+    if description.tensorboard and not _inside(Path(description.tensorboard), directory):
+        raise UsageError(f'{where}: --tensorboard {description.tensorboard} is outside the sweep folder {directory}')
+    return description

@@ -61,12 +61,14 @@ def record_exit(run: SweepRun, returncode: int, since: int = 0,
     return 'failed', None, error
 
 
-def _set_aside(run: SweepRun) -> Path | None:
+def _set_aside(run: SweepRun, only_summary: bool = False) -> Path | None:
     """Before a fresh start (no .last.pt to resume): move what an earlier attempt left (its log, metrics, summary,
-    checkpoint, error, curves) into ``<run>/attempts/<n>/``, so the new attempt replaces nothing."""
-    left = [p for p in (run.log_path, run.metrics_path, run.summary_path, run.error_path,
-                        run.directory / run.ckpt_name) if p.exists()]
-    curves = run.tensorboard_dir if run.tensorboard_dir is not None and run.tensorboard_dir.is_dir() else None
+    checkpoint, error, curves) into ``<run>/attempts/<n>/``, so the new attempt replaces nothing. ``only_summary``:
+    before a resume, a summary.json that does not count (cut off, foreign), which the run would replace."""
+    left = [p for p in ((run.summary_path,) if only_summary else (
+        run.log_path, run.metrics_path, run.summary_path, run.error_path, run.directory / run.ckpt_name)) if p.exists()]
+    curves = run.tensorboard_dir if run.tensorboard_dir is not None and run.tensorboard_dir.is_dir() \
+        and not only_summary else None
     if not left and curves is None:
         return None
     n = 1
@@ -86,6 +88,8 @@ def start_run(run: SweepRun) -> list[str]:
     run.directory.mkdir(parents=True, exist_ok=True)
     if run.last_ckpt.is_file():
         run.error_path.unlink(missing_ok=True)  # a resumed failure: its error line is in sweep.json's history
+        if run.summary_note() is not None:
+            _set_aside(run, only_summary=True)
     else:
         _set_aside(run)
     return [sys.executable, '-m', 'ttm_torchdistill', *run.argv()]

@@ -18,10 +18,14 @@ __all__ = ['table']
 
 def _sweep_notes(directory: Path, manifest: dict) -> list[str]:
     """One line per finished run whose summary holds a best validation top-1 that is not a finite number: its grid
-    point gets no mean in the sweep table (which counts the run as finished), so the file is named here."""
+    point gets no mean in the sweep table (which counts the run as finished), so the file is named here; and one per
+    summary.json that does not count (cut off, foreign, of a newer version: the run is not finished)."""
     notes = []
     for run in runs_in(directory, manifest):
-        summary = run.summary()  # none yet, or a cut-off one: the run is not finished, the sweep resumes it
+        skipped = run.summary_note()
+        if skipped is not None:
+            notes.append(skipped)
+        summary = run.summary()  # none yet, or one that does not count: the run is not finished, the sweep resumes it
         if summary is not None and not is_finite_number(best := summary.get('best_val_top1')):
             value = 'null' if best is None else str(best) if isinstance(best, float) else repr(best)
             notes.append(f'{run.summary_path}: best_val_top1 is {value}, not a finite number: grid point '
