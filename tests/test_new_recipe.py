@@ -1,7 +1,7 @@
 """`ttm-distill new-recipe`: recipes for new pairs that keep the base's tags, anchors and schedule."""
 import pytest
 import torchvision
-from conftest import FAST, cli
+from conftest import FAST, cli, one_error_line
 
 from ttm_torchdistill.description import RunDescription
 from ttm_torchdistill.errors import UsageError
@@ -147,3 +147,59 @@ def test_timm_refusals(imagenet, args, fragment):
     with pytest.raises(UsageError, match=fragment.replace('(', r'\(').replace('[', r'\[')):
         new_recipe(DEIT_BASE, method='wttm', output='x.yaml', **args)
     assert not (imagenet / 'x.yaml').exists()
+
+
+# -- each method's parameters by what they mean for it ---------------------------------------------------------------
+
+@pytest.mark.parametrize('method, flag, value, fragment', [
+    ('dist', '--gamma', '-1', '--gamma -1: expected a finite number >= 0 (dist: the intra-class weight)'),
+    ('kd', '--gamma', '0', '--gamma 0: expected a finite number > 0 (kd: gamma = 1/temperature)'),
+    ('dkd', '--gamma', '0', '--gamma 0: expected a finite number > 0 (dkd: gamma = 1/temperature)'),
+    ('ttm', '--gamma', '0', '(ttm: gamma = 1/temperature) (the paper uses 0 < gamma <= 1)'),
+    ('dkd', '--beta', '-2', '--beta -2: expected a finite number >= 0 (dkd: the NCKD weight)'),
+])
+def test_parameters_are_checked_by_what_they_mean_for_the_method(imagenet, method, flag, value, fragment):
+    args = ['new-recipe', '--from', BASE, '--teacher', 'resnet50', '--student', 'resnet18', '--method', method,
+            '--beta', '1', flag, value, '-o', 'x.yaml']
+    one_error_line(cli(args, imagenet), 2, fragment)
+    assert not (imagenet / 'x.yaml').exists()
+
+
+def test_dist_gamma_zero_is_a_weight_of_zero_and_trains(imagenet):
+    """DIST's gamma weighs its intra-class term: 0 leaves the inter-class term alone (README: beta, gamma >= 0)."""
+    result = cli(['new-recipe', '--from', BASE, '--teacher', 'resnet50', '--student', 'resnet18', '--method', 'dist',
+                  '--gamma', '0', '-o', 'dist.yaml'], imagenet)
+    assert result.returncode == 0, result.stderr
+    terms = load_recipe(imagenet / 'dist.yaml')['train']['criterion']['kwargs']['sub_terms']
+    assert terms['dist']['criterion']['kwargs']['gamma'] == 0.0
+    summary = run_train(RunDescription(recipe=str(imagenet / 'dist.yaml'), overrides=FAST, device='cpu', seed=0))
+    assert summary['epochs_run'] == 1
+
+
+def test_kd_takes_beta_and_keeps_a_kd_base_s_weights(imagenet, cifar100_env, teacher_ckpts):
+    path = new_recipe(BASE, 'resnet50', 'resnet18', 'kd', gamma=0.25, beta=0.7, output='kd.yaml')
+    (term,) = load_recipe(path)['train']['criterion']['kwargs']['sub_terms'].values()
+    assert term['criterion']['kwargs'] == {**term['criterion']['kwargs'], 'temperature': 4.0, 'alpha': 0.5,
+                                           'beta': 0.7}
+    assert 'KDLoss with temperature 4, alpha 0.5, beta 0.7' in path.read_text()
+    # from a KD base: its alpha and beta (the CRD benchmark's 0.1 CE + 0.9 KL), as gamma carries its temperature
+    kd_base = 'cifar100/kd/resnet20_from_resnet56'
+    base = load_recipe(resolve_recipe(kd_base))['train']['criterion']['kwargs']['sub_terms']
+    (base_term,) = [t['criterion']['kwargs'] for t in base.values() if t['criterion']['key'] == 'KDLoss']
+    path = new_recipe(kd_base, f'resnet56:{teacher_ckpts("resnet56")}', 'resnet32', 'kd', output='kd_cifar.yaml')
+    (term,) = load_recipe(path)['train']['criterion']['kwargs']['sub_terms'].values()
+    for key in ('temperature', 'alpha', 'beta'):
+        assert term['criterion']['kwargs'].get(key) == base_term.get(key), key
+
+
+def test_dkd_from_a_mixup_cutmix_base_is_refused_naming_the_collate(imagenet):
+    pytest.importorskip('timm')
+    args = ['new-recipe', '--from', 'ilsvrc2012/wttm/deit_tiny_from_deit3_small', '--teacher',
+            'deit3_small_patch16_224.fb_in22k_ft_in1k', '--student', 'deit_tiny_patch16_224', '--method', 'dkd',
+            '--beta', '8', '-o', 'dkd.yaml']
+    one_error_line(cli(args, imagenet), 2, 'DKDLoss needs one class index per sample',
+                   "train.train_data_loader.collate_fn (mixup_cutmix(num_classes=1000", 'gives soft targets')
+    assert not (imagenet / 'dkd.yaml').exists()
+    # DIST and the methods that hold the cross entropy take soft targets
+    args[args.index('dkd')] = 'dist'
+    assert cli(args, imagenet).returncode == 0

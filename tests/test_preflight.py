@@ -96,3 +96,29 @@ def test_a_model_that_fails_in_a_validation_or_test_pass_is_one_line(tmp_path, c
     one_error_line(cli([command, TINY, '--device', 'cpu', *limit], tmp_path), code,
                    f'models.student_model (tiny_cnn): {what} fails: OutOfMemoryError: out of memory (a stand-in',
                    *(['training stopped'] if command == 'train' else []))
+
+
+@pytest.mark.parametrize('check', [False, True], ids=['train', 'check'])
+def test_dkd_behind_a_mixup_cutmix_collate_is_refused_naming_the_collate(tmp_path, check):
+    """DKD needs one class index per sample; a Mixup/CutMix collate (the DeiT recipes') gives soft targets."""
+    text = TINY.read_text().replace('''      batch_size: 8
+      num_workers: 0
+  val_data_loader:''', '''      batch_size: 8
+      num_workers: 0
+    collate_fn: !import_call
+      key: 'ttm_torchdistill.data.mixup_cutmix_collate'
+      init: {kwargs: {num_classes: 4}}
+  val_data_loader:''', 1)
+    recipe = tmp_path / 'dkd_mixup.yaml'
+    wttm = ("key: 'WTTMLoss'\n            kwargs:\n              gamma: 0.8\n              beta: 1.6\n"
+            '              alpha: 1.0')
+    dkd = "key: 'DKDLoss'\n            kwargs: {beta: 8.0, temperature: 4.0, warmup_epochs: 0}"
+    assert wttm in text
+    recipe.write_text(text.replace(wttm, dkd))
+    args = ['train', recipe, '--device', 'cpu', *(['--check'] if check else [])]
+    one_error_line(cli(args, tmp_path), 2, 'sub_terms.wttm.criterion (DKDLoss) needs one class index per sample',
+                   'train.train_data_loader.collate_fn (mixup_cutmix(num_classes=4', 'gives soft targets')
+    assert not (tmp_path / 'ckpt').exists()
+    # the same recipe with WTTM (whose cross entropy takes soft targets) passes
+    recipe.write_text(text)
+    assert cli(['train', recipe, '--device', 'cpu', '--check'], tmp_path).returncode == 0

@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: the base recipe's, else 0.8 (kd, dkd: temperature = 1/gamma, dkd default 4 on "
                           "CIFAR-100, else 1; dist: the intra-class weight, default 2)")
     new.add_argument('--beta', type=float, help="default: the base recipe's, else 1.0 (dist: the inter-class weight, "
-                                                "default 2; needed when the method changes, except for kd and dist)")
+                                                "default 2; kd: the weight of T^2 KL, default 1 - alpha; needed when "
+                                                "the method changes, except for kd and dist)")
     new.add_argument('-o', '--output', metavar='PATH', help='default: STUDENT_from_TEACHER.METHOD.yaml')
     new.add_argument('--force', action='store_true', help='overwrite PATH if it exists')
     new.add_argument('--debug', action='store_true', help='full tracebacks')

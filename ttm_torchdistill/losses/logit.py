@@ -154,6 +154,8 @@ class DKDLoss(_LogitLoss):
 
     diagnostic_names = ('tckd', 'nckd', 'warmup')
     """what :meth:`diagnostics` reports: TCKD and NCKD before the weights, and the warm-up factor w(e)"""
+    needs_class_indices = True
+    """its targets are one class index per sample: a Mixup/CutMix collate's soft targets are refused before training"""
 
     def __init__(self, student_module_path: str = '.', student_module_io: str = 'output',
                  teacher_module_path: str = '.', teacher_module_io: str = 'output', alpha: float = 1.0,

@@ -15,13 +15,14 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
+from ..data import MixupCutmixCollate
 from ..errors import DataFileError, TrainingFailed, UsageError, one_line
 from ..processes import EPOCH_TELLERS
 from ..recipe import SUB_TERMS
 from .datafiles import BATCH_ERRORS, batch_error
 
-__all__ = ['STEP_ERRORS', 'check_epoch_followers', 'check_smallest_batch', 'describe_step_failure', 'evaluation',
-           'probe_step', 'smallest_batch']
+__all__ = ['STEP_ERRORS', 'check_epoch_followers', 'check_smallest_batch', 'check_targets', 'describe_step_failure',
+           'evaluation', 'probe_step', 'smallest_batch']
 
 STEP_ERRORS = (RuntimeError, TypeError, ValueError, KeyError, IndexError)
 """what a model's forward or a loss raises for inputs it cannot take (CUDA's out-of-memory is a RuntimeError)"""
@@ -143,6 +144,19 @@ def check_epoch_followers(source: Path, box, train_config: dict) -> bool:
                              f'({process!r}) does not tell it: set train.pre_epoch_process: '
                              f"'{EPOCH_TELLERS[0]}'")
     return False
+
+
+def check_targets(source: Path, box, train_config: dict, loader: object) -> None:
+    """Refuse a loss term that needs one class index per sample (``needs_class_indices``: DKD) where the training
+    loader's collate gives soft targets (Mixup/CutMix)."""
+    collate = getattr(loader, 'collate_fn', None)
+    if not isinstance(collate, MixupCutmixCollate):
+        return
+    for label, term in loss_terms(box, train_config):
+        if any(getattr(m, 'needs_class_indices', False) for m in _modules(term)):
+            raise UsageError(f'{source}: {label} needs one class index per sample, but train.train_data_loader.'
+                             f'collate_fn ({collate.key}) gives soft targets: remove the collate_fn (Mixup/CutMix) '
+                             'from the recipe, or use a method that takes soft targets')
 
 
 def _sample_batch(run, loader: object, count: int) -> tuple:

@@ -28,6 +28,7 @@ from .preflight import (
     STEP_ERRORS,
     check_epoch_followers,
     check_smallest_batch,
+    check_targets,
     describe_step_failure,
     evaluation,
     probe_step,
@@ -76,6 +77,7 @@ class Trainer:
             self.val_loader = build_eval_loader(run.config['datasets'], val_config, self.ctx, 'train.val_data_loader')
         self.val_loader = on_device(self.val_loader, self.ctx.device, 'train.val_data_loader')
         smallest = check_smallest_batch(run.recipe_path, self.box, train_config, self.box.train_data_loader)
+        check_targets(run.recipe_path, self.box, train_config, self.box.train_data_loader)
         if check_epoch_followers(run.recipe_path, self.box, train_config):
             tell_epoch(self.box.criterion, 0)  # for the probe; each epoch's pre-epoch process tells it again
         one = smallest == 1  # a last batch of one sample: the probe takes one (batch norm refuses it)

@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torchvision
+from torchdistill.datasets.registry import COLLATE_FUNC_DICT
+from torchdistill.losses.registry import MIDDLE_LEVEL_LOSS_DICT
 from torchdistill.models.registry import MODEL_DICT
 
+from ..data import MixupCutmixCollate
 from ..errors import UsageError
 from ..extras import MissingExtra, require_timm
 from ..methods import CROSS_ENTROPY_ENTRY, INVERSE_TEMPERATURE, METHOD_LOSSES, SEPARATE_CE, logit_entry
@@ -47,6 +50,7 @@ METHODS = {v: k for k, v in METHOD_LOSSES.items()}
 CROSS_ENTROPY = 'CrossEntropyLoss'
 """a base without a TTM/WTTM/KD term (CRD or ITRD alone) has its cross-entropy term replaced: the method's loss
 holds the cross entropy"""
+TRAIN_COLLATE = 'train.train_data_loader.collate_fn'
 FEATURE_SUFFIXES = ('_crd', '_itrd')
 """method folder suffixes of the feature terms a new recipe keeps (``wttm_crd/``, ``wttm_itrd/``)"""
 TIMM_PREFIX = 'timm/'
@@ -131,6 +135,10 @@ def _teacher_weights(model: Model):
     return enum, name
 
 
+BETA_MEANING = {'ttm': 'the weight of the distillation term', 'wttm': 'the weight of the distillation term',
+                'kd': "the weight of T^2 * KL, default 1 - alpha", 'dist': 'the inter-class weight',
+                'dkd': 'the NCKD weight'}
+"""what `new-recipe --beta` sets in each method's loss"""
 CIFAR_DEFAULTS = {'tau': 4.0, 'temperature': 4.0, 'warmup_epochs': 20}
 """DIST's and DKD's CIFAR-100 settings; their ImageNet settings (the default elsewhere) are 1, 1 and no warm-up"""
 
@@ -166,8 +174,11 @@ def _loss_choice(method: str, gamma: float | None, beta: float | None, base_meth
             gamma = 1.0 / CIFAR_DEFAULTS['temperature'] if cifar else 1.0
         else:
             gamma = (kwargs.get('gamma') if base_method in ('ttm', 'wttm') else None) or 0.8
-    if method == 'kd':
-        return LossChoice(method, {'temperature': round(1.0 / gamma, 6), 'alpha': 0.5, 'reduction': "'batchmean'"})
+    if method == 'kd':  # torchdistill's KDLoss: alpha * CE + beta * T^2 * KL, beta by default 1 - alpha
+        alpha = kwargs.get('alpha', 0.5) if same else 0.5
+        beta = beta if beta is not None else kwargs.get('beta') if same else None
+        return LossChoice(method, {'temperature': round(1.0 / gamma, 6), 'alpha': alpha,
+                                   **({'beta': beta} if beta is not None else {}), 'reduction': "'batchmean'"})
     if method == 'dkd':
         warmup = kwargs.get('warmup_epochs') if same else None
         beta = beta if beta is not None else kwargs.get('beta', 8.0)  # given, unless the base is DKD
@@ -176,6 +187,19 @@ def _loss_choice(method: str, gamma: float | None, beta: float | None, base_meth
                                    CIFAR_DEFAULTS['warmup_epochs'] if cifar else 1})
     return LossChoice(method, {'gamma': gamma, 'beta': beta if beta is not None else kwargs.get('beta', 1.0)
                                if base_method in ('wttm', 'ttm') else 1.0, 'alpha': 1.0, 'reduction': "'batchmean'"})
+
+
+def _check_targets(doc: RecipeDocument, method: str) -> None:
+    """Refuse a method whose loss needs one class index per sample (DKD) from a base whose training collate gives
+    soft targets (the DeiT recipes' Mixup/CutMix)."""
+    loss = MIDDLE_LEVEL_LOSS_DICT.get(METHOD_LOSSES[method])
+    if not getattr(loss, 'needs_class_indices', False) or not doc.has(TRAIN_COLLATE):
+        return
+    collate = COLLATE_FUNC_DICT.get(doc.value(TRAIN_COLLATE))
+    if isinstance(collate, MixupCutmixCollate):
+        raise UsageError(f'--method {method}: {METHOD_LOSSES[method]} needs one class index per sample, but the base '
+                         f'recipe\'s {TRAIN_COLLATE} ({collate.key}) gives soft targets (Mixup/CutMix); choose a '
+                         'base without it, or another method')
 
 
 def _loss_edits(doc: RecipeDocument, edits: RecipeEdits, replaced: LossTerm, choice: LossChoice) -> None:
@@ -294,9 +318,12 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     """Write a recipe for ``teacher`` -> ``student`` with ``method``, keeping the base's data and schedule."""
     if method not in METHOD_LOSSES:
         raise UsageError(f'--method {method!r}: accepted values are {", ".join(METHOD_LOSSES)}')
-    paper = ' (the paper uses 0 < gamma <= 1)' if method in INVERSE_TEMPERATURE else ''
-    _number('--gamma', gamma, f'a finite number > 0{paper}', lambda v: v > 0)
-    _number('--beta', beta, 'a finite number >= 0', lambda v: v >= 0)
+    if method in INVERSE_TEMPERATURE:  # 1 / temperature
+        paper = ' (the paper uses 0 < gamma <= 1)' if method in ('ttm', 'wttm') else ''
+        _number('--gamma', gamma, f'a finite number > 0 ({method}: gamma = 1/temperature){paper}', lambda v: v > 0)
+    else:  # DIST's intra-class weight
+        _number('--gamma', gamma, f'a finite number >= 0 ({method}: the intra-class weight)', lambda v: v >= 0)
+    _number('--beta', beta, f'a finite number >= 0 ({method}: {BETA_MEANING[method]})', lambda v: v >= 0)
     doc = RecipeDocument.open(resolve_recipe(base))
     doc.import_dependencies()
     teacher_spec, _, weights = teacher.partition(':')
@@ -317,6 +344,7 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
         raise UsageError(f'--method {method}: the base recipe uses {base_method or "no TTM/WTTM/KD/DIST/DKD term"}, '
                          f'whose beta does not carry over ({method.upper()}\'s beta has another scale: it is tuned per '
                          'method and pair); give --beta')
+    _check_targets(doc, method)
     cifar = str(view.dataset_id('train')).startswith('cifar')
     choice = _loss_choice(method, gamma, beta, base_method, replaced.kwargs if base_method else {}, cifar)
 
