@@ -111,3 +111,13 @@ def test_a_foreign_summary_is_not_a_finished_run_for_sweep_lockstep_and_table_al
     assert json.loads(foreign.read_text())['kind'] == 'train'  # the resumed run's own
     states = [e['state'] for e in json.loads((folder / 'sweep.json').read_text())['runs']]
     assert states == ['finished', 'finished']
+
+
+@pytest.mark.parametrize('slurm', ['12345', {'job_id': 12345}])
+def test_a_tampered_slurm_record_is_one_line(lockstep_sweep, tmp_path, slurm):
+    folder = tmp_path / 'slurm'
+    shutil.copytree(lockstep_sweep[1], folder)
+    manifest = json.loads((folder / 'sweep.json').read_text())
+    (folder / 'sweep.json').write_text(json.dumps({**manifest, 'slurm': slurm}))
+    one_error_line(cli(['sweep', TINY, *GRID, '-o', folder], tmp_path), 2, 'not a sweep.json written by',
+                   "'slurm' is not an object with a string job_id")

@@ -34,6 +34,9 @@ def manifest_problem(data: object) -> str | None:
     for key, kind in TOP:
         if not isinstance(data.get(key), kind):
             return f'{key!r} is missing or not {_TYPES[kind]}'
+    slurm = data.get('slurm')
+    if slurm is not None and not (isinstance(slurm, dict) and isinstance(slurm.get('job_id'), str | None)):
+        return "'slurm' is not an object with a string job_id"
     if not all(isinstance(o, str) for o in data['overrides']):
         return "'overrides' holds something other than KEY=VALUE strings"
     labels = []
