@@ -111,3 +111,20 @@ def test_a_sweep_and_a_lockstep_group_stop_in_one_line_per_run(tmp_path):
         for entry in manifest['runs']:
             error = (tmp_path / out / entry['dir'] / 'error.txt').read_text()
             assert f'{TRAIN}: batch 2 cannot be formed' in error and UNEQUAL in error, error
+
+
+def test_a_shipped_imagenet_recipe_names_its_loader_and_the_file(tmp_path, monkeypatch, image_root, torch_home):
+    """ilsvrc2012/wttm/resnet18_from_resnet34 on generated ImageFolder trees, loader workers on: an unreadable image
+    in the training split stops the epoch in one line naming the loader, the dataset and the file."""
+    from conftest import FAST
+
+    root = tmp_path / 'ilsvrc2012'
+    shutil.copytree(image_root, root)
+    bad = root / 'train/b/3.png'
+    bad.write_bytes(b'not an image')
+    monkeypatch.setenv('ILSVRC2012_ROOT', str(root))
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
+    sets = [a for o in [*FAST, 'train.train_data_loader.kwargs.num_workers=2'] for a in ('--set', o)]
+    result = cli(['train', 'ilsvrc2012/wttm/resnet18_from_resnet34', '--device', 'cpu', *sets], tmp_path)
+    one_error_line(result, 1, 'train.train_data_loader (datasets.ilsvrc2012/train): batch ',
+                   f'cannot read data file {bad}', 'training stopped in epoch 1')
