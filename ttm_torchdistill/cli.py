@@ -8,6 +8,7 @@ import warnings
 
 from .description import RunDescription
 from .errors import DataFileError, OutputError, TrainingDiverged, TrainingFailed, UsageError
+from .methods import logit_methods, short_names
 
 __all__ = ['main']
 
@@ -141,6 +142,16 @@ def _new_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _meanings(knob: str) -> str:
+    """What `new-recipe --gamma` or `--beta` sets, per logit method (the registry's declarations)."""
+    by_meaning: dict[str, list[str]] = {}
+    for method in logit_methods():
+        meaning = getattr(method, knob)
+        if meaning is not None:
+            by_meaning.setdefault(meaning.meaning, []).append(method.name)
+    return '; '.join(f'{", ".join(names)}: {meaning}' for meaning, names in by_meaning.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog='ttm-distill', description='Run torchdistill recipes with TTM / WTTM (and any other loss).')
@@ -181,13 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument('--teacher', required=True, metavar='KEY[:WEIGHTS]',
                      help='torchvision key[:weights name, default DEFAULT] or registry key:checkpoint file')
     new.add_argument('--student', required=True, metavar='KEY')
-    new.add_argument('--method', required=True, choices=('wttm', 'ttm', 'kd', 'dist', 'dkd'))
-    new.add_argument('--gamma', type=float,
-                     help="default: the base recipe's, else 0.8 (kd, dkd: temperature = 1/gamma, dkd default 4 on "
-                          "CIFAR-100, else 1; dist: the intra-class weight, default 2)")
-    new.add_argument('--beta', type=float, help="default: the base recipe's, else 1.0 (dist: the inter-class weight, "
-                                                "default 2; kd: the weight of T^2 KL, default 1 - alpha; needed when "
-                                                "the method changes, except for kd and dist)")
+    new.add_argument('--method', required=True, metavar='METHOD',
+                     help=f'{", ".join(m.name for m in logit_methods())}, or a logit method that a plugin of the '
+                          "base recipe's dependencies registers")
+    new.add_argument('--gamma', type=float, help=f'{_meanings("gamma")}; default: the base recipe\'s where it means '
+                                                 "the same, else the method's own")
+    new.add_argument('--beta', type=float, help=f'{_meanings("beta")}; default: the base recipe\'s for the same '
+                                                'method; needed when the method changes, except for '
+                                                f'{", ".join(m.name for m in logit_methods() if m.beta_carries)}')
     new.add_argument('-o', '--output', metavar='PATH', help='default: STUDENT_from_TEACHER.METHOD.yaml')
     new.add_argument('--force', action='store_true', help='overwrite PATH if it exists')
     new.add_argument('--debug', action='store_true', help='full tracebacks')
@@ -207,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser('sweep', help='grid search over recipe values x seeds, locally or as a SLURM job array')
     sweep.add_argument('recipe', metavar='RECIPE', help='recipe file, or a shipped recipe name')
     sweep.add_argument('--grid', action='append', default=[], metavar='NAME=V1,V2,...',
-                       help='gamma, beta, alpha, temperature (the recipe\'s TTM/WTTM/KD term) or a full --set key; '
-                            'repeatable: the grid is the cross product')
+                       help=f'a short name ({", ".join(short_names())}: the parameter of the recipe\'s loss term that '
+                            'has it) or a full --set key; repeatable: the grid is the cross product')
     sweep.add_argument('--seeds', type=int, nargs='+', default=[0, 1], metavar='N', help='seeds per point (0 1)')
     sweep.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
                        help='override a recipe value in every run (VALUE is YAML); repeatable')

@@ -5,6 +5,8 @@ from torch import nn
 from torchdistill.core.interfaces.pre_epoch_proc import default_pre_epoch_process_with_teacher
 from torchdistill.core.interfaces.registry import register_pre_epoch_proc_func
 
+from .methods import LossHooks
+
 __all__ = ['EPOCH_TELLERS', 'loss_modules', 'pre_epoch_process_with_frozen_teacher', 'tell_epoch']
 
 EPOCH_TELLERS = ('pre_epoch_process_with_frozen_teacher',)
@@ -21,11 +23,11 @@ def loss_modules(criterion: object) -> list[object]:
 
 
 def tell_epoch(criterion: object, epoch: int) -> None:
-    """Call ``set_epoch(epoch)`` on every loss module that has one (e.g. DKDLoss's warm-up)."""
+    """Tell every loss module the runner may ask (:class:`ttm_torchdistill.methods.LossHooks`) the epoch (DKDLoss's
+    warm-up follows it)."""
     for module in loss_modules(criterion):
-        set_epoch = getattr(module, 'set_epoch', None)
-        if callable(set_epoch):
-            set_epoch(epoch)
+        if isinstance(module, LossHooks):
+            module.set_epoch(epoch)
 
 
 @register_pre_epoch_proc_func
@@ -35,9 +37,10 @@ def pre_epoch_process_with_frozen_teacher(self, epoch: int | None = None, **kwar
     torchdistill 1.1.5 leaves the teacher in train mode, so its batch-norm layers would use
     batch statistics and keep updating their running statistics during distillation. A frozen
     teacher must behave as the released model does: ``train.pre_epoch_process:
-    'pre_epoch_process_with_frozen_teacher'`` in a recipe. Every loss module with a ``set_epoch(epoch)`` method
-    (DKDLoss) is then given torchdistill's epoch index (from 0), so that a loss that changes over epochs follows
-    the epoch under any runner that calls this process, and after a resume.
+    'pre_epoch_process_with_frozen_teacher'`` in a recipe. Every loss module of this package
+    (:class:`ttm_torchdistill.methods.LossHooks`, e.g. DKDLoss) is then given torchdistill's epoch index (from 0), so
+    that a loss that changes over epochs follows the epoch under any runner that calls this process, and after a
+    resume.
     """
     default_pre_epoch_process_with_teacher(self, epoch=epoch, **kwargs)
     self.teacher_model.eval()

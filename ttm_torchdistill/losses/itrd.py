@@ -11,6 +11,7 @@ from torchdistill.models.util import wrap_if_distributed
 from torchdistill.models.wrapper import AuxiliaryModelWrapper
 
 from .. import functional as F
+from ..methods import LossHooks, Method, register_method
 from .checks import count, number
 
 __all__ = ['ITRDLoss', 'Linear4ITRD']
@@ -53,8 +54,11 @@ class Linear4ITRD(AuxiliaryModelWrapper):
         self.embed(feature)
 
 
+@register_method(Method(
+    'itrd', 'ITRDLoss', logit=False, short_names={'beta_corr': 'the weight of L_corr', 'beta_mi': 'the weight of L_mi',
+                                                   'alpha_it': "the order alpha of ITRD's information terms"}))
 @register_mid_level_loss
-class ITRDLoss(nn.Module):
+class ITRDLoss(LossHooks):
     """Information theoretic representation distillation (Miles et al., BMVC 2022) as the paper uses it (Eq. 24).
 
     .. math::
@@ -160,12 +164,6 @@ class ITRDLoss(nn.Module):
         """The last forward's L_corr and L_mi (unweighted), in :attr:`diagnostic_names` order, on their device; None
         before the first forward."""
         return None if self._last is None else torch.stack(self._last)
-
-    @property
-    def last_parts(self) -> dict[str, float]:
-        """The last forward's L_corr and L_mi (unweighted) as 'corr' and 'mi'; empty before the first forward."""
-        values = self.diagnostics()
-        return {} if values is None else dict(zip(self.diagnostic_names, values.tolist(), strict=True))
 
     def extra_repr(self) -> str:
         return (f'student_feature_size={self.student_feature_size}, teacher_feature_size={self.teacher_feature_size}, '

@@ -1,18 +1,55 @@
 """ExactDISTLoss and DKDLoss: the paper's logit-based rivals DIST and DKD as torchdistill mid-level losses, computed as
-their authors' code computes them (:mod:`ttm_torchdistill.functional`)."""
+their authors' code computes them (:mod:`ttm_torchdistill.functional`); and the methods KD (torchdistill's own
+KDLoss), DIST and DKD declared."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchdistill.losses.registry import register_mid_level_loss
 
 from .. import functional as F
+from ..methods import BaseTerm, Knob, LossHooks, Method, register_method
 from .checks import number
 
 __all__ = ['DKDLoss', 'ExactDISTLoss']
 
 
-class _LogitLoss(nn.Module):
+def _kd_kwargs(method: Method, gamma: float | None, beta: float | None, base: BaseTerm) -> dict[str, object]:
+    """KD (torchdistill's KDLoss: alpha * CE + beta * T^2 * KL, beta by default 1 - alpha): T = 1/gamma, gamma given
+    or the base's where it means the same, else 0.8; a KD base's alpha and beta, else alpha 0.5."""
+    gamma = gamma if gamma is not None else base.gamma(('exponent', 'inverse_temperature')) or 0.8
+    beta = beta if beta is not None else base.own(method, 'beta')
+    return {'temperature': round(1.0 / gamma, 6), 'alpha': base.own(method, 'alpha', 0.5),
+            **({'beta': beta} if beta is not None else {}), 'reduction': "'batchmean'"}
+
+
+register_method(Method(
+    'kd', 'KDLoss', short_names={'beta': 'the weight of T^2 * KL', 'alpha': 'the weight of the cross entropy',
+                                 'temperature': 'T, on both models'},
+    gamma=Knob('inverse_temperature', 'gamma = 1/temperature'),
+    beta=Knob('weight', 'the weight of T^2 * KL, default 1 - alpha'), beta_carries=True,
+    recipe_kwargs=_kd_kwargs))(None)  # torchdistill's KDLoss
+
+
+def _dist_kwargs(method: Method, gamma: float | None, beta: float | None, base: BaseTerm) -> dict[str, object]:
+    """DIST's inter- and intra-class weights given, else a DIST base's, else its authors' 2 and 2; tau a DIST base's,
+    else their setting for the data (CIFAR-100: 4, else 1)."""
+    return {'beta': beta if beta is not None else base.own(method, 'beta', 2.0),
+            'gamma': gamma if gamma is not None else base.own(method, 'gamma', 2.0),
+            'tau': base.own(method, 'tau') or (4.0 if base.cifar else 1.0)}
+
+
+def _dkd_kwargs(method: Method, gamma: float | None, beta: float | None, base: BaseTerm) -> dict[str, object]:
+    """DKD: T = 1/gamma, gamma given or a KD/DKD base's 1/T (a TTM exponent is no DKD temperature), else its
+    authors' setting (CIFAR-100: T 4, 20 warm-up epochs; else 1 and none); beta given or a DKD base's."""
+    gamma = gamma if gamma is not None else base.gamma(('inverse_temperature',)) or (0.25 if base.cifar else 1.0)
+    warmup = base.own(method, 'warmup_epochs')
+    return {'alpha': 1.0, 'beta': beta if beta is not None else base.own(method, 'beta', 8.0),
+            'temperature': round(1.0 / gamma, 6),
+            'warmup_epochs': warmup if warmup is not None else 20 if base.cifar else 1}
+
+
+class _LogitLoss(LossHooks):
     """The logits a loss reads: a module path and 'input'/'output' on each side, as torchdistill's logit losses."""
 
     def __init__(self, student_module_path: str, student_module_io: str, teacher_module_path: str,
@@ -32,16 +69,15 @@ class _LogitLoss(nn.Module):
         """The last forward's values, in ``diagnostic_names`` order, on their device; None before the first forward."""
         return self._last
 
-    @property
-    def last_parts(self) -> dict[str, float]:
-        """:meth:`diagnostics` by name; empty before the first forward."""
-        values = self.diagnostics()
-        return {} if values is None else dict(zip(self.diagnostic_names, values.tolist(), strict=True))
-
     def __str__(self) -> str:
         return f'{type(self).__name__}({self.extra_repr()})'
 
 
+@register_method(Method(
+    'dist', 'ExactDISTLoss', short_names={'gamma': 'the intra-class weight', 'beta': 'the inter-class weight',
+                                          'tau': 'the temperature'},
+    separate_ce=True, gamma=Knob('weight', 'the intra-class weight'), beta=Knob('weight', 'the inter-class weight'),
+    beta_carries=True, recipe_kwargs=_dist_kwargs))
 @register_mid_level_loss
 class ExactDISTLoss(_LogitLoss):
     """DIST (Huang et al., "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022), exactly as its authors'
@@ -107,6 +143,11 @@ class ExactDISTLoss(_LogitLoss):
         return f'beta={self.beta:g}, gamma={self.gamma:g}, tau={self.tau:g}, eps={self.eps:g}'
 
 
+@register_method(Method(
+    'dkd', 'DKDLoss', short_names={'beta': 'the NCKD weight', 'alpha': 'the TCKD weight', 'temperature': 'T',
+                                   'warmup_epochs': 'the epochs of the linear warm-up'},
+    separate_ce=True, gamma=Knob('inverse_temperature', 'gamma = 1/temperature'),
+    beta=Knob('weight', 'the NCKD weight'), recipe_kwargs=_dkd_kwargs))
 @register_mid_level_loss
 class DKDLoss(_LogitLoss):
     """Decoupled knowledge distillation (Zhao et al., CVPR 2022), as its authors' mdistiller ``dkd_loss`` computes it,
@@ -155,7 +196,6 @@ class DKDLoss(_LogitLoss):
     diagnostic_names = ('tckd', 'nckd', 'warmup')
     """what :meth:`diagnostics` reports: TCKD and NCKD before the weights, and the warm-up factor w(e)"""
     needs_class_indices = True
-    """its targets are one class index per sample: a Mixup/CutMix collate's soft targets are refused before training"""
 
     def __init__(self, student_module_path: str = '.', student_module_io: str = 'output',
                  teacher_module_path: str = '.', teacher_module_io: str = 'output', alpha: float = 1.0,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchdistill.losses.registry import register_mid_level_loss
 
 from .. import functional as F
+from ..methods import BaseTerm, Knob, LossHooks, Method, register_method
 from .checks import number
 
 __all__ = ['TTMLoss', 'WTTMLoss', 'resolve_gamma']
@@ -26,8 +27,28 @@ def resolve_gamma(gamma: float | None, temperature: float | None) -> float:
     return 1.0 / number('temperature', temperature, 'a finite number > 0', lambda v: v > 0)
 
 
+TTM_SHORT_NAMES = {'gamma': 'the power exponent gamma = 1/T (temperature on the teacher only)',
+                   'beta': 'the weight of the distillation term', 'alpha': 'the weight of the cross entropy',
+                   'temperature': 'T = 1/gamma'}
+"""what `sweep --grid` short names set in TTMLoss and WTTMLoss"""
+
+
+def _ttm_kwargs(method: Method, gamma: float | None, beta: float | None, base: BaseTerm) -> dict[str, object]:
+    """`new-recipe`'s kwargs for a TTM or WTTM term: gamma and beta given, else the base's where they mean the same
+    (a KD or DKD base's temperature: gamma = 1/T), else 0.8 and 1."""
+    gamma = gamma if gamma is not None else base.gamma(('exponent', 'inverse_temperature')) or 0.8
+    return {'gamma': gamma, 'beta': beta if beta is not None else base.own(method, 'beta', 1.0), 'alpha': 1.0,
+            'reduction': "'batchmean'"}
+
+
+def _ttm_method(name: str, loss_key: str) -> Method:
+    return Method(name, loss_key, short_names=TTM_SHORT_NAMES, gamma=Knob('exponent', 'gamma = 1/temperature'),
+                  beta=Knob('weight', 'the weight of the distillation term'), recipe_kwargs=_ttm_kwargs)
+
+
+@register_method(_ttm_method('ttm', 'TTMLoss'))
 @register_mid_level_loss
-class TTMLoss(nn.Module):
+class TTMLoss(LossHooks):
     """Transformed teacher matching: temperature on the teacher only (Eq. 2).
 
     .. math::
@@ -118,14 +139,6 @@ class TTMLoss(nn.Module):
                 F.entropy_from_log_probs(log_q).mean(),
             ])
 
-    @property
-    def last_parts(self) -> dict[str, float]:
-        """:meth:`last_part_means` by name: 'cross_entropy' (NaN without targets), 'distill' (the term
-        beta multiplies), 'divergence' D(p_hat_t || q), 'u_gamma' U_gamma(p_t) and 'student_entropy'
-        H(q). Empty before the first forward."""
-        means = self.diagnostics()
-        return {} if means is None else dict(zip(self.diagnostic_names, means.tolist(), strict=True))
-
     def extra_repr(self) -> str:
         return f'gamma={self.gamma:g}, alpha={self.alpha:g}, beta={self.beta:g}, reduction={self.reduction!r}'
 
@@ -133,6 +146,7 @@ class TTMLoss(nn.Module):
         return f'{type(self).__name__}({self.extra_repr()})'
 
 
+@register_method(_ttm_method('wttm', 'WTTMLoss'))
 @register_mid_level_loss
 class WTTMLoss(TTMLoss):
     """Weighted TTM: the TTM distillation term weighted per sample by U_gamma(p_t) (Eq. 22).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..methods import METHOD_LOSSES
+from ..methods import method_named
 from .cifar100_blocks import CE_TERM, logit_term
 
 __all__ = ['EXPERIMENTS', 'NETS', 'NOT_REPORTED', 'RIVAL_PARAMS', 'Experiment', 'Net', 'render', 'render_all']
@@ -309,11 +309,11 @@ def _term(exp: Experiment) -> str:
     if exp.method in RIVAL_PARAMS:
         values = {k: v if k == 'warmup_epochs' else _num(v) for k, v in zip(RIVAL_PARAMS[exp.method], exp.params,
                                                                                strict=True)}
-        return CE_TERM + logit_term(exp.method, METHOD_LOSSES[exp.method], values)
+        return CE_TERM + logit_term(exp.method, method_named(exp.method).loss_key, values)
     first, second = (_num(v) for v in exp.params)
     values = {'temperature': first, 'alpha': second} if exp.method == 'kd' else {'gamma': first, 'beta': second,
                                                                                  'alpha': '1.0'}
-    return logit_term(exp.method, METHOD_LOSSES[exp.method], {**values, 'reduction': "'batchmean'"})
+    return logit_term(exp.method, method_named(exp.method).loss_key, {**values, 'reduction': "'batchmean'"})
 
 
 def render(exp: Experiment) -> str:

@@ -47,7 +47,12 @@ class RecipeEdits:
         node = self._node(keys_or_node)
         span = self.doc.text[node.start_mark.index:node.end_mark.index]
         kept = re.match(r'((?:[&!]\S*\s+)*)' if keep_tag else r'((?:&\S*\s+)?)', span).group(1)
-        self._edits[(node.start_mark.index + len(kept), node.end_mark.index)] = text
+        self._edits[(node.start_mark.index + len(kept), node.end_mark.index)] = self._spaced(node, text)
+
+    def _spaced(self, node: yaml.Node, text: str) -> str:
+        """``text`` for a node that may be an empty value (``key:`` with nothing after the colon): a space first."""
+        empty = node.start_mark.index == node.end_mark.index
+        return f' {text}' if empty and self.doc.text[node.start_mark.index - 1:node.start_mark.index] == ':' else text
 
     def set_item(self, keys: Keys, text: str) -> bool:
         """Replace a scalar value, or the last item of a flow sequence (``!getattr [*weights_class, 'NAME']``), tags
@@ -74,7 +79,7 @@ class RecipeEdits:
     def set_node(self, keys_or_node: Keys | yaml.Node, text: str) -> None:
         """Replace a node's whole text, anchor and tag included."""
         node = self._node(keys_or_node)
-        self._edits[(node.start_mark.index, node.end_mark.index)] = text
+        self._edits[(node.start_mark.index, node.end_mark.index)] = self._spaced(node, text)
 
     def entries(self, keys: Keys) -> list[tuple[str, str, int]]:
         """(key, text as written, start) of each entry of the block mapping at ``keys``; an entry runs to the next

@@ -6,7 +6,7 @@ Every module that asks such a question of a recipe asks a :class:`RecipeView` of
 """
 from __future__ import annotations
 
-from ..methods import LOGIT_LOSSES
+from ..methods import logit_methods
 from .document import RecipeDocument
 from .rules import LOADERS
 
@@ -62,5 +62,5 @@ class RecipeView:
         return [t for t in self.doc.loss_terms() if keys is None or t.key in keys]
 
     def method_term(self):
-        """The term of the recipe's logit method (TTM, WTTM or KD), or None."""
-        return next(iter(self.loss_terms(LOGIT_LOSSES)), None)
+        """The term of the recipe's logit method (TTM, WTTM, KD, DIST, DKD: ``methods.logit_methods``), or None."""
+        return next(iter(self.loss_terms(tuple(m.loss_key for m in logit_methods()))), None)

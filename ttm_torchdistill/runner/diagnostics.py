@@ -1,4 +1,4 @@
-"""A run's loss diagnostics per epoch: the parts each loss reports (``ttm_torchdistill.losses.diagnostics``) and, where
+"""A run's loss diagnostics per epoch: the parts each loss reports (``ttm_torchdistill.methods.LossHooks``) and, where
 the loss has several terms, each term's value; summed on the device at every step, averaged over the epoch and the
 processes into the metrics record.
 
@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..losses import reporters
+from ..methods import hooked
 from .distributed import all_reduce_sum
 
 __all__ = ['EpochDiagnostics']
@@ -23,7 +23,7 @@ class EpochDiagnostics:
 
     def __init__(self, terms: list[tuple[str, object]], device: torch.device) -> None:
         self.device = device
-        found = [(name, r) for name, term in terms for r in reporters(term)]
+        found = [(name, r) for name, term in terms for r in hooked(term) if r.diagnostic_names]
         counts: dict[str, int] = {}
         for _, reporter in found:
             for part in reporter.diagnostic_names:

@@ -17,6 +17,7 @@ from torch.utils.data import default_collate
 
 from ..data import MixupCutmixCollate
 from ..errors import DataFileError, TrainingFailed, UsageError, one_line
+from ..methods import hooked
 from ..processes import EPOCH_TELLERS
 from ..recipe import SUB_TERMS
 from .datafiles import BATCH_ERRORS, batch_error
@@ -58,11 +59,6 @@ def _parts(run, box, train_config: dict) -> list[tuple[str, object]]:
             parts += [(wrapper, model), (wrapper, inner)]
         parts.append((f'models.{label} ({(config or {}).get("key")})', original))
     return parts
-
-
-def _modules(term: object) -> list[object]:
-    """A loss term and the modules inside it (a term that is a plain function: itself)."""
-    return list(term.modules()) if isinstance(term, nn.Module) else [term]
 
 
 def _failing_part(exc: BaseException, parts: list[tuple[str, object]]) -> str | None:
@@ -123,7 +119,7 @@ def check_smallest_batch(source: Path, box, train_config: dict, loader: object) 
         return None
     samples, batch_size, smallest = found
     for label, term in loss_terms(box, train_config):
-        need = max(getattr(m, 'min_batch_size', 1) for m in _modules(term))
+        need = max((m.min_batch_size for m in hooked(term)), default=1)
         if smallest < need:
             raise UsageError(f'{source}: train.train_data_loader: the last batch of each epoch holds {smallest} '
                              f'sample(s) ({samples} samples per process in batches of {batch_size}), but {label} '
@@ -139,7 +135,7 @@ def check_epoch_followers(source: Path, box, train_config: dict) -> bool:
     if process in EPOCH_TELLERS:
         return True
     for label, term in loss_terms(box, train_config):
-        if any(getattr(m, 'needs_epoch', False) for m in _modules(term)):
+        if any(m.needs_epoch for m in hooked(term)):
             raise UsageError(f'{source}: {label} follows the epoch (its warm-up), which train.pre_epoch_process '
                              f'({process!r}) does not tell it: set train.pre_epoch_process: '
                              f"'{EPOCH_TELLERS[0]}'")
@@ -153,7 +149,7 @@ def check_targets(source: Path, box, train_config: dict, loader: object) -> None
     if not isinstance(collate, MixupCutmixCollate):
         return
     for label, term in loss_terms(box, train_config):
-        if any(getattr(m, 'needs_class_indices', False) for m in _modules(term)):
+        if any(m.needs_class_indices for m in hooked(term)):
             raise UsageError(f'{source}: {label} needs one class index per sample, but train.train_data_loader.'
                              f'collate_fn ({collate.key}) gives soft targets: remove the collate_fn (Mixup/CutMix) '
                              'from the recipe, or use a method that takes soft targets')

@@ -12,21 +12,12 @@ from pathlib import Path
 from ..description import Override, RunDescription
 from ..errors import UsageError, one_line
 from ..formats.manifest import NAME as MANIFEST
-from ..losses import DKDLoss, ExactDISTLoss, ITRDLoss, TTMLoss, WTTMLoss
-from ..methods import LOGIT_LOSSES, TEMPERATURE_LOSSES, TTM_LOSSES
+from ..methods import method_by_loss, short_names
 from ..recipe import SUB_TERMS, RecipeDocument, RecipeView, compose_scalar, parse_overrides, resolve_recipe
 from ..runner import tensorboard
 from .runfolder import OUTPUT_KEY, RunFolder
 
-__all__ = ['SHORT_NAMES', 'Axis', 'Sweep', 'SweepRun', 'parse_grid', 'plan_sweep']
-
-SHORT_NAMES = {'gamma': (*TTM_LOSSES, 'ExactDISTLoss'), 'beta': LOGIT_LOSSES, 'alpha': TEMPERATURE_LOSSES,
-               'temperature': TEMPERATURE_LOSSES, 'tau': ('ExactDISTLoss',), 'warmup_epochs': ('DKDLoss',),
-               'beta_corr': ('ITRDLoss',), 'beta_mi': ('ITRDLoss',), 'alpha_it': ('ITRDLoss',)}
-"""--grid short names -> the loss terms whose parameter they name (a recipe's one term among them that sets it)"""
-LOSS_CLASSES = {'TTMLoss': TTMLoss, 'WTTMLoss': WTTMLoss, 'ITRDLoss': ITRDLoss, 'ExactDISTLoss': ExactDISTLoss,
-                'DKDLoss': DKDLoss}
-"""loss terms whose values are checked, by building them, before anything runs"""
+__all__ = ['Axis', 'Sweep', 'SweepRun', 'parse_grid', 'plan_sweep']
 
 
 @dataclass
@@ -90,10 +81,12 @@ class Sweep:
 
 def _resolve_key(name: str, doc: RecipeDocument) -> str:
     """A short name's full key: the parameter of the one term of the losses that have it (in a WTTM + ITRD recipe
-    ``gamma`` and ``beta`` reach the WTTM term, ``beta_corr`` the ITRD term)."""
-    if name not in SHORT_NAMES:
+    ``gamma`` and ``beta`` reach the WTTM term, ``beta_corr`` the ITRD term; the methods say which names they have:
+    ``ttm_torchdistill.methods``)."""
+    names = short_names()
+    if name not in names:
         return name
-    path, owners = doc.source, SHORT_NAMES[name]
+    path, owners = doc.source, names[name]
     terms = [t for t in doc.loss_terms() if t.key in owners]
     if not terms:
         raise UsageError(f'--grid {name}: {path} has no {", ".join(owners[:-1])}{" or " if owners[1:] else ""}'
@@ -121,8 +114,8 @@ def parse_grid(specs: list[str]) -> list[Axis]:
         name = name.strip()
         values = [v.strip() for v in text.split(',')]
         if not sep or not name or not all(k.strip() for k in name.split('.')):
-            raise UsageError(f'--grid {spec!r}: expected NAME=V1,V2,... with NAME one of {", ".join(SHORT_NAMES)} '
-                             'or a full --set key')
+            raise UsageError(f'--grid {spec!r}: expected NAME=V1,V2,... with NAME one of '
+                             f'{", ".join(short_names())} or a full --set key')
         if not all(values):
             raise UsageError(f'--grid {spec!r}: empty value; expected comma-separated YAML scalars such as 0.1,0.2')
         nodes = [compose_scalar(value, f'--grid {name}') for value in values]
@@ -138,7 +131,7 @@ def _labels(axes: list[Axis]) -> None:
     """Short names stay; a full key is named by its last part unless two axes would share it."""
     last = [a.key.split('.')[-1] for a in axes]
     for axis, tail in zip(axes, last, strict=True):
-        axis.label = axis.name if axis.name in SHORT_NAMES else (tail if last.count(tail) == 1 else axis.key)
+        axis.label = axis.name if axis.name in short_names() else (tail if last.count(tail) == 1 else axis.key)
 
 
 def _folder(label: str, value: str) -> str:
@@ -148,7 +141,8 @@ def _folder(label: str, value: str) -> str:
 def _check_losses(doc: RecipeDocument, point: str) -> None:
     """Build the point's loss terms of this package so a value out of range is refused before anything runs."""
     for term in doc.loss_terms():
-        cls = LOSS_CLASSES.get(term.key)
+        method = method_by_loss(term.key)
+        cls = method.loss_class if method is not None else None
         if cls is None:
             continue
         try:
@@ -179,6 +173,7 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
         _refuse_outputs(axis.name, '--grid')
     path = resolve_recipe(recipe).resolve()
     doc = RecipeDocument.open(path, parse_overrides(given))
+    doc.import_dependencies()  # a plugin's methods, and their short names
     view = RecipeView(doc)
     for axis in axes:
         axis.key = _resolve_key(axis.name, doc)

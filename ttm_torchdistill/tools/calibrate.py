@@ -11,7 +11,7 @@ from ..errors import UsageError
 from ..formats.summary import write_summary
 from ..functional import power_sum
 from ..losses import resolve_gamma
-from ..methods import TTM_LOSSES
+from ..methods import methods
 from ..outputs import atomic_write, check_output_folder
 from ..runner.commands import check_outputs, with_context
 from ..runner.distributed import DistContext
@@ -27,7 +27,8 @@ SPLITS = {'val': ('train', 'val_data_loader'), 'test': ('test', 'test_data_loade
 
 def _recipe_gamma(run: Run) -> float | None:
     """gamma of the recipe's TTMLoss / WTTMLoss term, if it has one."""
-    term = next(iter(run.view.loss_terms(TTM_LOSSES)), None)
+    exponents = tuple(m.loss_key for m in methods() if m.gamma is not None and m.gamma.kind == 'exponent')
+    term = next(iter(run.view.loss_terms(exponents)), None)
     return None if term is None else resolve_gamma(term.kwargs.get('gamma'), term.kwargs.get('temperature'))
 
 

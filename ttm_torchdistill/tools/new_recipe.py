@@ -17,20 +17,18 @@ result is checked before it is written: what new-recipe writes passes `train --c
 from __future__ import annotations
 
 import datetime
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torchvision
 from torchdistill.datasets.registry import COLLATE_FUNC_DICT
-from torchdistill.losses.registry import MIDDLE_LEVEL_LOSS_DICT
 from torchdistill.models.registry import MODEL_DICT
 
 from ..data import MixupCutmixCollate
 from ..errors import UsageError
 from ..extras import MissingExtra, require_timm
-from ..methods import CROSS_ENTROPY_ENTRY, INVERSE_TEMPERATURE, METHOD_LOSSES, SEPARATE_CE, logit_entry
+from ..methods import CROSS_ENTROPY_ENTRY, BaseTerm, Method, logit_methods, method_by_loss, method_named
 from ..outputs import check_output_file, write_text
 from ..recipe import (
     SUB_TERMS,
@@ -46,7 +44,6 @@ from .new_recipe_check import TIMM_KEY, check_recipe, feature_edits, timm_kwargs
 
 __all__ = ['new_recipe']
 
-METHODS = {v: k for k, v in METHOD_LOSSES.items()}
 CROSS_ENTROPY = 'CrossEntropyLoss'
 """a base without a TTM/WTTM/KD term (CRD or ITRD alone) has its cross-entropy term replaced: the method's loss
 holds the cross entropy"""
@@ -118,12 +115,6 @@ def _model(flag: str, spec: str, weights: str = '') -> Model:
                      f'registry, {timm_note}')
 
 
-def _number(flag: str, value: float | None, accepted: str, ok) -> float | None:
-    if value is not None and (not math.isfinite(value) or not ok(value)):
-        raise UsageError(f'{flag} {value:g}: expected {accepted}')
-    return value
-
-
 def _teacher_weights(model: Model):
     """(torchvision weights enum, member name) of a torchvision teacher; refuses names it does not have."""
     enum = torchvision.models.get_model_weights(model.key)
@@ -135,69 +126,46 @@ def _teacher_weights(model: Model):
     return enum, name
 
 
-BETA_MEANING = {'ttm': 'the weight of the distillation term', 'wttm': 'the weight of the distillation term',
-                'kd': "the weight of T^2 * KL, default 1 - alpha", 'dist': 'the inter-class weight',
-                'dkd': 'the NCKD weight'}
-"""what `new-recipe --beta` sets in each method's loss"""
-CIFAR_DEFAULTS = {'tau': 4.0, 'temperature': 4.0, 'warmup_epochs': 20}
-"""DIST's and DKD's CIFAR-100 settings; their ImageNet settings (the default elsewhere) are 1, 1 and no warm-up"""
-
-
 @dataclass(frozen=True)
 class LossChoice:
     """The method's loss term: its parameters, and how the header describes them."""
 
-    method: str
+    method: Method
     params: dict[str, object]
 
     def lines(self) -> list[str]:
         """The term as the lines of a ``sub_terms`` entry."""
-        return logit_entry(self.method, METHOD_LOSSES[self.method], self.params)
+        return self.method.lines(self.params)
 
     def summary(self) -> str:
         return ', '.join(f'{k} {v:g}' for k, v in self.params.items() if not isinstance(v, str))
 
 
-def _loss_choice(method: str, gamma: float | None, beta: float | None, base_method: str | None, kwargs: dict,
-                 cifar: bool) -> LossChoice:
-    """The method's parameters: those given, else the base term's where they mean the same, else the defaults."""
-    same = base_method == method
-    if method == 'dist':
-        tau = kwargs.get('tau') if same else None
-        return LossChoice(method, {'beta': beta if beta is not None else kwargs.get('beta', 2.0) if same else 2.0,
-                                   'gamma': gamma if gamma is not None else kwargs.get('gamma', 2.0) if same else 2.0,
-                                   'tau': tau or (CIFAR_DEFAULTS['tau'] if cifar else 1.0)})
-    if gamma is None:
-        if base_method in ('kd', 'dkd') and kwargs.get('temperature'):
-            gamma = 1.0 / kwargs['temperature']
-        elif method == 'dkd':  # a TTM exponent is no DKD temperature: DKD's own setting for the dataset
-            gamma = 1.0 / CIFAR_DEFAULTS['temperature'] if cifar else 1.0
-        else:
-            gamma = (kwargs.get('gamma') if base_method in ('ttm', 'wttm') else None) or 0.8
-    if method == 'kd':  # torchdistill's KDLoss: alpha * CE + beta * T^2 * KL, beta by default 1 - alpha
-        alpha = kwargs.get('alpha', 0.5) if same else 0.5
-        beta = beta if beta is not None else kwargs.get('beta') if same else None
-        return LossChoice(method, {'temperature': round(1.0 / gamma, 6), 'alpha': alpha,
-                                   **({'beta': beta} if beta is not None else {}), 'reduction': "'batchmean'"})
-    if method == 'dkd':
-        warmup = kwargs.get('warmup_epochs') if same else None
-        beta = beta if beta is not None else kwargs.get('beta', 8.0)  # given, unless the base is DKD
-        return LossChoice(method, {'alpha': 1.0, 'beta': beta, 'temperature': round(1.0 / gamma, 6),
-                                   'warmup_epochs': warmup if warmup is not None else
-                                   CIFAR_DEFAULTS['warmup_epochs'] if cifar else 1})
-    return LossChoice(method, {'gamma': gamma, 'beta': beta if beta is not None else kwargs.get('beta', 1.0)
-                               if base_method in ('wttm', 'ttm') else 1.0, 'alpha': 1.0, 'reduction': "'batchmean'"})
+def _method(name: str, gamma: float | None, beta: float | None) -> Method:
+    """The logit method ``name`` (a recipe's dependency may register more), its --gamma and --beta checked by what
+    they mean for it."""
+    method = method_named(name)
+    if method is None or not method.logit:
+        raise UsageError(f'--method {name!r}: accepted values are {", ".join(m.name for m in logit_methods())}')
+    for flag, value, knob in (('--gamma', gamma, method.gamma), ('--beta', beta, method.beta)):
+        if value is None:
+            continue
+        if knob is None:
+            raise UsageError(f'{flag}: --method {name} has no parameter it sets')
+        problem = knob.check(flag, value, name)
+        if problem is not None:
+            raise UsageError(f'{flag} {value:g}: {problem}')
+    return method
 
 
-def _check_targets(doc: RecipeDocument, method: str) -> None:
+def _check_targets(doc: RecipeDocument, method: Method) -> None:
     """Refuse a method whose loss needs one class index per sample (DKD) from a base whose training collate gives
     soft targets (the DeiT recipes' Mixup/CutMix)."""
-    loss = MIDDLE_LEVEL_LOSS_DICT.get(METHOD_LOSSES[method])
-    if not getattr(loss, 'needs_class_indices', False) or not doc.has(TRAIN_COLLATE):
+    if method.loss_class is None or not method.loss_class.needs_class_indices or not doc.has(TRAIN_COLLATE):
         return
     collate = COLLATE_FUNC_DICT.get(doc.value(TRAIN_COLLATE))
     if isinstance(collate, MixupCutmixCollate):
-        raise UsageError(f'--method {method}: {METHOD_LOSSES[method]} needs one class index per sample, but the base '
+        raise UsageError(f'--method {method.name}: {method.loss_key} needs one class index per sample, but the base '
                          f'recipe\'s {TRAIN_COLLATE} ({collate.key}) gives soft targets (Mixup/CutMix); choose a '
                          'base without it, or another method')
 
@@ -206,7 +174,7 @@ def _loss_edits(doc: RecipeDocument, edits: RecipeEdits, replaced: LossTerm, cho
     """Replace the base's term by the method's; DIST and DKD keep (or get) a cross-entropy term beside it, the
     methods that hold the cross entropy lose the base's own."""
     ce = next((t for t in doc.loss_terms() if t.key == CROSS_ENTROPY), None)
-    if choice.method not in SEPARATE_CE:
+    if not choice.method.separate_ce:
         edits.set_entry(SUB_TERMS, replaced.name, choice.lines())
         if ce is not None and ce is not replaced and ce.name != replaced.name:
             edits.drop_entry(SUB_TERMS, ce.name)
@@ -301,10 +269,10 @@ def _model_edits(doc: RecipeDocument, edits: RecipeEdits, teacher: Model, studen
 
 def _header(choice: LossChoice, teacher: Model, student: Model, note: str, base: str, dropped: list[str],
             features: list[str]) -> str:
-    ce = ' beside cross entropy (weight 1)' if choice.method in SEPARATE_CE else ''
-    lines = [f'# {choice.method.upper()}: {student.key} from {teacher.key} ({note}).',
+    ce = ' beside cross entropy (weight 1)' if choice.method.separate_ce else ''
+    lines = [f'# {choice.method.name.upper()}: {student.key} from {teacher.key} ({note}).',
              f'# Written by `ttm-distill new-recipe` on {datetime.date.today()} from {base}: same data, schedule,',
-             f'# optimizer and transforms; {METHOD_LOSSES[choice.method]} with {choice.summary()}{ce}.',
+             f'# optimizer and transforms; {choice.method.loss_key} with {choice.summary()}{ce}.',
              '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).',
              '# No `paper:` block: the paper reports no number for this pair.']
     lines += [f'# Feature sizes set for this pair: {", ".join(features)}.'] if features else []
@@ -316,16 +284,9 @@ def _header(choice: LossChoice, teacher: Model, student: Model, note: str, base:
 def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float | None = None,
                beta: float | None = None, output: str | None = None, force: bool = False) -> Path:
     """Write a recipe for ``teacher`` -> ``student`` with ``method``, keeping the base's data and schedule."""
-    if method not in METHOD_LOSSES:
-        raise UsageError(f'--method {method!r}: accepted values are {", ".join(METHOD_LOSSES)}')
-    if method in INVERSE_TEMPERATURE:  # 1 / temperature
-        paper = ' (the paper uses 0 < gamma <= 1)' if method in ('ttm', 'wttm') else ''
-        _number('--gamma', gamma, f'a finite number > 0 ({method}: gamma = 1/temperature){paper}', lambda v: v > 0)
-    else:  # DIST's intra-class weight
-        _number('--gamma', gamma, f'a finite number >= 0 ({method}: the intra-class weight)', lambda v: v >= 0)
-    _number('--beta', beta, f'a finite number >= 0 ({method}: {BETA_MEANING[method]})', lambda v: v >= 0)
     doc = RecipeDocument.open(resolve_recipe(base))
-    doc.import_dependencies()
+    doc.import_dependencies()  # a plugin's methods too
+    chosen = _method(method, gamma, beta)
     teacher_spec, _, weights = teacher.partition(':')
     teacher_model, student_model = _model('--teacher', teacher_spec, weights), _model('--student', student)
     if not (doc.has('models.teacher_model') and doc.has('models.student_model')):
@@ -335,24 +296,25 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     if replaced is None:
         raise UsageError(f'--from {base}: the base recipe needs a TTM/WTTM/KD/DIST/DKD or cross-entropy term under '
                          f'{SUB_TERMS} for the method\'s loss to replace')
-    base_method = METHODS.get(replaced.key)
+    base_method = method_by_loss(replaced.key)
     out = Path(output) if output else Path(f'{student_model.key}_from_{teacher_model.key}.{method}.yaml')
     check_output_file(out, '-o', replace=True)  # a writable place, not a folder; checked before any work
     if out.exists() and not force:
         raise UsageError(f'{out} exists: choose another -o PATH or pass --force to overwrite it')
-    if beta is None and method not in ('kd', 'dist') and base_method != method:
-        raise UsageError(f'--method {method}: the base recipe uses {base_method or "no TTM/WTTM/KD/DIST/DKD term"}, '
-                         f'whose beta does not carry over ({method.upper()}\'s beta has another scale: it is tuned per '
-                         'method and pair); give --beta')
-    _check_targets(doc, method)
-    cifar = str(view.dataset_id('train')).startswith('cifar')
-    choice = _loss_choice(method, gamma, beta, base_method, replaced.kwargs if base_method else {}, cifar)
+    base_term = BaseTerm(base_method, replaced.kwargs if base_method else {},
+                         str(view.dataset_id('train')).startswith('cifar'))
+    if beta is None and not chosen.beta_carries and not base_term.same(chosen):
+        uses = base_method.name if base_method else 'no TTM/WTTM/KD/DIST/DKD term'
+        raise UsageError(f'--method {method}: the base recipe uses {uses}, whose beta does not carry over '
+                         f'({method.upper()}\'s beta has another scale: it is tuned per method and pair); give --beta')
+    _check_targets(doc, chosen)
+    choice = LossChoice(chosen, chosen.recipe_kwargs(chosen, gamma, beta, base_term))
 
     edits, dropped = RecipeEdits(doc), []
     note = _model_edits(doc, edits, teacher_model, student_model, dropped)
     edits.drop_top_entry('paper')  # the base pair's reported number is not the new pair's
     _loss_edits(doc, edits, replaced, choice)
-    _method_folder(doc, edits, base, base_method, method)
+    _method_folder(doc, edits, base, base_method.name if base_method else None, method)
     text = re.sub(r'\A(?:#.*\n|\s*\n)*', '', edits.text())  # the base header describes the base pair
     text, features = feature_edits(text, {'teacher': teacher_model.flag, 'student': student_model.flag})
     new_text = _header(choice, teacher_model, student_model, note, base, dropped, features) + text
