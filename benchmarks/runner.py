@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +71,21 @@ def synthetic(args, root: Path, flags: list[str], iters: int) -> float:
             fmt = torch.channels_last if flags else torch.contiguous_format
             x = torch.randn(args.batch, 3, args.size, args.size, device=ctx.device).to(memory_format=fmt)
             y = torch.randint(0, 1000, (args.batch,), device=ctx.device)
-            trainer.box.pre_epoch_process(epoch=0)
-            trainer.box.train_data_loader = [(x, y, {})] * 2
-            trainer.train_epoch(0)  # warm-up (cudnn autotuning, allocator)
-            trainer.box.train_data_loader = [(x, y, {})] * iters
-            return trainer.train_epoch(0)['train_images_per_s']
+            steps(trainer, x, y, 2)  # warm-up (cudnn autotuning, allocator)
+            return steps(trainer, x, y, iters)
         finally:
             teardown()
+
+
+def steps(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, iters: int) -> float:
+    """img/s of ``iters`` of the trainer's training steps (forward, backward, update) on the batch (x, y)."""
+    trainer.begin_epoch(0, iters)
+    start = time.perf_counter()
+    for it in range(iters):
+        trainer.step(it, x, y, {})
+    if x.device.type == 'cuda':
+        torch.cuda.synchronize()
+    return iters * len(x) / (time.perf_counter() - start)
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ from torch import nn
 
 from ttm_torchdistill.description import RunDescription
 from ttm_torchdistill.errors import TrainingDiverged
-from ttm_torchdistill.runner import commands, run_test, run_train
+from ttm_torchdistill.losses import TTMLoss
+from ttm_torchdistill.runner import loop, run_test, run_train
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
 from ttm_torchdistill.runner.trainer import Trainer
 from ttm_torchdistill.tools.calibrate import calibrate
@@ -93,10 +94,26 @@ class Watched(Trainer):
         Watched.last = self
         self.seen = defaultdict(list)
         self.steps, self.forcing, self.forced, self.after_forced = 0, False, None, None
+        self.teacher_before = None
+
+    def begin_epoch(self, epoch: int, num_iters: int) -> None:
+        if self.teacher_before is None:  # watched from the first epoch on (the pre-flight step runs before it)
+            self._watch()
+        super().begin_epoch(epoch, num_iters)
+
+    def end_epoch(self, epoch: int, curves) -> None:
+        super().end_epoch(epoch, curves)
+        if epoch + 1 == self.box.num_epochs:
+            self._trained()
+
+    def _watch(self) -> None:
+        run = self.run
+        self.teacher_before = {k: v.clone() for k, v in run.teacher.state_dict().items()}
         self.box.optimizer.register_step_post_hook(self._stepped)
         run.teacher.register_forward_pre_hook(self._teacher_forward)
         run.student.register_forward_pre_hook(self._student_forward)
-        for loss in self.ttm_losses:
+        terms = [term for term, _ in self.box.criterion.term_dict.values() if isinstance(term, nn.Module)]
+        for loss in [m for term in terms for m in term.modules() if isinstance(m, TTMLoss)]:
             loss.register_forward_hook(self._ttm_loss, with_kwargs=True)
         self.box.criterion.register_forward_hook(lambda m, args, out: self.seen['loss_dtype'].append(out.dtype))
         fc = [m for m in run.student.modules() if isinstance(m, nn.Linear)][-1]
@@ -130,9 +147,8 @@ class Watched(Trainer):
         self.seen['logits_dtype'].append(student_io[module.student_module_path][module.student_module_io].dtype)
         self.seen['ttm_loss_dtype'].append(output.dtype)
 
-    def fit(self):
-        teacher = {k: v.clone() for k, v in self.run.teacher.state_dict().items()}
-        result = super().fit()
+    def _trained(self) -> None:
+        teacher = self.teacher_before
         if self.forcing:  # the forced iteration was the last one
             self.forcing, self.after_forced = False, self._snapshot()
         self.teacher_changed = [k for k, v in self.run.teacher.state_dict().items() if not torch.equal(v, teacher[k])]
@@ -142,7 +158,6 @@ class Watched(Trainer):
                                   if p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last)]
         loader = self.box.train_data_loader
         self.pinned = GPU and loader.pin_memory and next(iter(loader))[0].is_pinned()
-        return result
 
     def _placement(self) -> dict[str, str]:
         """Device type of every parameter and buffer of the models, their wrappers and the loss terms (CRD's memory
@@ -182,7 +197,7 @@ def _check_forced_overflow(w: Watched) -> None:
 def test_a_recipe_trains_and_tests_on_the_device(recipe, mode, env, monkeypatch):
     if recipe == CRD and mode == 'fp16':
         _skip_crd_fp16_on_cpu()
-    monkeypatch.setattr(commands, 'Trainer', Watched)
+    monkeypatch.setattr(loop, 'Trainer', Watched)
     Watched.last = None
     opts = dict(recipe=recipe, overrides=_overrides(recipe, env), device=DEVICE, seed=0, quiet=True, **MODES[mode])
     summary = run_train(RunDescription(**opts, summary='train.json'))

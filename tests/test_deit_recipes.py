@@ -263,17 +263,17 @@ def test_resume_equals_an_uninterrupted_run(imagenet, teacher_ckpt, monkeypatch)
     monkeypatch.chdir(straight)
     run_train(RunDescription(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False))
     monkeypatch.chdir(resumed)
-    train_epoch = Trainer.train_epoch
+    begin_epoch = Trainer.begin_epoch
 
-    def stop_in_the_second_epoch(self, epoch):
+    def stop_in_the_second_epoch(self, epoch, num_iters):
         if epoch == 1:
             raise _Stop
-        return train_epoch(self, epoch)
+        return begin_epoch(self, epoch, num_iters)
 
-    monkeypatch.setattr(Trainer, 'train_epoch', stop_in_the_second_epoch)
+    monkeypatch.setattr(Trainer, 'begin_epoch', stop_in_the_second_epoch)
     with pytest.raises(_Stop):
         run_train(RunDescription(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False))
-    monkeypatch.setattr(Trainer, 'train_epoch', train_epoch)
+    monkeypatch.setattr(Trainer, 'begin_epoch', begin_epoch)
     run_train(RunDescription(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False, resume=True))
     best = Path(f'resource/ckpt/ilsvrc2012/kd/ilsvrc2012-{STUDENT}_from_{TEACHER}.pt')
     a = torch.load(straight / last_ckpt_path(best), map_location='cpu', weights_only=False)

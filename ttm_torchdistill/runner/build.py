@@ -28,7 +28,7 @@ from torchdistill.optim.registry import get_optimizer, get_scheduler
 
 from ..errors import UsageError, one_line
 
-__all__ = ['CACHED_TEACHER', 'build_box', 'recipe_part']
+__all__ = ['CACHED_TEACHER', 'box_student', 'build_box', 'recipe_part', 'set_box_student']
 
 CACHED_TEACHER = 'cached_data'
 """the supp_dict key of the teacher's outputs of a batch, when they were computed already"""
@@ -137,3 +137,16 @@ def build_box(source: Path, teacher: nn.Module | None, student: nn.Module, datas
         if teacher is None:
             return _TrainingBox(source, student, datasets, train_config, device, device_ids, distributed, 1)
         return _DistillationBox(source, teacher, student, datasets, train_config, device, device_ids, distributed, 1)
+
+
+def box_student(box: TrainingBox | DistillationBox) -> nn.Module:
+    """The student as the box trains it (wrapped, e.g. in DDP or an auxiliary wrapper): a TrainingBox's model."""
+    return box.student_model if isinstance(box, DistillationBox) else box.model
+
+
+def set_box_student(box: TrainingBox | DistillationBox, model: nn.Module) -> None:
+    """Let the box train ``model`` (the student wrapped anew, e.g. in DDP)."""
+    if isinstance(box, DistillationBox):
+        box.student_model = model
+    else:
+        box.model = model

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from ..description import RunDescription
 from ..errors import UsageError
+from ..outputs import check_output_file, check_output_folder
 from .checkpoint import last_ckpt_path, load_checkpoint, remove_stale_temporaries
 from .distributed import DistContext
 from .lock import RunLock, acquire_run_lock, lock_path
 from .logs import logger
 
-__all__ = ['RunOutputs']
+__all__ = ['RunOutputs', 'check_outputs']
 
 
 class RunOutputs:
@@ -93,3 +94,19 @@ class RunOutputs:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def check_outputs(opts: RunDescription) -> None:
+    """Before any work: --run-log and --summary can be written and, unless resuming, hold no earlier run's file;
+    a --tensorboard folder can be written and, unless resuming, holds no earlier run's curves."""
+    for path, flag in ((opts.run_log, '--run-log'), (opts.summary, '--summary')):
+        if path:
+            check_output_file(Path(path), flag, replace=opts.resume)
+    if opts.tensorboard:
+        folder = Path(opts.tensorboard).expanduser()
+        check_output_folder(folder / 'events', '--tensorboard')
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f'--tensorboard={opts.tensorboard!r}: is a file, not a folder')
+        if not opts.resume and folder.is_dir() and any(folder.glob('events.out.tfevents*')):
+            raise UsageError(f'--tensorboard={opts.tensorboard!r}: holds the curves of an earlier run; give a new '
+                             'folder (or --resume that run)')

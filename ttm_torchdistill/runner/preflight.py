@@ -1,5 +1,6 @@
-"""Before the first training step: the smallest batch of an epoch and one training step on a few samples (state
-restored); and a training step that fails, named by its recipe part in one line.
+"""Before the first training step (and for `--check`): the schedule, the model outputs the losses read, the smallest
+batch of an epoch, the targets, and one training step on a few samples (state restored); and a training step that
+fails, named by its recipe part in one line.
 
 A loss or model that cannot take what an epoch feeds it (ITRD's batch standard deviation on a last batch of one
 sample, a feature size that does not match the hooked module, batch norm on one sample) fails here, before anything
@@ -16,14 +17,18 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from ..data import MixupCutmixCollate
-from ..errors import DataFileError, TrainingFailed, UsageError, one_line
+from ..errors import DataFileError, TrainingDiverged, TrainingFailed, UsageError, one_line
 from ..methods import hooked
-from ..processes import EPOCH_TELLERS
+from ..processes import EPOCH_TELLERS, tell_epoch
 from ..recipe import SUB_TERMS
+from .build import box_student
 from .datafiles import BATCH_ERRORS, batch_error
+from .iocheck import check_loss_io
+from .logs import logger
+from .schedule import check_schedule
 
-__all__ = ['STEP_ERRORS', 'check_epoch_followers', 'check_smallest_batch', 'check_targets', 'describe_step_failure',
-           'evaluation', 'probe_step', 'smallest_batch']
+__all__ = ['STEP_ERRORS', 'check_epoch_followers', 'check_one_batch', 'check_passed', 'check_smallest_batch',
+           'check_targets', 'check_training', 'describe_step_failure', 'evaluation', 'probe_step', 'smallest_batch']
 
 STEP_ERRORS = (RuntimeError, TypeError, ValueError, KeyError, IndexError)
 """what a model's forward or a loss raises for inputs it cannot take (CUDA's out-of-memory is a RuntimeError)"""
@@ -45,8 +50,7 @@ def _parts(run, box, train_config: dict) -> list[tuple[str, object]]:
     criterion = train_config.get('criterion') or {}
     parts: list[tuple[str, object]] = [(f'train.criterion ({criterion.get("key")})', box.criterion)]
     parts += loss_terms(box, train_config)
-    for role, model, label, config in (('student', box.student_model if run.teacher is not None else box.model,
-                                        run.student_key, run.student_config),
+    for role, model, label, config in (('student', box_student(box), run.student_key, run.student_config),
                                        ('teacher', getattr(box, 'teacher_model', None), 'teacher_model',
                                         run.teacher_config)):
         if model is None:
@@ -184,7 +188,7 @@ def probe_step(run, box, loader: object, count: int, note: str = '') -> None:
     modes as in training; buffers (batch-norm statistics, CRD's memory bank) are put back afterwards. A failure is
     one UsageError line naming the recipe part (``note`` added)."""
     train_config = run.config.get('train') or {}
-    student = box.student_model if run.teacher is not None else box.model
+    student = box_student(box)
     modules = [m for m in (student, getattr(box, 'teacher_model', None)) if m is not None]
     modules += [term for _, term in loss_terms(box, train_config) if isinstance(term, nn.Module)]
     saved = [(buffer, buffer.clone()) for module in modules for buffer in module.buffers()]
@@ -205,3 +209,43 @@ def probe_step(run, box, loader: object, count: int, note: str = '') -> None:
             buffer.copy_(value)
         for module, training in modes:
             module.train(training)
+
+
+def check_training(run, box) -> None:
+    """Everything an epoch would feed the loss and models, checked before any work (one UsageError line): the
+    schedule against the epoch's iterations, the model outputs each loss term reads, the smallest batch, the targets,
+    the epoch a loss follows; then the training step's forward on two samples (one where the last batch holds one)."""
+    train_config, loader = run.config['train'], box.train_data_loader
+    check_schedule(run.recipe_path, train_config, box, len(loader))
+    check_loss_io(run.recipe_path, train_config, run.view)
+    smallest = check_smallest_batch(run.recipe_path, box, train_config, loader)
+    check_targets(run.recipe_path, box, train_config, loader)
+    if check_epoch_followers(run.recipe_path, box, train_config):
+        tell_epoch(box.criterion, 0)  # for the probe; each epoch's pre-epoch process tells it again
+    one = smallest == 1  # a last batch of one sample: the probe takes one (batch norm refuses it)
+    probe_step(run, box, loader, 1 if one else 2, note=(
+        '; the last batch of each epoch holds 1 sample: set train.train_data_loader.kwargs.drop_last: True or '
+        'another batch size') if one else '')
+
+
+@torch.no_grad()
+def check_one_batch(run, box) -> dict:
+    """`train --check`: the loss on one training batch (no update), then the line saying the check passed."""
+    images, targets, supp_dict = next(iter(run.batches(box.train_data_loader, 'train')))
+    criterion = (run.config['train'].get('criterion') or {}).get('key')
+    try:
+        with run.autocast():
+            loss = box.forward_process(images.to(run.ctx.device, memory_format=run.memory_format),
+                                       targets.to(run.ctx.device), supp_dict)
+    except STEP_ERRORS as exc:
+        raise UsageError(describe_step_failure(run, box, exc, 'the loss on one training batch')) from None
+    if not torch.isfinite(loss).all():  # the values diverge (exit 1), the recipe builds
+        raise TrainingDiverged(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch is '
+                               f'{loss.item()}')
+    return check_passed(run, f'{len(box.train_data_loader)} training batches per epoch')
+
+
+def check_passed(run, what: str) -> dict:
+    """The result of ``--check``: a log line, and the summary-like dict the command returns."""
+    logger.info('check passed: %s builds (%s); nothing was trained or written', run.name, what)
+    return {'recipe': run.name, 'check': 'passed'}

@@ -1,4 +1,5 @@
-"""The training loop on torchdistill's boxes: epochs, validation, checkpoints, resume and non-finite checks."""
+"""One run's training on torchdistill's box: its steps, the end of each epoch (validation, checkpoints, metrics),
+resume and the non-finite checks; the epoch loop that drives it is :mod:`.loop`'s."""
 from __future__ import annotations
 
 import contextlib
@@ -14,27 +15,16 @@ from torchdistill.common.module_util import check_if_wrapped
 
 from ..errors import DataFileError, TrainingDiverged, TrainingFailed, UsageError, one_line
 from ..formats.metrics import append_record
-from ..processes import tell_epoch
 from .amp import scale_fp16
-from .build import build_box, recipe_part
+from .build import box_student, build_box, recipe_part, set_box_student
 from .checkpoint import atomic_save, load_model_state, rng_state, set_rng_state
-from .compiled import mark_step
 from .diagnostics import EpochDiagnostics
 from .distributed import all_gather_objects, all_reduce_sum, barrier
 from .evaluate import build_eval_loader, evaluate
-from .iocheck import check_loss_io
 from .logs import format_eta, log_to_file, logger
-from .preflight import (
-    STEP_ERRORS,
-    check_epoch_followers,
-    check_smallest_batch,
-    check_targets,
-    describe_step_failure,
-    evaluation,
-    probe_step,
-)
+from .preflight import STEP_ERRORS, describe_step_failure, evaluation
 from .run import Run, on_device
-from .schedule import check_schedule, restore_schedule
+from .schedule import restore_schedule
 from .tensorboard import EpochWriter
 
 __all__ = ['CHECK_EVERY', 'RESUME_KEYS', 'Trainer']
@@ -66,9 +56,7 @@ class Trainer:
             raise UsageError(f'{run.recipe_path}: train.train_data_loader: an epoch has 0 iterations '
                              f'({len(loader.dataset)} samples per process, batch size {loader.batch_size}, drop_last '
                              f'{loader.drop_last}); lower the batch size')
-        check_schedule(run.recipe_path, train_config, self.box, len(self.box.train_data_loader))
         self.distill = run.view.has_teacher
-        check_loss_io(run.recipe_path, train_config, run.view)
         self._wrap_student()
         val_config = train_config.get('val_data_loader')
         if not isinstance(val_config, dict):
@@ -76,14 +64,6 @@ class Trainer:
         with recipe_part(run.recipe_path, 'train.val_data_loader'):
             self.val_loader = build_eval_loader(run.config['datasets'], val_config, self.ctx, 'train.val_data_loader')
         self.val_loader = on_device(self.val_loader, self.ctx.device, 'train.val_data_loader')
-        smallest = check_smallest_batch(run.recipe_path, self.box, train_config, self.box.train_data_loader)
-        check_targets(run.recipe_path, self.box, train_config, self.box.train_data_loader)
-        if check_epoch_followers(run.recipe_path, self.box, train_config):
-            tell_epoch(self.box.criterion, 0)  # for the probe; each epoch's pre-epoch process tells it again
-        one = smallest == 1  # a last batch of one sample: the probe takes one (batch norm refuses it)
-        probe_step(run, self.box, self.box.train_data_loader, 1 if one else 2, note=(
-            '; the last batch of each epoch holds 1 sample: set train.train_data_loader.kwargs.drop_last: True or '
-            'another batch size') if one else '')
         self.scaler = scale_fp16(self.box, train_config, run.recipe_path, self.ctx.device) \
             if self.opts.amp == 'fp16' else None
         terms = [(name, term) for name, (term, _) in getattr(self.box.criterion, 'term_dict', {}).items()]
@@ -97,18 +77,13 @@ class Trainer:
     def _device_ids(self) -> list[int] | None:
         return [self.ctx.device.index] if self.ctx.device.type == 'cuda' else None
 
-    @property
-    def model_attr(self) -> str:
-        """The box's attribute that holds the student (a TrainingBox's is ``model``)."""
-        return 'student_model' if self.distill else 'model'
-
     def _wrap_student(self) -> None:
         """DDP on the student wherever torchdistill did not wrap it (it wraps on CUDA only)."""
-        model = getattr(self.box, self.model_attr)
+        model = box_student(self.box)
         trainable = any(p.requires_grad for p in model.parameters())
         already = any(isinstance(m, DistributedDataParallel) for m in model.modules())  # e.g. inside Linear4CRD
         if self.ctx.distributed and trainable and not already:
-            setattr(self.box, self.model_attr, DistributedDataParallel(model, device_ids=self._device_ids()))
+            set_box_student(self.box, DistributedDataParallel(model, device_ids=self._device_ids()))
 
     def _state(self, epoch: int) -> dict:
         box = self.box
@@ -130,7 +105,7 @@ class Trainer:
         the teacher's included when it learns) and stateful loss terms (e.g. CRD's memory bank)."""
         box = self.box
         modules = {}
-        student = getattr(box, self.model_attr)
+        student = box_student(box)
         student = student.module if check_if_wrapped(student) else student
         if student is not self.run.student:
             modules['student_wrapper'] = student
@@ -198,28 +173,9 @@ class Trainer:
                 f'the last good checkpoint is kept' + (f' ({last})' if last.is_file() else '')
             )
 
-    def train_epoch(self, epoch: int) -> dict:
-        """One epoch. Losses and diagnostics stay on the device; the host waits for them only every
-        CHECK_EVERY iterations and at log lines, so it keeps queueing work ahead of the GPU."""
-        loader = self.box.train_data_loader
-        self.start_steps(epoch, len(loader))
-        for it, (images, targets, supp_dict) in enumerate(self.run.batches(loader, 'train')):
-            mark_step(self.opts.compile)
-            images, targets = self.to_device(images, targets)
-            self.step(it, images, targets, supp_dict)
-        return self.finish_steps()
-
     def to_device(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (images.to(self.ctx.device, non_blocking=True, memory_format=self.run.memory_format),
                 targets.to(self.ctx.device, non_blocking=True))
-
-    def start_steps(self, epoch: int, num_iters: int) -> None:
-        """Before the first :meth:`step` of an epoch of ``num_iters`` iterations."""
-        self.epoch, self.num_iters = epoch, num_iters
-        self.losses = torch.zeros(num_iters, dtype=torch.float32, device=self.ctx.device)
-        self.diagnostics.start_epoch()
-        self.images_seen = self.images_since_log = self.checked = self.logged = 0
-        self.epoch_start = self.last_log = time.perf_counter()
 
     def step(self, it: int, images: torch.Tensor, targets: torch.Tensor, supp_dict: dict) -> None:
         """Iteration ``it`` of the epoch: forward, backward and update; every CHECK_EVERY iterations the check for a
@@ -253,45 +209,22 @@ class Trainer:
                         box.optimizer.param_groups[0]['lr'], rate)
             self.last_log, self.images_since_log, self.logged = now, 0, done
 
-    def finish_steps(self) -> dict:
-        """The epoch's statistics, after its last :meth:`step`."""
-        seconds = time.perf_counter() - self.epoch_start
-        stats = {
-            'train_loss': self.losses.mean().item(),
-            'lr': self.box.optimizer.param_groups[0]['lr'],
-            'train_images_per_s': self.images_seen * self.ctx.world_size / seconds,
-            'train_s': seconds,
-        }
-        return {**stats, **self.diagnostics.epoch_means(self.num_iters, self.ctx.world_size)}
-
-    def fit(self) -> tuple[int, float]:
-        """Train from ``start_epoch``; returns (epochs run, mean train images/s)."""
-        curves = EpochWriter(self.opts.tensorboard) if self.opts.tensorboard and self.ctx.is_main else None
-        try:
-            return self._fit(curves)
-        finally:
-            if curves is not None:
-                curves.close()
-
-    def _fit(self, curves: EpochWriter | None) -> tuple[int, float]:
-        for epoch in range(self.start_epoch, self.box.num_epochs):
-            self.begin_epoch(epoch)
-            with self.stopping_in(epoch):
-                stats = self.train_epoch(epoch)
-                val = self.validate(epoch)
-            self.end_epoch(epoch, stats, val, curves)
-        return len(self.epoch_rates), self.mean_rate
+    def begin_epoch(self, epoch: int, num_iters: int) -> None:
+        """Before the first :meth:`step` of an epoch of ``num_iters`` iterations: the recipe's pre-epoch process, a
+        frozen teacher in eval mode, the epoch's accounting started."""
+        self.box.pre_epoch_process(epoch=epoch)
+        if self.distill and not self.box.teacher_updatable:
+            self.box.teacher_model.eval()
+        self.epoch, self.num_iters = epoch, num_iters
+        self.losses = torch.zeros(num_iters, dtype=torch.float32, device=self.ctx.device)
+        self.diagnostics.start_epoch()
+        self.images_seen = self.images_since_log = self.checked = self.logged = 0
+        self.epoch_start = self.last_log = time.perf_counter()
 
     @property
     def mean_rate(self) -> float:
         """Mean training img/s over the epochs this process trained (NaN before the first)."""
         return sum(self.epoch_rates) / len(self.epoch_rates) if self.epoch_rates else math.nan
-
-    def begin_epoch(self, epoch: int) -> None:
-        """The recipe's pre-epoch process, and a frozen teacher in eval mode."""
-        self.box.pre_epoch_process(epoch=epoch)
-        if self.distill and not self.box.teacher_updatable:
-            self.box.teacher_model.eval()
 
     @contextlib.contextmanager
     def stopping_in(self, epoch: int) -> Iterator[None]:
@@ -303,16 +236,30 @@ class Trainer:
             raise DataFileError(f'{exc}: training stopped in epoch {epoch + 1}' + (
                 f'; the last good checkpoint is kept ({last})' if last.is_file() else '')) from None
 
-    def validate(self, epoch: int):
+    def _finish_steps(self) -> dict:
+        """The epoch's statistics, after its last :meth:`step`."""
+        seconds = time.perf_counter() - self.epoch_start
+        stats = {
+            'train_loss': self.losses.mean().item(),
+            'lr': self.box.optimizer.param_groups[0]['lr'],
+            'train_images_per_s': self.images_seen * self.ctx.world_size / seconds,
+            'train_s': seconds,
+        }
+        return {**stats, **self.diagnostics.epoch_means(self.num_iters, self.ctx.world_size)}
+
+    def _validate(self, epoch: int):
         """The student on the validation loader after ``epoch``."""
         run = self.run
-        with evaluation(run, run.student_key, f'the validation pass after epoch {epoch + 1}', run.last_ckpt):
+        with self.stopping_in(epoch), evaluation(run, run.student_key, f'the validation pass after epoch {epoch + 1}',
+                                                  run.last_ckpt):
             return evaluate(run.student, run.batches(self.val_loader, 'val'), self.ctx.device, run.amp_dtype,
                             self.opts.channels_last)
 
-    def end_epoch(self, epoch: int, stats: dict, val, curves: EpochWriter | None) -> None:
-        """After the validation of ``epoch``: the scheduler's epoch step, the best and last checkpoints, the metrics
-        record, the curves and the epoch's log lines."""
+    def end_epoch(self, epoch: int, curves: EpochWriter | None) -> None:
+        """After the last :meth:`step` of ``epoch``: the validation pass, the scheduler's epoch step, the best and last
+        checkpoints, the metrics record, the curves and the epoch's log lines."""
+        stats = self._finish_steps()
+        val = self._validate(epoch)
         box, run, ctx = self.box, self.run, self.ctx
         self.epoch_rates.append(stats['train_images_per_s'])
         improved = val.top1 > self.best_val_top1
