@@ -16,7 +16,7 @@ from pathlib import Path
 from ..description import Override, RunDescription
 from ..errors import UsageError
 from ..formats.manifest import NAME as MANIFEST
-from ..formats.metrics import count_records
+from ..formats.metrics import count_records, metrics_path
 from ..formats.summary import read_training_summary
 from ..runner.checkpoint import last_ckpt_path
 
@@ -58,7 +58,7 @@ class RunFolder:
 
     @property
     def metrics_path(self) -> Path:
-        return self.directory / 'run.metrics.jsonl'
+        return metrics_path(self.log_path)
 
     @property
     def last_ckpt(self) -> Path:
