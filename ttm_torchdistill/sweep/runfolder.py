@@ -17,7 +17,7 @@ from ..description import Override, RunDescription
 from ..errors import UsageError
 from ..formats.manifest import NAME as MANIFEST
 from ..formats.metrics import count_records, metrics_path
-from ..formats.summary import read_training_summary
+from ..formats.summary import RunSummary, read_training_summary
 from ..runner.checkpoint import last_ckpt_path
 
 __all__ = ['OUTPUT_KEY', 'RunFolder', 'recorded_description', 'runs_in']
@@ -71,7 +71,7 @@ class RunFolder:
     def describe(self) -> str:
         return ' '.join(f'{k}={v}' for k, v in self.values.items()) + f' seed {self.seed}'
 
-    def summary(self) -> dict | None:
+    def summary(self) -> RunSummary | None:
         """The run's summary, when it has one of a finished training run (``formats.summary.read_training_summary``,
         as `table` reads summaries)."""
         return read_training_summary(self.summary_path)[0] if self.summary_path.is_file() else None
@@ -89,7 +89,7 @@ class RunFolder:
         summary.json does not count as finished (:meth:`summary_note` says why), so the run is redone or resumed."""
         summary = self.summary()
         if summary is not None:
-            return 'finished', summary.get('best_val_top1'), None
+            return 'finished', summary.best_val_top1, None
         if self.error_path.is_file():
             return 'failed', None, self.error_path.read_text(errors='replace').strip()
         return ('interrupted' if self.last_ckpt.is_file() else 'pending'), None, None

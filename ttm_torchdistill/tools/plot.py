@@ -13,7 +13,7 @@ from ..errors import UsageError
 from ..formats.manifest import NAME as MANIFEST
 from ..formats.manifest import read_manifest
 from ..formats.metrics import SUFFIX, diagnostic_keys, metrics_path, read_records
-from ..formats.summary import is_summary, load_summary
+from ..formats.summary import RunSummary, load_summary
 from ..outputs import atomic_write, check_output_file
 from ..sweep.runfolder import runs_in
 from .figures import pyplot
@@ -44,10 +44,13 @@ def find_metrics(run: str) -> Path:
     if path.name.endswith(SUFFIX) and path.is_file():
         return path
     if path.suffix == '.json' and path.is_file():
-        summary, problem = load_summary(path)
+        data, problem = load_summary(path)
         if problem is not None:
             raise UsageError(f'{run}: not a --summary JSON ({problem})')
-        metrics = summary.get('metrics') if is_summary(summary) else None
+        try:
+            metrics = RunSummary.from_json(data).metrics
+        except UsageError:  # another file: its name may still lead to the metrics
+            metrics = None
         if isinstance(metrics, str) and metrics and Path(metrics).is_file():
             return Path(metrics)
     sibling = metrics_path(path)

@@ -26,7 +26,7 @@ def _sweep_notes(directory: Path, manifest: dict) -> list[str]:
         if skipped is not None:
             notes.append(skipped)
         summary = run.summary()  # none yet, or one that does not count: the run is not finished, the sweep resumes it
-        if summary is not None and not is_finite_number(best := summary.get('best_val_top1')):
+        if summary is not None and not is_finite_number(best := summary.best_val_top1):
             value = 'null' if best is None else str(best) if isinstance(best, float) else repr(best)
             notes.append(f'{run.summary_path}: best_val_top1 is {value}, not a finite number: grid point '
                          f'{run.point} has no mean')
