@@ -11,7 +11,7 @@ not know are not read.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -123,7 +123,7 @@ class SweepManifest(_Record):
     grid: tuple[GridAxis, ...]
     seeds: tuple[int, ...]
     runs: tuple[RunEntry, ...]
-    slurm: dict | None = field(default=None)
+    slurm: dict | None = None
     """the SLURM array's record (``sweep.slurm``: job id, parameters, tasks)"""
 
     def to_json(self) -> dict:
