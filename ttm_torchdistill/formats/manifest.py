@@ -1,27 +1,153 @@
-"""The sweep manifest (``DIR/sweep.json``): its fields, version, writing, reading and checking.
+"""The sweep manifest (``DIR/sweep.json``): its record, version, writing, reading and checking.
 
-`ttm-distill sweep` writes it: what makes the sweep itself (``identity``: recipe, --set overrides, grid names), the
-recipe, overrides, grid (name, --set key, label, values) and seeds, and per run its grid point, values, seed, folder,
-checkpoint name, description (``run``: what runs it, see ``ttm_torchdistill.description``), command line, state,
-best validation top-1, error and lockstep group (``group``: the runs of one group trained together; null: alone);
-with ``--launcher slurm`` also the array's record. `sweep` (to continue or grow it), `table` and `plot` read it. Files
-without a ``version`` are version 1.
+`ttm-distill sweep` writes it as a :class:`SweepManifest`: what makes the sweep itself (``identity``: recipe, --set
+overrides, grid names), the recipe, overrides, grid (name, --set key, label, values) and seeds, and per run
+(:class:`RunEntry`) its grid point, values, seed, folder, checkpoint name, description (``run``: what runs it, see
+``ttm_torchdistill.description``), command line, state, best validation top-1, error and lockstep group (``group``:
+the runs of one group trained together; null: alone); with ``--launcher slurm`` also the array's record. `sweep` (to
+continue or grow it), `table` and `plot` read it. Files without a ``version`` are version 1; keys this version does
+not know are not read.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ..errors import UsageError, one_line
 from ..outputs import write_json
 
-__all__ = ['NAME', 'VERSION', 'manifest_problem', 'read_manifest', 'write_manifest']
+__all__ = ['NAME', 'VERSION', 'GridAxis', 'RunEntry', 'SweepIdentity', 'SweepManifest', 'manifest_problem',
+           'read_manifest', 'write_manifest']
 
 NAME = 'sweep.json'
 VERSION = 1
 _TYPES = {str: 'a string', list: 'a list', dict: 'an object', int: 'an integer'}
 TOP = (('identity', dict), ('recipe', str), ('overrides', list), ('grid', list), ('seeds', list), ('runs', list))
 RUN = (('point', str), ('values', dict), ('seed', int), ('dir', str), ('ckpt', str))
+
+
+def _json(value: object) -> object:
+    """A record's value as JSON: records by their ``to_json``, tuples as lists."""
+    if isinstance(value, tuple | list):
+        return [_json(v) for v in value]
+    return value.to_json() if hasattr(value, 'to_json') else value
+
+
+class _Record:
+    """A record of the manifest: its JSON object's fields in order, and read by field name as that object is."""
+
+    def to_json(self) -> dict:
+        return {f.name: _json(getattr(self, f.name)) for f in fields(self)}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in {f.name for f in fields(self)}:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class SweepIdentity(_Record):
+    """What makes two sweeps one sweep, which a re-run must match (it may add grid values and seeds). Older manifests
+    recorded the grid's values and the seeds here too; they are not read."""
+
+    recipe_path: str | None
+    overrides: list[str] | None
+    grid: tuple[tuple[str | None, str | None], ...]
+    """each --grid option's name as given and its --set key"""
+
+    def to_json(self) -> dict:
+        return {'recipe_path': self.recipe_path, 'overrides': self.overrides,
+                'grid': [{'name': name, 'key': key} for name, key in self.grid]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SweepIdentity:
+        grid = data.get('grid') if isinstance(data.get('grid'), list) else []
+        axes = tuple((a.get('name'), a.get('key')) for a in grid if isinstance(a, dict))
+        return cls(data.get('recipe_path'), data.get('overrides'), axes)
+
+    def differences(self, other: SweepIdentity) -> list[str]:
+        """What of ``other`` differs from this, as the command line names it."""
+        parts = (('recipe', self.recipe_path, other.recipe_path), ('--set overrides', self.overrides, other.overrides),
+                 ('--grid names', self.grid, other.grid))
+        return [what for what, mine, theirs in parts if mine != theirs]
+
+
+@dataclass(frozen=True)
+class GridAxis(_Record):
+    """One --grid option: its name as given, its --set key, its label (table column, folder name) and values."""
+
+    name: str | None
+    key: str
+    label: str
+    values: tuple[str, ...]
+    """YAML scalars as given"""
+
+
+@dataclass(frozen=True)
+class RunEntry(_Record):
+    """One run of the sweep. Read from a file, what :func:`manifest_problem` does not check is as written."""
+
+    point: str
+    """the grid point's folder name"""
+    values: dict[str, str]
+    """axis label -> value as given"""
+    seed: int
+    dir: str
+    """the run's folder, relative to the sweep's"""
+    ckpt: str
+    """the best checkpoint's file name"""
+    run: object = None
+    """the run's description as JSON (``RunDescription.to_json``); checked where it is used
+    (``sweep.runfolder.recorded_description``)"""
+    command: str | None = None
+    state: str | None = None
+    """finished | failed | interrupted | pending, when the manifest was written"""
+    best_val_top1: float | None = None
+    error: str | None = None
+    group: str | None = None
+    """the lockstep group it trains in; None: alone"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepManifest(_Record):
+    """A sweep's manifest; :meth:`to_json` writes its fields in this order (``slurm`` only where there is one)."""
+
+    version: int = VERSION
+    identity: SweepIdentity
+    recipe: str
+    """as given (a file or a shipped name)"""
+    recipe_path: str | None
+    overrides: tuple[str, ...]
+    grid: tuple[GridAxis, ...]
+    seeds: tuple[int, ...]
+    runs: tuple[RunEntry, ...]
+    slurm: dict | None = None
+    """the SLURM array's record (``sweep.slurm``: job id, parameters, tasks)"""
+
+    def to_json(self) -> dict:
+        data = super().to_json()
+        if self.slurm is None:
+            del data['slurm']
+        return data
+
+    @property
+    def slurm_array(self) -> str | None:
+        """The id of the SLURM job array the sweep was submitted as, if any."""
+        return self.slurm.get('job_id') if self.slurm else None
+
+    @classmethod
+    def from_json(cls, data: object) -> SweepManifest:
+        """The manifest :meth:`to_json` (or an earlier version) wrote; one UsageError line saying what differs."""
+        problem = manifest_problem(data)
+        if problem:
+            raise UsageError(f'not a {NAME} written by `ttm-distill sweep` ({problem})')
+        axes = tuple(GridAxis(a.get('name'), a['key'], a['label'], tuple(a['values'])) for a in data['grid'])
+        runs = tuple(RunEntry(**{f.name: entry.get(f.name) for f in fields(RunEntry)}) for entry in data['runs'])
+        return cls(version=data.get('version', 1), identity=SweepIdentity.from_json(data['identity']),
+                   recipe=data['recipe'], recipe_path=data.get('recipe_path'), overrides=tuple(data['overrides']),
+                   grid=axes, seeds=tuple(data['seeds']), runs=runs, slurm=data.get('slurm'))
 
 
 def manifest_problem(data: object) -> str | None:
@@ -62,7 +188,7 @@ def manifest_problem(data: object) -> str | None:
     return None
 
 
-def read_manifest(directory: Path) -> dict:
+def read_manifest(directory: Path) -> SweepManifest:
     """DIR's sweep.json, checked to be one `ttm-distill sweep` wrote (else one UsageError line naming it)."""
     path = directory / NAME
     try:
@@ -71,12 +197,12 @@ def read_manifest(directory: Path) -> dict:
         raise UsageError(f'{directory}: not a sweep folder (no {NAME})') from None
     except (OSError, ValueError) as exc:
         raise UsageError(f'{path}: unreadable ({one_line(exc)})') from None
-    problem = manifest_problem(data)
-    if problem:
-        raise UsageError(f'{path}: not a sweep.json written by `ttm-distill sweep` ({problem})')
-    return data
+    try:
+        return SweepManifest.from_json(data)
+    except UsageError as exc:
+        raise UsageError(f'{path}: {exc}') from None
 
 
-def write_manifest(directory: Path, data: dict) -> None:
-    """Write DIR/sweep.json (with this format's version) atomically."""
-    write_json(directory / NAME, {'version': VERSION, **data})
+def write_manifest(directory: Path, manifest: SweepManifest) -> None:
+    """Write DIR/sweep.json atomically."""
+    write_json(directory / NAME, manifest.to_json())

@@ -1,4 +1,7 @@
-"""The per-epoch metrics record (``<run>.metrics.jsonl``, one JSON object per line): its fields, writing and reading.
+"""The per-epoch metrics record (``<run>.metrics.jsonl``, one JSON object per line): its name, fields, writing, reading.
+
+A run's metrics file is named after its run log, or after its best checkpoint where it has no run log
+(:func:`metrics_path`: ``run.log`` -> ``run.metrics.jsonl``).
 
 The runner appends one record per epoch: the fields of :data:`FIELDS`, then the loss's diagnostics (each term's parts,
 e.g. WTTM's ``u_gamma``, ITRD's ``corr``; see ``ttm_torchdistill.losses.diagnostics``). `plot`, TensorBoard and a
@@ -14,11 +17,19 @@ from pathlib import Path
 from ..errors import UsageError, one_line
 from ..outputs import dumps_json
 
-__all__ = ['FIELDS', 'append_record', 'count_records', 'diagnostic_keys', 'read_records']
+__all__ = ['FIELDS', 'SUFFIX', 'append_record', 'count_records', 'diagnostic_keys', 'metrics_path', 'read_records']
+
+SUFFIX = '.metrics.jsonl'
+"""how a metrics file's name ends"""
 
 FIELDS = ('epoch', 'train_loss', 'lr', 'train_images_per_s', 'train_s', 'val_top1', 'val_top5', 'recipe')
 """the fields of every record; any other number is a diagnostic of the loss"""
 NUMBERS = ('train_loss', 'lr', 'train_images_per_s', 'train_s', 'val_top1', 'val_top5')
+
+
+def metrics_path(base: Path) -> Path:
+    """A run's metrics file, ``<stem>.metrics.jsonl`` beside ``base``: its run log, else its best checkpoint."""
+    return base.with_name(base.stem + SUFFIX)
 
 
 def append_record(path: str | os.PathLike, record: dict) -> None:

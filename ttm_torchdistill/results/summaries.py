@@ -5,7 +5,7 @@ row: mean +- std of the best validation top-1 and of the student's test top-1, n
 the paper reports (the recipe's ``paper.top1``) and the difference. A folder that holds a sweep
 (``sweep.json``) is tabulated by grid point instead (:func:`ttm_torchdistill.sweep.results.sweep_table`).
 
-Counting is honest: a file reached through two paths counts once, test summaries (``"kind": "test"``)
+Counting is honest: a file reached through two paths counts once, test summaries (kind ``test``)
 are not training runs and are left out with a note, and a run whose result is not a finite number
 (NaN, an infinity, or null where a finished run has a number) stays in its row's run count: the row
 says how many of its values are finite and names the files.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..description import Override
 from ..errors import UsageError
-from ..formats.summary import has_test_pass, is_finite_number, nonfinite_values, read_training_summary
+from ..formats.summary import RunSummary, has_test_pass, is_finite_number, nonfinite_values, read_training_summary
 from ..outputs import dumps_json
 
 __all__ = ['FORMATS', 'Row', 'collect', 'format_rows', 'group', 'mean_std', 'plus_minus']
@@ -74,7 +74,7 @@ def _files(paths: list[str], exclude: list[Path]) -> list[Path]:
     return files
 
 
-def collect(paths: list[str], exclude: list[Path] = ()) -> tuple[list[tuple[Path, dict]], list[str]]:
+def collect(paths: list[str], exclude: list[Path] = ()) -> tuple[list[tuple[Path, RunSummary]], list[str]]:
     """Training-run summaries found in ``paths`` (files, or folders searched recursively for ``*.json``), each file
     once, and one note per file that is left out (unreadable, not a summary, a test summary) or holds a value that is
     not finite. ``exclude``: files never read (the table's own output, sweep manifests)."""
@@ -91,9 +91,9 @@ def collect(paths: list[str], exclude: list[Path] = ()) -> tuple[list[tuple[Path
     return summaries, notes
 
 
-def _key(summary: dict) -> tuple[str, str]:
-    kept = [o for o in summary.get('overrides') or [] if Override.parse(o).keys[-1] not in OUTPUT_KEYS]
-    return summary['recipe'], ' '.join(kept)
+def _key(summary: RunSummary) -> tuple[str, str]:
+    kept = [o for o in summary.overrides or () if Override.parse(o).keys[-1] not in OUTPUT_KEYS]
+    return summary.recipe, ' '.join(kept)
 
 
 def _finite(values: list) -> list[float]:
@@ -108,19 +108,19 @@ def mean_std(values: list) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def group(summaries: list[tuple[Path, dict]]) -> list[Row]:
+def group(summaries: list[tuple[Path, RunSummary]]) -> list[Row]:
     """One :class:`Row` per (recipe, overrides other than output paths), sorted by recipe; ``summaries`` as
     :func:`collect` returns them."""
-    groups: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
+    groups: dict[tuple[str, str], list[tuple[Path, RunSummary]]] = {}
     for file, summary in summaries:
         groups.setdefault(_key(summary), []).append((file, summary))
     rows = []
     for (recipe, overrides), runs in sorted(groups.items()):
-        vals = _finite([s['best_val_top1'] for _, s in runs])
+        vals = _finite([s.best_val_top1 for _, s in runs])
         with_test = [s for _, s in runs if has_test_pass(s)]
-        tests = _finite([s['student_test_top1'] for s in with_test])
+        tests = _finite([s.student_test_top1 for s in with_test])
         val, test = mean_std(vals), mean_std(tests)
-        papers = _finite([s.get('paper_top1') for _, s in runs])
+        papers = _finite([s.paper_top1 for _, s in runs])
         paper = papers[0] if papers else None
         ours = test[0] if test[0] is not None else val[0]
         diff = ours - paper if ours is not None and paper is not None else None

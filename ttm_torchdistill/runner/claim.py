@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..description import RunDescription
 from ..errors import UsageError
+from ..formats.metrics import metrics_path
 from ..outputs import check_output_file, check_output_folder
 from .checkpoint import last_ckpt_path, load_checkpoint, remove_stale_temporaries
 from .distributed import DistContext
@@ -26,7 +27,7 @@ class RunOutputs:
         self.best = Path(dst_ckpt).expanduser()
         self.last = last_ckpt_path(self.best)
         log_base = Path(opts.run_log).expanduser() if opts.run_log else self.best
-        self.metrics = log_base.with_name(log_base.stem + '.metrics.jsonl')
+        self.metrics = metrics_path(log_base)
         self.lock: RunLock | None = None
         self.checkpoint: dict | None = None
         """with --resume, the last checkpoint (read here, once)"""

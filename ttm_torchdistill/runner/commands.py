@@ -73,7 +73,7 @@ def run_test(opts: RunDescription) -> dict:
             run.test_loader()
             return check_passed(run, f'best checkpoint {run.best_ckpt}')
         results, best_value = run.test()
-        return report(run, results, time.perf_counter() - start, {'best_val_top1': best_value}, kind='test')
+        return report(run, results, time.perf_counter() - start, dict(best_val_top1=best_value), kind='test')
 
     if opts.check:
         opts = opts.replace(run_log=None, summary=None)

@@ -11,6 +11,7 @@ import tempfile
 
 from ..description import Override
 from ..errors import TrainingDiverged, UsageError
+from ..formats.manifest import SweepManifest
 from ..recipe import RecipeDocument, parse_overrides
 from ..runner import tensorboard
 from ..runner.commands import run_train
@@ -43,7 +44,8 @@ def _print_runs(sweep: Sweep) -> None:
         print(f'{run.name:<40} {state:<11} ttm-distill {shlex.join(run.argv())}')
 
 
-def _plan(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str) -> tuple[Sweep, dict]:
+def _plan(recipe: str, grid: list[str], seeds: list[int], overrides: list[str],
+          output: str) -> tuple[Sweep, SweepManifest | None]:
     """The sweep to run and DIR's manifest (or None). Over an existing sweep of the same recipe, --set and --grid
     names, the plan is the union of both: more seeds or grid values add runs, and the earlier runs stay."""
     sweep = plan_sweep(recipe, grid, seeds, overrides, output)
@@ -51,13 +53,13 @@ def _plan(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], 
     if old is None:
         return sweep, None
     merged = []
-    for axis, spec in zip(sweep.axes, old['grid'], strict=True):
-        values = [*spec['values'], *(v for v in axis.values if v not in spec['values'])]
+    for axis, recorded in zip(sweep.axes, old.grid, strict=True):
+        values = [*recorded.values, *(v for v in axis.values if v not in recorded.values)]
         merged.append(f'{axis.name}={",".join(values)}')
-    old_seeds = [s for s in old['seeds'] if isinstance(s, int)]
+    old_seeds = [s for s in old.seeds if isinstance(s, int)]
     all_seeds = [*old_seeds, *(s for s in seeds if s not in old_seeds)]
     sweep = plan_sweep(recipe, merged, all_seeds, overrides, output)
-    groups = {(e['point'], e['seed']): e.get('group') for e in old['runs']}
+    groups = {(e.point, e.seed): e.group for e in old.runs}
     for run in sweep.runs:
         run.group = groups.get((run.point, run.seed))
     return sweep, old
@@ -106,8 +108,8 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
     sweep, old = _plan(recipe, grid, seeds, overrides, output)
     if lockstep:
         check_lockstep(sweep)
-    if old is not None and len(sweep.runs) > len(old['runs']):
-        print(f'{sweep.directory}: the sweep grows from {len(old["runs"])} to {len(sweep.runs)} runs', flush=True)
+    if old is not None and len(sweep.runs) > len(old.runs):
+        print(f'{sweep.directory}: the sweep grows from {len(old.runs)} to {len(sweep.runs)} runs', flush=True)
     _check_recipe(sweep, dry_run)
     def make_launcher(sweep: Sweep) -> LocalLauncher | SlurmLauncher:
         if launcher == 'slurm':
@@ -123,8 +125,8 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
     with sweep_lock(sweep.directory):
         sweep, old = _plan(recipe, grid, seeds, overrides, output)  # again: another launcher may have written DIR
         runner = make_launcher(sweep)
-        sweep.slurm = (old or {}).get('slurm')
-        array = (sweep.slurm or {}).get('job_id')
+        sweep.slurm = old.slurm if old is not None else None
+        array = old.slurm_array if old is not None else None
         if array and array_in_queue(array):
             raise UsageError(f'{sweep.directory}: its SLURM array {array} is still queued or running '
                              f'(squeue -j {array}); wait for it or scancel it first')

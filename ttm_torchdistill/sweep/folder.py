@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError
-from ..formats.manifest import NAME, read_manifest, write_manifest
+from ..formats.manifest import NAME, GridAxis, RunEntry, SweepIdentity, SweepManifest, read_manifest, write_manifest
 from ..outputs import LockFile, LockHeld, check_output_folder, make_folders
 from .plan import Sweep
 
@@ -17,13 +17,7 @@ __all__ = ['LOCK', 'check_directory', 'save_manifest', 'sweep_lock']
 LOCK = '.sweep.lock'
 
 
-def _core(identity: dict) -> dict:
-    """An identity without grid values and seeds (older manifests recorded them): those may grow."""
-    grid = [{'name': a.get('name'), 'key': a.get('key')} for a in identity.get('grid') or [] if isinstance(a, dict)]
-    return {'recipe_path': identity.get('recipe_path'), 'overrides': identity.get('overrides'), 'grid': grid}
-
-
-def check_directory(sweep: Sweep) -> dict | None:
+def check_directory(sweep: Sweep) -> SweepManifest | None:
     """Refuse a DIR that holds another sweep or foreign files; returns the existing manifest, if any."""
     directory = sweep.directory
     if directory.exists() and not directory.is_dir():
@@ -31,11 +25,9 @@ def check_directory(sweep: Sweep) -> dict | None:
     check_output_folder(sweep.manifest_path, '-o')
     if sweep.manifest_path.is_file():
         old = read_manifest(directory)
-        mine, theirs = _core(sweep.identity()), _core(old['identity'])
-        differ = [k for k in mine if theirs.get(k) != mine[k]]
+        differ = SweepIdentity.from_json(sweep.identity()).differences(old.identity)
         if differ:
-            what = {'recipe_path': 'recipe', 'overrides': '--set overrides', 'grid': '--grid names'}
-            raise UsageError(f'-o {directory} holds another sweep (different {", ".join(what[k] for k in differ)}); '
+            raise UsageError(f'-o {directory} holds another sweep (different {", ".join(differ)}); '
                              'give another DIR, or the same recipe, --set and --grid names to continue or grow that '
                              'one')
         return old
@@ -65,14 +57,12 @@ def save_manifest(sweep: Sweep) -> None:
     runs = []
     for run in sweep.runs:
         state, best, error = run.state()
-        runs.append({'point': run.point, 'values': run.values, 'seed': run.seed,
-                     'dir': run.directory.relative_to(sweep.directory).as_posix(), 'ckpt': run.ckpt_name,
-                     'run': run.description.to_json(), 'command': shlex.join(['ttm-distill', *run.description.argv()]),
-                     'state': state, 'best_val_top1': best, 'error': error, 'group': run.group})
-    data = {'identity': sweep.identity(), 'recipe': sweep.recipe, 'recipe_path': str(sweep.recipe_path),
-            'overrides': sweep.overrides,
-            'grid': [{'name': a.name, 'key': a.key, 'label': a.label, 'values': a.values} for a in sweep.axes],
-            'seeds': sweep.seeds, 'runs': runs}
-    if sweep.slurm is not None:
-        data['slurm'] = sweep.slurm
-    write_manifest(sweep.directory, data)
+        folder = run.directory.relative_to(sweep.directory).as_posix()
+        runs.append(RunEntry(
+            point=run.point, values=run.values, seed=run.seed, dir=folder, ckpt=run.ckpt_name,
+            run=run.description.to_json(), command=shlex.join(['ttm-distill', *run.description.argv()]), state=state,
+            best_val_top1=best, error=error, group=run.group))
+    grid = tuple(GridAxis(a.name, a.key, a.label, tuple(a.values)) for a in sweep.axes)
+    write_manifest(sweep.directory, SweepManifest(
+        identity=SweepIdentity.from_json(sweep.identity()), recipe=sweep.recipe, recipe_path=str(sweep.recipe_path),
+        overrides=tuple(sweep.overrides), grid=grid, seeds=tuple(sweep.seeds), runs=tuple(runs), slurm=sweep.slurm))

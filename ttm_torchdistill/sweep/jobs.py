@@ -110,7 +110,7 @@ def run_group(directory: str, names: list[str]) -> int:
     folder = Path(directory).expanduser().resolve()
     manifest = read_manifest(folder)
     folders = {run.name: (index, run, entry) for index, (run, entry)
-               in enumerate(zip(runs_in(folder, manifest), manifest['runs'], strict=True))}
+               in enumerate(zip(runs_in(folder, manifest), manifest.runs, strict=True))}
     unknown = [name for name in names if name not in folders]
     if unknown:
         raise UsageError(f'lockstep: {folder} has no run {unknown[0]} (its runs are named POINT/seedK, e.g. '

@@ -203,16 +203,16 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
             raise UsageError(f'--grid: two points share the folder name {point!r}; use simpler values')
         folders.add(point)
         for seed in seeds:
-            run_dir = directory / point / f'seed{seed}'
             tb_dir = directory / 'tensorboard' / point / f'seed{seed}' if tensorboard_curves else None
-            description = RunDescription(
-                recipe=str(path), seed=seed, run_log=str(run_dir / 'run.log'), summary=str(run_dir / 'summary.json'),
-                test=False, tensorboard=str(tb_dir) if tb_dir is not None else None,
-                overrides=(Override(dst_key, str(run_dir / ckpt_name)), *given,
+            run = SweepRun(point, {a.label: v for a, v in zip(axes, values, strict=True)}, seed,
+                           directory / point / f'seed{seed}', ckpt_name, tensorboard_dir=tb_dir,
+                           epochs=epochs if isinstance(epochs, int) else None, hparams=hparams)
+            run.description = RunDescription(
+                recipe=str(path), seed=seed, run_log=str(run.log_path), summary=str(run.summary_path), test=False,
+                tensorboard=str(tb_dir) if tb_dir is not None else None,
+                overrides=(Override(dst_key, str(run.directory / ckpt_name)), *given,
                            *(Override(a.key, v) for a, v in zip(axes, values, strict=True))))
-            runs.append(SweepRun(point, {a.label: v for a, v in zip(axes, values, strict=True)}, seed, run_dir,
-                                 ckpt_name, description, tb_dir, epochs if isinstance(epochs, int) else None,
-                                 hparams))
+            runs.append(run)
     return Sweep(recipe, path, list(overrides), axes, list(seeds), directory, runs, view.val_is_test, dst_key)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..description import Override, RunDescription
 from ..errors import UsageError
-from ..formats.manifest import read_manifest
+from ..formats.manifest import SweepManifest, read_manifest
 from ..outputs import dumps_json
 from ..results import FORMATS, mean_std, plus_minus
 from .runfolder import runs_in
@@ -17,14 +17,14 @@ from .runfolder import runs_in
 __all__ = ['sweep_rows', 'sweep_table']
 
 
-def _best_command(manifest: dict, values: dict) -> str:
+def _best_command(manifest: SweepManifest, values: dict) -> str:
     """The command that trains a grid point with its test pass: the sweep's recipe and overrides, and the point's
     values (its own outputs: the recipe's)."""
-    grid = (Override(axis['key'], values[axis['label']]) for axis in manifest['grid'])
-    return shlex.join(['ttm-distill', *RunDescription(manifest['recipe'], (*manifest['overrides'], *grid)).argv()])
+    grid = (Override(axis.key, values[axis.label]) for axis in manifest.grid)
+    return shlex.join(['ttm-distill', *RunDescription(manifest.recipe, (*manifest.overrides, *grid)).argv()])
 
 
-def sweep_rows(directory: Path, manifest: dict | None = None) -> list[dict]:
+def sweep_rows(directory: Path, manifest: SweepManifest | None = None) -> list[dict]:
     """One row per grid point: values, finished/failed counts, mean and std of best val top-1; best first.
     ``manifest``: DIR's sweep.json, read when not given."""
     manifest = read_manifest(directory) if manifest is None else manifest
@@ -49,12 +49,12 @@ def sweep_rows(directory: Path, manifest: dict | None = None) -> list[dict]:
     return ordered
 
 
-def _groups(manifest: dict) -> dict[str, list[str]]:
+def _groups(manifest: SweepManifest) -> dict[str, list[str]]:
     """Which grid points trained together (``sweep --lockstep``): group name -> points."""
     groups: dict[str, list[str]] = {}
-    for entry in manifest['runs']:
-        if isinstance(entry.get('group'), str):
-            groups.setdefault(entry['group'], []).append(entry['point'])
+    for entry in manifest.runs:
+        if isinstance(entry.group, str):
+            groups.setdefault(entry.group, []).append(entry.point)
     return groups
 
 
@@ -65,11 +65,12 @@ def sweep_table(directory: Path, fmt: str = 'markdown') -> str:
     directory = Path(directory)
     manifest = read_manifest(directory)
     rows = sweep_rows(directory, manifest)
-    labels = [axis['label'] for axis in manifest['grid']]
+    labels = [axis.label for axis in manifest.grid]
     best = next((r for r in rows if r['best']), None)
     if fmt == 'json':
-        return dumps_json({'recipe': manifest['recipe'], 'grid': manifest['grid'], 'seeds': manifest['seeds'],
-                           'rows': rows, 'best': best, 'lockstep_groups': _groups(manifest)}, indent=2)
+        return dumps_json({'recipe': manifest.recipe, 'grid': [axis.to_json() for axis in manifest.grid],
+                           'seeds': list(manifest.seeds), 'rows': rows, 'best': best,
+                           'lockstep_groups': _groups(manifest)}, indent=2)
     if fmt == 'csv':
         out = io.StringIO()
         writer = csv.writer(out, lineterminator='\n')
@@ -79,7 +80,7 @@ def sweep_table(directory: Path, fmt: str = 'markdown') -> str:
             writer.writerow([int(r['best']), *(r['values'][k] for k in labels), r['seeds'], r['finished'], r['failed'],
                              r['val_top1_mean'], r['val_top1_std'], ' | '.join(r['errors']), r['command']])
         return out.getvalue().rstrip('\n')
-    lines = [f'sweep {directory} ({manifest["recipe"]}, seeds {" ".join(map(str, manifest["seeds"]))})', '',
+    lines = [f'sweep {directory} ({manifest.recipe}, seeds {" ".join(map(str, manifest.seeds))})', '',
              '| best | ' + ' | '.join(labels) + ' | finished | failed | val top-1 (mean +- std) |',
              '|---|' + '---|' * len(labels) + '---|---|---|']
     for r in rows:

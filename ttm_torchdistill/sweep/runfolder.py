@@ -16,8 +16,9 @@ from pathlib import Path
 from ..description import Override, RunDescription
 from ..errors import UsageError
 from ..formats.manifest import NAME as MANIFEST
-from ..formats.metrics import count_records
-from ..formats.summary import read_training_summary
+from ..formats.manifest import RunEntry, SweepManifest
+from ..formats.metrics import count_records, metrics_path
+from ..formats.summary import RunSummary, read_training_summary
 from ..runner.checkpoint import last_ckpt_path
 
 __all__ = ['OUTPUT_KEY', 'RunFolder', 'recorded_description', 'runs_in']
@@ -58,7 +59,7 @@ class RunFolder:
 
     @property
     def metrics_path(self) -> Path:
-        return self.directory / 'run.metrics.jsonl'
+        return metrics_path(self.log_path)
 
     @property
     def last_ckpt(self) -> Path:
@@ -71,7 +72,7 @@ class RunFolder:
     def describe(self) -> str:
         return ' '.join(f'{k}={v}' for k, v in self.values.items()) + f' seed {self.seed}'
 
-    def summary(self) -> dict | None:
+    def summary(self) -> RunSummary | None:
         """The run's summary, when it has one of a finished training run (``formats.summary.read_training_summary``,
         as `table` reads summaries)."""
         return read_training_summary(self.summary_path)[0] if self.summary_path.is_file() else None
@@ -89,37 +90,37 @@ class RunFolder:
         summary.json does not count as finished (:meth:`summary_note` says why), so the run is redone or resumed."""
         summary = self.summary()
         if summary is not None:
-            return 'finished', summary.get('best_val_top1'), None
+            return 'finished', summary.best_val_top1, None
         if self.error_path.is_file():
             return 'failed', None, self.error_path.read_text(errors='replace').strip()
         return ('interrupted' if self.last_ckpt.is_file() else 'pending'), None, None
 
 
-def runs_in(directory: Path, manifest: dict) -> list[RunFolder]:
-    """The runs a checked manifest (``formats.manifest.read_manifest``) lists, as folders of ``directory``."""
-    return [RunFolder(e['point'], e['values'], e['seed'], directory / e['dir'], e['ckpt']) for e in manifest['runs']]
+def runs_in(directory: Path, manifest: SweepManifest) -> list[RunFolder]:
+    """The runs a manifest (``formats.manifest.read_manifest``) lists, as folders of ``directory``."""
+    return [RunFolder(e.point, e.values, e.seed, directory / e.dir, e.ckpt) for e in manifest.runs]
 
 
 def _inside(path: Path, folder: Path) -> bool:
     return Path(os.path.normpath(path)).is_relative_to(folder)
 
 
-def recorded_description(directory: Path, run: RunFolder, entry: dict, index: int) -> RunDescription:
+def recorded_description(directory: Path, run: RunFolder, entry: RunEntry, index: int) -> RunDescription:
     """The run description that ``DIR/sweep.json`` records for ``run`` (its ``runs[index]``), with the paths of the
     folder where it was written moved to ``directory``, where the folder is now; one UsageError line for a record
     that is not a run description, or whose run log, summary or checkpoint would lie outside the run's folder (or
     its curves outside ``directory``)."""
     where = f'{directory / MANIFEST}: runs[{index}].run ({run.name})'
     try:
-        description = RunDescription.from_json(entry.get('run'))
+        description = RunDescription.from_json(entry.run)
     except UsageError as exc:
         raise UsageError(f'{where}: {exc}') from None
     if not description.summary:
         raise UsageError(f'{where}: records no summary path; not a run `ttm-distill sweep` planned')
     recorded = Path(os.path.normpath(description.summary)).parent
-    parts = Path(entry['dir']).parts
+    parts = Path(entry.dir).parts
     if recorded.parts[-len(parts):] != parts:
-        raise UsageError(f'{where}: its summary {description.summary} is not in a folder {entry["dir"]}; not a run '
+        raise UsageError(f'{where}: its summary {description.summary} is not in a folder {entry.dir}; not a run '
                          '`ttm-distill sweep` planned')
     old = Path(*recorded.parts[:-len(parts)])
 

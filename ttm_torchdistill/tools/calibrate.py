@@ -8,7 +8,7 @@ import torch
 from ..calibration import expected_calibration_error, fit_temperature, nll, reliability_bins
 from ..description import RunDescription
 from ..errors import UsageError
-from ..formats.summary import write_summary
+from ..formats.summary import RunSummary, write_summary
 from ..functional import power_sum
 from ..losses import resolve_gamma
 from ..methods import methods
@@ -110,32 +110,28 @@ def calibrate(opts: RunDescription, split: str = 'val', out_dir: str | Path = 'c
         logits, targets = _teacher_logits(run, split)
         t_star = fit_temperature(logits, targets)
         gamma = _recipe_gamma(run)
-        report = {
-            'kind': 'calibrate', 'recipe': run.name, 'split': split, 'samples': len(targets),
-            'top1': 100.0 * logits.argmax(1).eq(targets).double().mean().item(),
-            'nll': nll(logits, targets), 'ece': expected_calibration_error(logits, targets),
-            'temperature': t_star,
-            'nll_scaled': nll(logits, targets, t_star),
-            'ece_scaled': expected_calibration_error(logits / t_star, targets),
-            'gamma_calibrated': 1.0 / t_star,
-            'recipe_gamma': gamma,
-            'u_gamma_recipe': power_sum(logits.double(), gamma).mean().item() if gamma else None,
-            'u_gamma_calibrated': power_sum(logits.double(), 1.0 / t_star).mean().item(),
-        }
+        report = RunSummary(
+            kind='calibrate', recipe=run.name, split=split, samples=len(targets),
+            top1=100.0 * logits.argmax(1).eq(targets).double().mean().item(),
+            nll=nll(logits, targets), ece=expected_calibration_error(logits, targets), temperature=t_star,
+            nll_scaled=nll(logits, targets, t_star), ece_scaled=expected_calibration_error(logits / t_star, targets),
+            gamma_calibrated=1.0 / t_star, recipe_gamma=gamma,
+            u_gamma_recipe=power_sum(logits.double(), gamma).mean().item() if gamma else None,
+            u_gamma_calibrated=power_sum(logits.double(), 1.0 / t_star).mean().item())
         write_summary(report_path, report)  # shipped recipes by name (ilsvrc2012-wttm-...), files by their stem
         if opts.summary:
             write_summary(opts.summary, report)
         figure = _diagram(logits, targets, t_star, figure_path)
         logger.info('teacher %s on %s (%d images): top-1 %.2f', run.teacher_config.get('key'), split,
-                    report['samples'], report['top1'])
-        logger.info('T = 1      NLL %.4f  ECE %.4f', report['nll'], report['ece'])
+                    report.samples, report.top1)
+        logger.info('T = 1      NLL %.4f  ECE %.4f', report.nll, report.ece)
         logger.info('T* = %.4f NLL %.4f  ECE %.4f  -> calibrated gamma = 1/T* = %.4f', t_star,
-                    report['nll_scaled'], report['ece_scaled'], report['gamma_calibrated'])
+                    report.nll_scaled, report.ece_scaled, report.gamma_calibrated)
         if gamma:
-            logger.info('mean U_gamma: %.4f at the recipe gamma %.4g, %.4f at gamma 1/T*', report['u_gamma_recipe'],
-                        gamma, report['u_gamma_calibrated'])
+            logger.info('mean U_gamma: %.4f at the recipe gamma %.4g, %.4f at gamma 1/T*', report.u_gamma_recipe,
+                        gamma, report.u_gamma_calibrated)
         logger.info('report %s%s%s', report_path, f'; reliability diagram {figure}' if figure else '',
                     f'; summary {opts.summary}' if opts.summary else '')
-        return report
+        return report.to_json()
 
     return with_context(opts, body)

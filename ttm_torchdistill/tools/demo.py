@@ -13,6 +13,7 @@ import torch
 from ..data import DigitsDataset
 from ..description import RunDescription
 from ..formats.metrics import read_records
+from ..formats.summary import RunSummary, read_training_summary
 from ..functional import shannon_entropy
 from ..models import digits_mlp
 from ..recipe import RecipeDocument, RecipeView, resolve_recipe
@@ -38,25 +39,28 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _train(recipe: str, run_dir: Path, seed: int, overrides: list[str]) -> dict:
+def _train(recipe: str, run_dir: Path, seed: int, overrides: list[str]) -> RunSummary:
     """One demo training in its own folder (removed first: the demo owns it)."""
     shutil.rmtree(run_dir, ignore_errors=True)
     key = RecipeView(RecipeDocument.open(resolve_recipe(recipe))).student_key
     ckpt = 'digits_cnn.pt' if recipe == 'demo/teacher' else 'digits_mlp.pt'  # the recipes' own file names
     overrides = [f'models.{key}.dst_ckpt={run_dir / ckpt}', *overrides]
-    return run_train(RunDescription(recipe=recipe, overrides=overrides, device='cpu', seed=seed, quiet=True,
-                                summary=str(run_dir / 'summary.json')))
+    return RunSummary.from_json(run_train(RunDescription(recipe=recipe, overrides=overrides, device='cpu', seed=seed,
+                                                         quiet=True, summary=str(run_dir / 'summary.json'))))
 
 
-def _teacher(out: Path, retrain: bool) -> tuple[Path, dict]:
+def _teacher(out: Path, retrain: bool) -> tuple[Path, RunSummary]:
     ckpt = out / 'teacher' / 'digits_cnn.pt'
     summary_path = out / 'teacher' / 'summary.json'
     if ckpt.is_file() and summary_path.is_file() and not retrain:
-        _say(f'reusing the trained teacher {ckpt} (--retrain-teacher to train it again)')
-        return ckpt, json.loads(summary_path.read_text())
+        summary, problem = read_training_summary(summary_path)
+        if summary is not None:
+            _say(f'reusing the trained teacher {ckpt} (--retrain-teacher to train it again)')
+            return ckpt, summary
+        _say(f'{summary_path}: {problem}; the teacher is trained again')
     _say('training the teacher (digits_cnn, cross entropy) ...')
     summary = _train('demo/teacher', out / 'teacher', 0, [])
-    _say(f'teacher: test top-1 {summary["student_test_top1"]:.2f}')
+    _say(f'teacher: test top-1 {summary.student_test_top1:.2f}')
     return ckpt, summary
 
 
@@ -92,14 +96,14 @@ def run_demo(out: str | Path = 'demo_runs', seeds: tuple[int, ...] = (0, 1, 2), 
             run_dir = out / method / f'seed{seed}'
             t0 = time.perf_counter()
             summary = _train(f'demo/{method}', run_dir, seed, _student_overrides(method, teacher_ckpt, epochs))
-            metrics = read_records(Path(summary['metrics']))
+            metrics = read_records(Path(summary.metrics))
             runs[method].append({
-                'seed': seed, 'test_top1': summary['student_test_top1'], 'wall_s': time.perf_counter() - t0,
-                'test_entropy': _test_entropy(Path(summary['best_ckpt'])),
+                'seed': seed, 'test_top1': summary.student_test_top1, 'wall_s': time.perf_counter() - t0,
+                'test_entropy': _test_entropy(Path(summary.best_ckpt)),
                 'val_top1_per_epoch': [r['val_top1'] for r in metrics],
             })
             done += 1
-            _say(f'[{done}/{total}] {LABELS[method]:<20} seed {seed}: test top-1 {summary["student_test_top1"]:.2f} '
+            _say(f'[{done}/{total}] {LABELS[method]:<20} seed {seed}: test top-1 {summary.student_test_top1:.2f} '
                  f'({runs[method][-1]["wall_s"]:.1f} s)')
     rows = []
     for method in METHODS:
@@ -107,7 +111,7 @@ def run_demo(out: str | Path = 'demo_runs', seeds: tuple[int, ...] = (0, 1, 2), 
         rows.append({'method': method, 'label': LABELS[method], 'test_top1_mean': mean, 'test_top1_std': std,
                      'test_entropy_mean': statistics.fmean(r['test_entropy'] for r in runs[method]),
                      'wall_s': sum(r['wall_s'] for r in runs[method])})
-    result = {'teacher_test_top1': teacher['student_test_top1'], 'seeds': list(seeds), 'epochs': epochs,
+    result = {'teacher_test_top1': teacher.student_test_top1, 'seeds': list(seeds), 'epochs': epochs,
               'rows': rows, 'runs': runs, 'wall_s': time.perf_counter() - start}
     table = format_table(result)
     _say(table)

@@ -12,8 +12,8 @@ from pathlib import Path
 from ..errors import UsageError
 from ..formats.manifest import NAME as MANIFEST
 from ..formats.manifest import read_manifest
-from ..formats.metrics import diagnostic_keys, read_records
-from ..formats.summary import is_summary, load_summary
+from ..formats.metrics import SUFFIX, diagnostic_keys, metrics_path, read_records
+from ..formats.summary import RunSummary, load_summary
 from ..outputs import atomic_write, check_output_file
 from ..sweep.runfolder import runs_in
 from .figures import pyplot
@@ -41,16 +41,19 @@ class Curve:
 def find_metrics(run: str) -> Path:
     """A run's metrics file from the file itself, a run log or a --summary JSON."""
     path = Path(run).expanduser()
-    if path.name.endswith('.metrics.jsonl') and path.is_file():
+    if path.name.endswith(SUFFIX) and path.is_file():
         return path
     if path.suffix == '.json' and path.is_file():
-        summary, problem = load_summary(path)
+        data, problem = load_summary(path)
         if problem is not None:
             raise UsageError(f'{run}: not a --summary JSON ({problem})')
-        metrics = summary.get('metrics') if is_summary(summary) else None
+        try:
+            metrics = RunSummary.from_json(data).metrics
+        except UsageError:  # another file: its name may still lead to the metrics
+            metrics = None
         if isinstance(metrics, str) and metrics and Path(metrics).is_file():
             return Path(metrics)
-    sibling = path.with_name(path.stem + '.metrics.jsonl')
+    sibling = metrics_path(path)
     if sibling.is_file():
         return sibling
     raise UsageError(f'{run}: no metrics file (give a .metrics.jsonl, a run log, a --summary JSON, a run folder or '
@@ -95,7 +98,7 @@ def _sweep_curves(directory: Path, first_color: int) -> list[Curve]:
     seeds = list(dict.fromkeys(run.seed for run in runs))
     curves = []
     for run in runs:
-        found = sorted(run.directory.glob('*.metrics.jsonl'))
+        found = sorted(run.directory.glob('*' + SUFFIX))
         if len(found) > 1:
             raise UsageError(f'{run.directory}: expected one *.metrics.jsonl in the run folder, found {len(found)}')
         state = run.state()[0]
@@ -139,7 +142,7 @@ def _folder_curves(folder: Path, first_color: int) -> list[Curve]:
             curves += _sweep_curves(sweep, first_color + len(curves))
         except UsageError as exc:  # none of its runs has an epoch yet
             print(f'ttm-distill: {exc}: not plotted', file=sys.stderr)
-    for metrics in sorted(folder.rglob('*.metrics.jsonl')):
+    for metrics in sorted(folder.rglob('*' + SUFFIX)):
         if any(sweep in metrics.parents for sweep in sweeps):
             continue
         records = read_records(metrics)

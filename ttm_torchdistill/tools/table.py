@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..formats.manifest import NAME as MANIFEST
-from ..formats.manifest import read_manifest
+from ..formats.manifest import SweepManifest, read_manifest
 from ..formats.summary import is_finite_number
 from ..outputs import check_output_file, write_text
 from ..results import FORMATS, collect, format_rows, group
@@ -16,7 +16,7 @@ from ..sweep.runfolder import runs_in
 __all__ = ['table']
 
 
-def _sweep_notes(directory: Path, manifest: dict) -> list[str]:
+def _sweep_notes(directory: Path, manifest: SweepManifest) -> list[str]:
     """One line per finished run whose summary holds a best validation top-1 that is not a finite number: its grid
     point gets no mean in the sweep table (which counts the run as finished), so the file is named here; and one per
     summary.json that does not count (cut off, foreign, of a newer version: the run is not finished)."""
@@ -26,7 +26,7 @@ def _sweep_notes(directory: Path, manifest: dict) -> list[str]:
         if skipped is not None:
             notes.append(skipped)
         summary = run.summary()  # none yet, or one that does not count: the run is not finished, the sweep resumes it
-        if summary is not None and not is_finite_number(best := summary.get('best_val_top1')):
+        if summary is not None and not is_finite_number(best := summary.best_val_top1):
             value = 'null' if best is None else str(best) if isinstance(best, float) else repr(best)
             notes.append(f'{run.summary_path}: best_val_top1 is {value}, not a finite number: grid point '
                          f'{run.point} has no mean')
