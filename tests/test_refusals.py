@@ -151,3 +151,24 @@ def _hub_reachable() -> bool:
     except OSError:
         return False
     return True
+
+
+@pytest.mark.parametrize('sets, command, fragment', [
+    (['train.val_data_loader=null'], ['train'], 'train.val_data_loader is required'),
+    (['test.test_data_loader=null'], ['train'], 'test.test_data_loader is required'),
+    (['test.test_data_loader=null'], ['test'], 'test.test_data_loader is required'),
+    (['models.student_model.dst_ckpt=null'], ['train'], 'models.student_model.dst_ckpt is required'),
+    (['train={}'], ['train', '--check'], "missing or empty top-level key 'train'"),
+    (['datasets={}'], ['test'], "missing or empty top-level key 'datasets'"),
+    (['train.train_data_loader=null'], ['train'], 'train.train_data_loader is required'),
+])
+def test_required_keys_are_rules_checked_before_anything_is_built(tmp_path, sets, command, fragment):
+    args = [command[0], TINY, *command[1:], '--device', 'cpu', *(a for s in sets for a in ('--set', s))]
+    one_error_line(cli(args, tmp_path), 2, f'{TINY}: {fragment}')
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_without_its_test_pass_needs_no_test_loader(tmp_path):
+    args = ['train', TINY, '--device', 'cpu', '--no-test', '--set', 'test.test_data_loader=null', '--set',
+            'train.num_epochs=1']
+    assert cli(args, tmp_path).returncode == 0

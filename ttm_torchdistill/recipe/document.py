@@ -11,7 +11,7 @@ import fnmatch
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -119,6 +119,8 @@ class LossTerm:
     """the term's criterion key, e.g. 'WTTMLoss'"""
     kwargs: dict
     """the criterion's keyword arguments, tags resolved"""
+    wrapper_kwargs: dict = field(default_factory=dict)
+    """its ``criterion_wrapper``'s keyword arguments (what a wrapped loss reads), tags resolved"""
 
     @property
     def path(self) -> str:
@@ -168,6 +170,14 @@ class RecipeDocument:
     def has(self, keys: Keys) -> bool:
         return self.node(keys) is not None
 
+    def filled(self, keys: Keys, mapping: bool = True) -> bool:
+        """Whether the key holds a non-empty mapping (``mapping``) or a value other than null, read from the node
+        alone: nothing is constructed (a dataset is not built to ask whether ``datasets`` is there)."""
+        node = self.node(keys)
+        if mapping:
+            return isinstance(node, yaml.MappingNode) and bool(node.value)
+        return node is not None and not (isinstance(node, yaml.ScalarNode) and node.tag == 'tag:yaml.org,2002:null')
+
     def keys(self, keys: Keys = ()) -> list[str]:
         """The keys of the mapping at a key path (none for anything else)."""
         node = self.node(keys) if keys else self.root
@@ -201,8 +211,10 @@ class RecipeDocument:
         for name in self.keys(SUB_TERMS):
             key = self.value(f'{SUB_TERMS}.{name}.criterion.key')
             kwargs = self.value(f'{SUB_TERMS}.{name}.criterion.kwargs')
+            wrapper = self.value(f'{SUB_TERMS}.{name}.criterion_wrapper.kwargs')
             terms.append(LossTerm(name, key if isinstance(key, str) else None,
-                                  kwargs if isinstance(kwargs, dict) else {}))
+                                  kwargs if isinstance(kwargs, dict) else {},
+                                  wrapper if isinstance(wrapper, dict) else {}))
         return terms
 
     def fingerprint(self) -> dict[str, str]:
@@ -281,10 +293,16 @@ class RecipeDocument:
 
     # --- building ------------------------------------------------------------------------------------------
     def import_dependencies(self) -> None:
-        """Import the recipe's ``dependencies`` (plugins register their losses, models and tags)."""
+        """Import the recipe's ``dependencies`` (plugins register their losses, models, methods and tags); one that
+        cannot be imported is one UsageError line."""
         deps = self.node('dependencies')
-        if deps is not None:
+        if deps is None:
+            return
+        try:
             import_dependencies(self.construct(deps))
+        except ImportError as exc:
+            raise UsageError(f'{self.source}: dependencies: cannot import a plugin: {type(exc).__name__}: '
+                             f'{one_line(exc)}') from None
 
     def validate(self) -> dict[str, object]:
         """Raise UsageError for the first runner key whose value is of the wrong type or out of range (:data:`RULES`).

@@ -17,7 +17,7 @@ from torchdistill.losses import registry as losses
 from torchdistill.models.registry import AUXILIARY_MODEL_WRAPPER_DICT
 from torchdistill.optim.registry import OPTIM_DICT, SCHEDULER_DICT
 
-__all__ = ['LOADERS', 'RULES', 'Rule']
+__all__ = ['LOADERS', 'REQUIRED', 'RULES', 'Required', 'Rule']
 
 
 @dataclass(frozen=True)
@@ -136,3 +136,33 @@ RULES: dict[str, Rule] = {
     f'{TERM}.criterion_wrapper.kwargs.*.uses_label': FLAG,
     **{f'{loader}.{key}': rule for loader in LOADERS for key, rule in LOADER_RULES.items()},
 }
+
+
+@dataclass(frozen=True)
+class Required:
+    """A key a command needs before anything is built: a non-empty mapping (or a value, ``mapping=False``) at ``path``
+    (``{student}``: the student's entry, ``student_model`` or a plain training recipe's ``model``)."""
+
+    path: str
+    commands: tuple[str, ...]
+    mapping: bool = True
+    tested: bool = False
+    """needed by ``train`` only with its test pass (not with --no-test)"""
+
+    def message(self, student: str) -> str:
+        path = self.path.format(student=student)
+        if '.' not in path:
+            return f'missing or empty top-level key {path!r}'
+        if path == f'models.{student}':
+            return 'models needs a student_model (or model) entry'
+        return f'{path} is required'
+
+
+COMMANDS = ('train', 'test', 'calibrate')
+REQUIRED = (
+    Required('datasets', COMMANDS), Required('models', COMMANDS), Required('test', COMMANDS),
+    Required('models.{student}', COMMANDS), Required('models.{student}.dst_ckpt', COMMANDS, mapping=False),
+    Required('train', ('train',)), Required('train.train_data_loader', ('train',)),
+    Required('train.val_data_loader', ('train',)), Required('test.test_data_loader', ('train', 'test'), tested=True),
+)
+"""the keys each command needs, in the order they are checked"""

@@ -70,7 +70,7 @@ def run_test(opts: RunDescription) -> dict:
         run = Run(opts, ctx)
         if opts.check:
             run.load_best()
-            run.test_loader()
+            run.eval_loader('test')
             return check_passed(run, f'best checkpoint {run.best_ckpt}')
         results, best_value = run.test()
         return report(run, results, time.perf_counter() - start, dict(best_val_top1=best_value), kind='test')

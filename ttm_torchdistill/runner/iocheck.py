@@ -7,7 +7,7 @@ from pathlib import Path
 from torchdistill.losses.registry import MIDDLE_LEVEL_LOSS_DICT
 
 from ..errors import UsageError
-from ..recipe import SUB_TERMS, RecipeView
+from ..recipe import SUB_TERMS, LossTerm, RecipeView
 
 __all__ = ['check_loss_io']
 
@@ -15,9 +15,8 @@ SELF = '.'
 """torchdistill's path of a model's own output"""
 
 
-def _provided(model_config: dict) -> set[tuple[str, str]]:
+def _provided(hooks: dict) -> set[tuple[str, str]]:
     """(module path, 'input' | 'output') pairs a model's io dict holds: its own output and its forward hooks."""
-    hooks = model_config.get('forward_hook') or {}
     return {(SELF, 'output'), *((p, 'input') for p in hooks.get('input') or ()),
             *((p, 'output') for p in hooks.get('output') or ())}
 
@@ -32,39 +31,33 @@ def _default_io(loss_key: object, prefix: str) -> str | None:
     return param.default if param is not None and isinstance(param.default, str) else None
 
 
-def _reads(term: dict) -> list[tuple[str, str, str, str | None]]:
+def _reads(term: LossTerm) -> list[tuple[str, str, str, str | None]]:
     """(key, role, module path, io) of every model input/output a loss term reads: the criterion's
     ``<role>..._module_path``/``_module_io`` keyword pairs and its wrapper's ``module_path``/``io`` entries; io is
     the loss's default where the recipe names none, else None (a fixed one, e.g. CRDLoss reads the input of
     ``student_empty_module_path``)."""
     reads = []
-    criterion = term.get('criterion') or {}
-    kwargs = criterion.get('kwargs') or {}
-    for key, path in kwargs.items():
+    for key, path in term.kwargs.items():
         if key.endswith('_module_path') and isinstance(path, str):
             prefix = key[:-len('_module_path')]
             role = 'teacher' if prefix.startswith('teacher') else 'student'
-            io = kwargs.get(f'{prefix}_module_io') or _default_io(criterion.get('key'), prefix)
+            io = term.kwargs.get(f'{prefix}_module_io') or _default_io(term.key, prefix)
             reads.append((f'criterion.kwargs.{key}', role, path, io))
-    wrapper = (term.get('criterion_wrapper') or {}).get('kwargs') or {}
-    for name, spec in wrapper.items():
+    for name, spec in term.wrapper_kwargs.items():
         if isinstance(spec, dict) and isinstance(spec.get('module_path'), str):
             role = 'teacher' if spec.get('is_from_teacher') else 'student'
             reads.append((f'criterion_wrapper.kwargs.{name}.module_path', role, spec['module_path'], spec.get('io')))
     return reads
 
 
-def check_loss_io(source: Path, train_config: dict, view: RecipeView) -> None:
+def check_loss_io(source: Path, view: RecipeView) -> None:
     """Raise UsageError naming the first loss term that reads a (module path, io) its model does not provide."""
     sections = {role: view.train_section(role) for role in ('student', 'teacher')}
     distill = view.has_teacher
-    provided = {role: _provided(train_config.get(section) or {}) for role, section in sections.items()}
-    criterion = train_config.get('criterion') or {}
-    part = f'train.criterion ({criterion.get("key")})'
-    sub_terms = (criterion.get('kwargs') or {}).get('sub_terms') or {}
-    for name, term in sub_terms.items():
-        if not isinstance(term, dict):
-            continue
+    provided = {role: _provided(view.forward_hooks(role)) for role in sections}
+    part = view.criterion_label
+    for term in view.loss_terms():
+        name = term.name
         for key, role, path, io in _reads(term):
             if role == 'teacher' and not distill:
                 raise UsageError(f'{source}: {part}: {SUB_TERMS}.{name}.{key}={path!r}: this recipe has no teacher')

@@ -20,7 +20,7 @@ from ..data import MixupCutmixCollate
 from ..errors import DataFileError, TrainingDiverged, TrainingFailed, UsageError, one_line
 from ..methods import hooked
 from ..processes import EPOCH_TELLERS, tell_epoch
-from ..recipe import SUB_TERMS
+from ..recipe import RecipeView
 from .build import box_student
 from .datafiles import BATCH_ERRORS, batch_error
 from .iocheck import check_loss_io
@@ -34,22 +34,15 @@ STEP_ERRORS = (RuntimeError, TypeError, ValueError, KeyError, IndexError)
 """what a model's forward or a loss raises for inputs it cannot take (CUDA's out-of-memory is a RuntimeError)"""
 
 
-def _term_key(train_config: dict, name: str) -> object:
-    term = (((train_config.get('criterion') or {}).get('kwargs') or {}).get('sub_terms') or {}).get(name) or {}
-    return (term.get('criterion') or {}).get('key') if isinstance(term, dict) else None
-
-
-def loss_terms(box, train_config: dict) -> list[tuple[str, nn.Module]]:
+def loss_terms(box, view: RecipeView) -> list[tuple[str, nn.Module]]:
     """(recipe label, module) of each term of the box's loss, e.g. ``...sub_terms.itrd.criterion (ITRDLoss)``."""
-    return [(f'{SUB_TERMS}.{name}.criterion ({_term_key(train_config, name)})', term)
-            for name, (term, _) in getattr(box.criterion, 'term_dict', {}).items()]
+    return [(view.term_label(name), term) for name, (term, _) in getattr(box.criterion, 'term_dict', {}).items()]
 
 
-def _parts(run, box, train_config: dict) -> list[tuple[str, object]]:
+def _parts(run, box) -> list[tuple[str, object]]:
     """(recipe label, object) of everything a training step runs, outermost first."""
-    criterion = train_config.get('criterion') or {}
-    parts: list[tuple[str, object]] = [(f'train.criterion ({criterion.get("key")})', box.criterion)]
-    parts += loss_terms(box, train_config)
+    parts: list[tuple[str, object]] = [(run.view.criterion_label, box.criterion)]
+    parts += loss_terms(box, run.view)
     for role, model, label, config in (('student', box_student(box), run.student_key, run.student_config),
                                        ('teacher', getattr(box, 'teacher_model', None), 'teacher_model',
                                         run.teacher_config)):
@@ -81,9 +74,7 @@ def _failing_part(exc: BaseException, parts: list[tuple[str, object]]) -> str | 
 
 def describe_step_failure(run, box, exc: BaseException, what: str) -> str:
     """One line: ``RECIPE: PART: WHAT fails: Type: message``, PART the recipe part that raised."""
-    train_config = run.config.get('train') or {}
-    part = _failing_part(exc, _parts(run, box, train_config)) or f'train.criterion ' \
-        f'({(train_config.get("criterion") or {}).get("key")})'
+    part = _failing_part(exc, _parts(run, box)) or run.view.criterion_label
     return f'{run.recipe_path}: {part}: {what} fails: {type(exc).__name__}: {one_line(exc)[:300]}'
 
 
@@ -115,14 +106,14 @@ def smallest_batch(loader: object) -> tuple[int, int, int] | None:
     return samples, batch_size, batch_size if getattr(loader, 'drop_last', False) or rest == 0 else rest
 
 
-def check_smallest_batch(source: Path, box, train_config: dict, loader: object) -> int | None:
+def check_smallest_batch(source: Path, box, view: RecipeView, loader: object) -> int | None:
     """Refuse a loader whose smallest batch is below what a loss term needs (its ``min_batch_size``); returns the
     smallest batch (None where unknown)."""
     found = smallest_batch(loader)
     if found is None:
         return None
     samples, batch_size, smallest = found
-    for label, term in loss_terms(box, train_config):
+    for label, term in loss_terms(box, view):
         need = max((m.min_batch_size for m in hooked(term)), default=1)
         if smallest < need:
             raise UsageError(f'{source}: train.train_data_loader: the last batch of each epoch holds {smallest} '
@@ -132,13 +123,13 @@ def check_smallest_batch(source: Path, box, train_config: dict, loader: object) 
     return smallest
 
 
-def check_epoch_followers(source: Path, box, train_config: dict) -> bool:
+def check_epoch_followers(source: Path, box, view: RecipeView, process: object) -> bool:
     """Refuse a loss term that follows the epoch (``needs_epoch``: DKD's warm-up) where the recipe's pre-epoch process
-    does not tell the losses the epoch; returns whether it does."""
-    process = train_config.get('pre_epoch_process')
+    does not tell the losses the epoch; returns whether it does. ``process``: the recipe's
+    ``train.pre_epoch_process``."""
     if process in EPOCH_TELLERS:
         return True
-    for label, term in loss_terms(box, train_config):
+    for label, term in loss_terms(box, view):
         if any(m.needs_epoch for m in hooked(term)):
             raise UsageError(f'{source}: {label} follows the epoch (its warm-up), which train.pre_epoch_process '
                              f'({process!r}) does not tell it: set train.pre_epoch_process: '
@@ -146,13 +137,13 @@ def check_epoch_followers(source: Path, box, train_config: dict) -> bool:
     return False
 
 
-def check_targets(source: Path, box, train_config: dict, loader: object) -> None:
+def check_targets(source: Path, box, view: RecipeView, loader: object) -> None:
     """Refuse a loss term that needs one class index per sample (``needs_class_indices``: DKD) where the training
     loader's collate gives soft targets (Mixup/CutMix)."""
     collate = getattr(loader, 'collate_fn', None)
     if not isinstance(collate, MixupCutmixCollate):
         return
-    for label, term in loss_terms(box, train_config):
+    for label, term in loss_terms(box, view):
         if any(m.needs_class_indices for m in hooked(term)):
             raise UsageError(f'{source}: {label} needs one class index per sample, but train.train_data_loader.'
                              f'collate_fn ({collate.key}) gives soft targets: remove the collate_fn (Mixup/CutMix) '
@@ -187,10 +178,9 @@ def probe_step(run, box, loader: object, count: int, note: str = '') -> None:
     """The training step's forward (models, auxiliary wrappers, loss) on ``count`` samples of the training data,
     modes as in training; buffers (batch-norm statistics, CRD's memory bank) are put back afterwards. A failure is
     one UsageError line naming the recipe part (``note`` added)."""
-    train_config = run.config.get('train') or {}
     student = box_student(box)
     modules = [m for m in (student, getattr(box, 'teacher_model', None)) if m is not None]
-    modules += [term for _, term in loss_terms(box, train_config) if isinstance(term, nn.Module)]
+    modules += [term for _, term in loss_terms(box, run.view) if isinstance(term, nn.Module)]
     saved = [(buffer, buffer.clone()) for module in modules for buffer in module.buffers()]
     modes = [(module, module.training) for module in modules]
     images, targets, supp_dict = _sample_batch(run, loader, count)
@@ -217,10 +207,10 @@ def check_training(run, box) -> None:
     the epoch a loss follows; then the training step's forward on two samples (one where the last batch holds one)."""
     train_config, loader = run.config['train'], box.train_data_loader
     check_schedule(run.recipe_path, train_config, box, len(loader))
-    check_loss_io(run.recipe_path, train_config, run.view)
-    smallest = check_smallest_batch(run.recipe_path, box, train_config, loader)
-    check_targets(run.recipe_path, box, train_config, loader)
-    if check_epoch_followers(run.recipe_path, box, train_config):
+    check_loss_io(run.recipe_path, run.view)
+    smallest = check_smallest_batch(run.recipe_path, box, run.view, loader)
+    check_targets(run.recipe_path, box, run.view, loader)
+    if check_epoch_followers(run.recipe_path, box, run.view, train_config.get('pre_epoch_process')):
         tell_epoch(box.criterion, 0)  # for the probe; each epoch's pre-epoch process tells it again
     one = smallest == 1  # a last batch of one sample: the probe takes one (batch norm refuses it)
     probe_step(run, box, loader, 1 if one else 2, note=(
@@ -232,7 +222,6 @@ def check_training(run, box) -> None:
 def check_one_batch(run, box) -> dict:
     """`train --check`: the loss on one training batch (no update), then the line saying the check passed."""
     images, targets, supp_dict = next(iter(run.batches(box.train_data_loader, 'train')))
-    criterion = (run.config['train'].get('criterion') or {}).get('key')
     try:
         with run.autocast():
             loss = box.forward_process(images.to(run.ctx.device, memory_format=run.memory_format),
@@ -240,7 +229,7 @@ def check_one_batch(run, box) -> dict:
     except STEP_ERRORS as exc:
         raise UsageError(describe_step_failure(run, box, exc, 'the loss on one training batch')) from None
     if not torch.isfinite(loss).all():  # the values diverge (exit 1), the recipe builds
-        raise TrainingDiverged(f'{run.recipe_path}: train.criterion ({criterion}): the loss on one training batch is '
+        raise TrainingDiverged(f'{run.recipe_path}: {run.view.criterion_label}: the loss on one training batch is '
                                f'{loss.item()}')
     return check_passed(run, f'{len(box.train_data_loader)} training batches per epoch')
 

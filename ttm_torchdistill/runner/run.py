@@ -39,6 +39,9 @@ class Run:
         self.recipe_path = resolve_recipe(opts.recipe)
         doc = RecipeDocument.open(self.recipe_path, parse_overrides(opts.overrides))
         self.view = RecipeView(doc)
+        missing = self.view.missing(opts.command, opts.test)
+        if missing is not None:
+            raise UsageError(f'{self.recipe_path}: {missing}')
         self.student_key = self.view.student_key
         self.fingerprint = doc.fingerprint()
         self.outputs: RunOutputs | None = None
@@ -76,19 +79,11 @@ class Run:
 
     def _build(self) -> None:
         opts = self.opts
-        for key in ('datasets', 'models', 'test'):
-            if not isinstance(self.config.get(key), dict):
-                raise UsageError(f'{self.recipe_path}: missing or empty top-level key {key!r}')
-        models = self.config['models']
+        models = self.config['models']  # the required keys are there (RecipeView.missing)
         self.teacher_config = models.get('teacher_model')
-        self.student_config = models.get(self.student_key)
-        if not isinstance(self.student_config, dict):
-            raise UsageError(f'{self.recipe_path}: models needs a student_model (or model) entry')
-        dst = self.student_config.get('dst_ckpt')
-        if not dst:
-            raise UsageError(f'{self.recipe_path}: models.{self.student_key}.dst_ckpt is required')
+        self.student_config = models[self.student_key]
         if self.outputs is None:  # a run that claims nothing (test, calibrate): the paths it reads
-            self.outputs = RunOutputs(opts, self.student_key, dst)
+            self.outputs = RunOutputs(opts, self.student_key, self.student_config['dst_ckpt'])
         self.amp_dtype = AMP_DTYPES.get(opts.amp) if opts.amp else None
         self.memory_format = torch.channels_last if opts.channels_last else torch.preserve_format
         guard_datasets(self.config['datasets'])
@@ -100,15 +95,25 @@ class Run:
         if opts.compile:  # after the one-sample check, which would compile a batch shape of its own
             compile_models({'student': self.student, 'teacher': self.teacher}, opts.compile)
 
+    def loader_config(self, loader: str) -> dict | None:
+        """The built configuration of the 'train', 'val' or 'test' loader (None where the recipe has none)."""
+        node: object = self.config
+        for key in self.view.loader_path(loader).split('.'):
+            node = node.get(key) if isinstance(node, dict) else None
+        return node if isinstance(node, dict) else None
+
+    def _dataset(self, loader: str) -> tuple[object, object]:
+        """(dataset id, dataset) of a loader; the dataset None where there is none."""
+        dataset_id = (self.loader_config(loader) or {}).get('dataset_id')
+        return dataset_id, self.config['datasets'].get(dataset_id)
+
     def _check_splits(self) -> None:
         """Every loader's dataset has samples (an empty split would train or score on nothing)."""
-        for section, name in (('train', 'train_data_loader'), ('train', 'val_data_loader'),
-                              ('test', 'test_data_loader')):
-            dataset_id = ((self.config.get(section) or {}).get(name) or {}).get('dataset_id')
-            dataset = self.config['datasets'].get(dataset_id)
+        for loader in ('train', 'val', 'test'):
+            dataset_id, dataset = self._dataset(loader)
             if hasattr(dataset, '__len__') and len(dataset) == 0:
-                raise UsageError(f'{self.recipe_path}: {section}.{name}: datasets.{dataset_id} is empty (0 samples); '
-                                 'check its root and files, or its indices')
+                raise UsageError(f'{self.recipe_path}: {self.view.loader_path(loader)}: datasets.{dataset_id} is empty '
+                                 '(0 samples); check its root and files, or its indices')
 
     @property
     def name(self) -> str:
@@ -148,10 +153,8 @@ class Run:
 
     def _sample_batch(self) -> tuple[str, torch.Tensor] | None:
         """(dataset id, a batch of one sample) from the validation (else test, else training) dataset."""
-        for which, section, name in (('val', 'train', 'val_data_loader'), ('test', 'test', 'test_data_loader'),
-                                     ('train', 'train', 'train_data_loader')):
-            dataset_id = ((self.config.get(section) or {}).get(name) or {}).get('dataset_id')
-            dataset = self.config['datasets'].get(dataset_id)
+        for which in ('val', 'test', 'train'):
+            dataset_id, dataset = self._dataset(which)
             if dataset is not None and len(dataset) > 0:
                 try:
                     sample = dataset[0]
@@ -191,13 +194,14 @@ class Run:
     def autocast(self):
         return autocast(self.ctx.device, self.amp_dtype)
 
-    def test_loader(self):
-        test_config = self.config['test'].get('test_data_loader')
-        if not isinstance(test_config, dict):
-            raise UsageError(f'{self.recipe_path}: test.test_data_loader is required')
-        with recipe_part(self.recipe_path, 'test.test_data_loader'):
-            loader = build_eval_loader(self.config['datasets'], test_config, self.ctx, 'test.test_data_loader')
-        return on_device(loader, self.ctx.device, 'test.test_data_loader')
+    def eval_loader(self, loader: str):
+        """The 'val' or 'test' loader, this rank's shard of its dataset."""
+        config, where = self.loader_config(loader), self.view.loader_path(loader)
+        if config is None:
+            raise UsageError(f'{self.recipe_path}: {where} is required')
+        with recipe_part(self.recipe_path, where):
+            built = build_eval_loader(self.config['datasets'], config, self.ctx, where)
+        return on_device(built, self.ctx.device, where)
 
     def load_best(self) -> float | None:
         """Load the best checkpoint into the student; returns its best validation value."""
@@ -211,7 +215,7 @@ class Run:
     def test(self) -> tuple[dict, float]:
         """Teacher and student (from the best checkpoint) on the test loader; also the checkpoint's best value."""
         best_value = self.load_best()
-        loader = self.test_loader()
+        loader = self.eval_loader('test')
         results = {}
         for role, model, label in (('teacher', self.teacher, 'teacher_model'), ('student', self.student,
                                                                                 self.student_key)):

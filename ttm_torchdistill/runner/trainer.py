@@ -16,11 +16,11 @@ from torchdistill.common.module_util import check_if_wrapped
 from ..errors import DataFileError, TrainingDiverged, TrainingFailed, UsageError, one_line
 from ..formats.metrics import append_record
 from .amp import scale_fp16
-from .build import box_student, build_box, recipe_part, set_box_student
+from .build import box_student, build_box, set_box_student
 from .checkpoint import atomic_save, load_model_state, rng_state, set_rng_state
 from .diagnostics import EpochDiagnostics
 from .distributed import all_gather_objects, all_reduce_sum, barrier
-from .evaluate import build_eval_loader, evaluate
+from .evaluate import evaluate
 from .logs import format_eta, log_to_file, logger
 from .preflight import STEP_ERRORS, describe_step_failure, evaluation
 from .run import Run, on_device
@@ -37,12 +37,7 @@ CHECK_EVERY = 50
 class Trainer:
     def __init__(self, run: Run) -> None:
         self.run, self.ctx, self.opts = run, run.ctx, run.opts
-        train_config = run.config.get('train')
-        if not isinstance(train_config, dict):
-            raise UsageError(f'{run.recipe_path}: missing or empty top-level key \'train\'')
-        if any(k.startswith('stage') for k in train_config):
-            raise UsageError(f'{run.recipe_path}: multi-stage recipes (train.stage1, ...) are not supported by '
-                             "ttm-distill; run them with torchdistill's example runner")
+        train_config = run.config['train']  # the required keys are there (RecipeView.missing)
         if self.opts.resume and not run.last_ckpt.is_file():
             raise UsageError(f'--resume: no checkpoint to resume from at {run.last_ckpt}')
         self.log_freq = train_config.get('log_freq', 1000)
@@ -58,12 +53,7 @@ class Trainer:
                              f'{loader.drop_last}); lower the batch size')
         self.distill = run.view.has_teacher
         self._wrap_student()
-        val_config = train_config.get('val_data_loader')
-        if not isinstance(val_config, dict):
-            raise UsageError(f'{run.recipe_path}: train.val_data_loader is required')
-        with recipe_part(run.recipe_path, 'train.val_data_loader'):
-            self.val_loader = build_eval_loader(run.config['datasets'], val_config, self.ctx, 'train.val_data_loader')
-        self.val_loader = on_device(self.val_loader, self.ctx.device, 'train.val_data_loader')
+        self.val_loader = run.eval_loader('val')
         self.scaler = scale_fp16(self.box, train_config, run.recipe_path, self.ctx.device) \
             if self.opts.amp == 'fp16' else None
         terms = [(name, term) for name, (term, _) in getattr(self.box.criterion, 'term_dict', {}).items()]

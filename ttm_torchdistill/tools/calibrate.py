@@ -15,14 +15,11 @@ from ..methods import methods
 from ..outputs import atomic_write, check_output_folder
 from ..runner.commands import check_outputs, with_context
 from ..runner.distributed import DistContext
-from ..runner.evaluate import build_eval_loader
 from ..runner.logs import logger
 from ..runner.run import Run
 from .figures import pyplot
 
 __all__ = ['calibrate']
-
-SPLITS = {'val': ('train', 'val_data_loader'), 'test': ('test', 'test_data_loader')}
 
 
 def _recipe_gamma(run: Run) -> float | None:
@@ -34,11 +31,9 @@ def _recipe_gamma(run: Run) -> float | None:
 
 @torch.inference_mode()
 def _teacher_logits(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    section, key = SPLITS[split]
-    loader_config = (run.config.get(section) or {}).get(key)
-    if not isinstance(loader_config, dict):
-        raise UsageError(f'{run.recipe_path}: {section}.{key} is required for --split {split}')
-    loader = build_eval_loader(run.config['datasets'], loader_config, run.ctx, f'{section}.{key}')
+    if run.loader_config(split) is None:
+        raise UsageError(f'{run.recipe_path}: {run.view.loader_path(split)} is required for --split {split}')
+    loader = run.eval_loader(split)
     run.teacher.eval()
     logits, targets = [], []
     total, step = len(loader), max(len(loader) // 10, 1)
@@ -47,7 +42,7 @@ def _teacher_logits(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
             logits.append(run.teacher(batch[0].to(run.ctx.device, memory_format=run.memory_format)).float().cpu())
         targets.append(batch[1])
         if i % step == 0 or i == total:
-            logger.info('calibrate: teacher on %s.%s, batch %d/%d', section, key, i, total)
+            logger.info('calibrate: teacher on %s, batch %d/%d', run.view.loader_path(split), i, total)
     return torch.cat(logits), torch.cat(targets)
 
 
@@ -57,7 +52,7 @@ def _warn_if_test(run: Run, split: str) -> None:
     if split == 'test' or run.view.val_is_test:
         logger.warning('warning: calibrating on %s, the recipe\'s test set: a gamma chosen from it has seen the test '
                        'set; calibrate on a held-out part of the training set instead (README, "Tuning a new pair")',
-                       f'{SPLITS[split][0]}.{SPLITS[split][1]} ({test})')
+                       f'{run.view.loader_path(split)} ({test})')
 
 
 def _diagram(logits: torch.Tensor, targets: torch.Tensor, temperature: float, path: Path) -> Path | None:
