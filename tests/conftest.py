@@ -275,6 +275,12 @@ def cli(args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Assert that a command exited with 0, showing the end of what it printed otherwise; returns it."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 def one_error_line(result: subprocess.CompletedProcess, code: int, *fragments) -> str:
     """Assert that a command failed with ``code`` and printed exactly one error line, with no traceback,
     containing every fragment; returns the line."""

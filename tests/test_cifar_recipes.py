@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, RECIPES, ROOT, assert_same_state, cli, cli_env, run_cli, torchdistill_runner_models
+from conftest import FAST, RECIPES, ROOT, assert_same_state, cli, cli_env, ok, run_cli, torchdistill_runner_models
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
 from torchdistill.core.training import get_training_box
@@ -459,11 +459,6 @@ def test_wttm_crd_trains_on_two_cpu_ranks(tmp_path, cifar100_env, teacher_ckpts)
     assert summary['world_size'] == 2 and summary['epochs_run'] == 1
 
 
-def _ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 PROBE = ['--set', 'train.pre_epoch_process=probe_epoch',
          '--set', 'dependencies=[{name: ttm_torchdistill}, {name: epoch_probe}]']
 
@@ -478,13 +473,13 @@ def test_wttm_itrd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_ru
             '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("wrn_40_2")}']
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'
     straight.mkdir(), killed.mkdir()
-    _ok(run_cli([*args, '--summary', 'summary.json'], straight))
+    ok(run_cli([*args, '--summary', 'summary.json'], straight))
     result = run_cli(args, killed, env=cli_env(PROBE_KILL_AT_EPOCH=2))
     assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL at the start of epoch 2
     last = 'resource/ckpt/cifar100/wttm_itrd/cifar100-wrn_40_1_from_wrn_40_2.last.pt'
     after_one = torch.load(killed / last, weights_only=False)
     assert after_one['epoch'] == 1
-    _ok(run_cli([*args, '--resume'], killed))
+    ok(run_cli([*args, '--resume'], killed))
     straight_ckpt, resumed = (torch.load(f / last, weights_only=False) for f in (straight, killed))
     assert straight_ckpt['epoch'] == resumed['epoch'] == 2
     assert set(straight_ckpt['aux']) == {'student_wrapper'}  # ITRDLoss itself holds no state
@@ -494,7 +489,7 @@ def test_wttm_itrd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_ru
     assert_same_state(wrapper, resumed['aux']['student_wrapper'])
     assert not torch.equal(after_one['aux']['student_wrapper']['embed.weight'], wrapper['embed.weight'])
     # `ttm-distill table` puts the run beside the paper's WTTM + ITRD number (Table 2)
-    table = _ok(cli(['table', straight / 'summary.json'], tmp_path)).stdout
+    table = ok(cli(['table', straight / 'summary.json'], tmp_path)).stdout
     (row,) = [line for line in table.splitlines() if name in line]
     assert '| 75.34 |' in row
 

@@ -23,7 +23,7 @@ from itertools import chain
 
 import pytest
 import torch
-from conftest import FAST, TESTS, TINY, accept_generated_cifar, cli_env, make_cifar100, make_image_folder
+from conftest import FAST, TESTS, TINY, accept_generated_cifar, cli_env, make_cifar100, make_image_folder, ok
 from torch import nn
 
 from ttm_torchdistill.description import RunDescription
@@ -246,11 +246,6 @@ def _cli(args: list, cwd, env: dict, launcher: list[str] | None = None) -> subpr
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def _crd_args(data: dict, *extra: str) -> list[str]:
     sets = [a for o in _overrides(CRD, data, *PROBE, *extra) for a in ('--set', o)]
     return ['train', CRD, '--device', DEVICE, '--seed', '0', *sets]
@@ -289,11 +284,11 @@ def test_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(setting,
                        CUDA_PROBE_LOG=tmp_path / f'{name}.jsonl', **extra_env, **more)
     straight, killed = tmp_path / 'straight', tmp_path / 'killed'
     straight.mkdir(), killed.mkdir()
-    _ok(_cli(args, straight, env('straight')))
+    ok(_cli(args, straight, env('straight')))
     result = _cli(args, killed, env('killed', CUDA_PROBE_KILL_AT_EPOCH=2))
     assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL at the start of epoch 2
     assert torch.load(killed / CRD_LAST, map_location='cpu', weights_only=False)['epoch'] == 1
-    _ok(_cli([*args, '--resume'], killed, env('resumed')))
+    ok(_cli([*args, '--resume'], killed, env('resumed')))
     a, b = (torch.load(f / CRD_LAST, map_location='cpu', weights_only=False) for f in (straight, killed))
     assert a['epoch'] == b['epoch'] == 2 and set(a['aux']) == {'student_wrapper', 'teacher_wrapper', 'loss.crd'}
     assert (a['scaler'] is not None) == ('fp16' in flags)
@@ -323,7 +318,7 @@ def test_torchrun_with_one_process(launcher, data, tmp_path):
     target = ['-m', 'ttm_torchdistill'] if launcher == 'torchrun' else [str(TESTS / 'cuda_probe.py')]
     env = cli_env(CIFAR100_ROOT=data['CIFAR100_ROOT'], TTM_TEST_OFFLINE_CIFAR=1,
                   CUDA_PROBE_LOG=tmp_path / 'probe.jsonl')
-    _ok(_cli([*_crd_args(data), '--summary', 's.json'], tmp_path, env, launcher=[*torchrun, *target]))
+    ok(_cli([*_crd_args(data), '--summary', 's.json'], tmp_path, env, launcher=[*torchrun, *target]))
     summary = json.loads((tmp_path / 's.json').read_text())
     assert (summary['world_size'], summary['device'], summary['epochs_run']) == (1, DEVICE, 1)
     assert summary['student_test_top1'] is not None
