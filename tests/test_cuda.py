@@ -23,7 +23,17 @@ from itertools import chain
 
 import pytest
 import torch
-from conftest import FAST, TESTS, TINY, accept_generated_cifar, cli_env, make_cifar100, make_image_folder, ok
+from conftest import (
+    FAST,
+    TESTS,
+    TINY,
+    accept_generated_cifar,
+    cli_env,
+    make_cifar100,
+    make_image_folder,
+    ok,
+    straight_and_resumed,
+)
 from torch import nn
 
 from ttm_torchdistill.description import RunDescription
@@ -282,14 +292,16 @@ def test_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(setting,
     def env(name, **more):
         return cli_env(CIFAR100_ROOT=data['CIFAR100_ROOT'], TTM_TEST_OFFLINE_CIFAR=1,
                        CUDA_PROBE_LOG=tmp_path / f'{name}.jsonl', **extra_env, **more)
-    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-    straight.mkdir(), killed.mkdir()
-    ok(_cli(args, straight, env('straight')))
-    result = _cli(args, killed, env('killed', CUDA_PROBE_KILL_AT_EPOCH=2))
-    assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL at the start of epoch 2
-    assert torch.load(killed / CRD_LAST, map_location='cpu', weights_only=False)['epoch'] == 1
-    ok(_cli([*args, '--resume'], killed, env('resumed')))
-    a, b = (torch.load(f / CRD_LAST, map_location='cpu', weights_only=False) for f in (straight, killed))
+
+    def train(stage, folder):
+        if stage != 'interrupted':
+            return ok(_cli([*args, *(['--resume'] if stage == 'resumed' else [])], folder, env(stage)))
+        result = _cli(args, folder, env('killed', CUDA_PROBE_KILL_AT_EPOCH=2))
+        assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL at the start of epoch 2
+        assert torch.load(folder / CRD_LAST, map_location='cpu', weights_only=False)['epoch'] == 1
+        return result
+
+    a, b = straight_and_resumed(tmp_path, train, folders=('straight', 'killed')).load(CRD_LAST)
     assert a['epoch'] == b['epoch'] == 2 and set(a['aux']) == {'student_wrapper', 'teacher_wrapper', 'loss.crd'}
     assert (a['scaler'] is not None) == ('fp16' in flags)
     mine, theirs = (_flat({k: c[k] for k in ('model', 'aux', 'optimizer', 'scaler')}) for c in (a, b))

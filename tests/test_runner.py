@@ -4,7 +4,18 @@ import json
 
 import pytest
 import torch
-from conftest import RECIPES, TINY, assert_same_state, ckpt_weights, cli, cli_env, ok, one_error_line, run_cli
+from conftest import (
+    RECIPES,
+    TINY,
+    assert_same_state,
+    ckpt_weights,
+    cli,
+    cli_env,
+    ok,
+    one_error_line,
+    run_cli,
+    straight_and_resumed,
+)
 from torchdistill.common.main_util import load_ckpt
 
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
@@ -51,20 +62,24 @@ def test_train_writes_summary_metrics_and_checkpoints(tmp_path):
 
 
 def test_kill_after_first_epoch_then_resume_matches_uninterrupted_run(tmp_path):
-    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-    straight.mkdir(), killed.mkdir()
     args = ['train', TINY, '--device', 'cpu', '--seed', '3', '--set', 'train.num_epochs=3']
-    ok(cli(args, straight))
-    # Blobs SIGKILLs its own process at the first training sample of epoch 2 (2 reads of the runner's pre-flight
-    # step, then 32 samples per epoch)
-    result = run_cli(args, killed, env=cli_env(TINY_KILL_AT=35))
-    assert result.returncode == -9, result.stderr[-2000:]
-    ckpt = torch.load(killed / last_ckpt_path(BEST), map_location='cpu', weights_only=False)
-    assert ckpt['epoch'] == 1
-    assert not list((killed / 'ckpt/tiny/wttm').glob('*.tmp'))
-    refused = cli(args, killed)
-    one_error_line(refused, 2, 'pass --resume')
-    ok(cli(args + ['--resume'], killed))
+
+    def train(stage, folder):
+        if stage != 'interrupted':
+            return ok(cli(args + (['--resume'] if stage == 'resumed' else []), folder))
+        # Blobs SIGKILLs its own process at the first training sample of epoch 2 (2 reads of the runner's pre-flight
+        # step, then 32 samples per epoch)
+        result = run_cli(args, folder, env=cli_env(TINY_KILL_AT=35))
+        assert result.returncode == -9, result.stderr[-2000:]
+        ckpt = torch.load(folder / last_ckpt_path(BEST), map_location='cpu', weights_only=False)
+        assert ckpt['epoch'] == 1
+        assert not list((folder / 'ckpt/tiny/wttm').glob('*.tmp'))
+        refused = cli(args, folder)
+        one_error_line(refused, 2, 'pass --resume')
+        return result
+
+    runs = straight_and_resumed(tmp_path, train, folders=('straight', 'killed'))
+    straight, killed = runs.straight, runs.resumed
     assert_same_state(ckpt_weights(straight / last_ckpt_path(BEST)), ckpt_weights(killed / last_ckpt_path(BEST)))
     assert_same_state(ckpt_weights(straight / BEST), ckpt_weights(killed / BEST))
     epochs = [json.loads(line)['epoch'] for line in (killed / 'ckpt/tiny/wttm/student.metrics.jsonl').open()]
