@@ -1,11 +1,10 @@
 """`ttm-distill sweep --lockstep`: each seed's points train together in one process, sharing the training loader and
 the teacher's forward, and each point's weights and files are what it gets trained alone."""
 import json
-import os
 
 import pytest
 import torch
-from conftest import FAST, TINY, assert_same_run, cli, cli_env, ok, one_error_line, same_values, train_alone
+from conftest import FAST, TINY, assert_same_run, cli, ok, one_error_line, same_values, train_alone
 
 from ttm_torchdistill.errors import UsageError
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
@@ -178,22 +177,10 @@ def test_a_lockstep_group_refuses_check_and_compile(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
-PROBE = '''\
-"""Test plugin: each process records the GPUs it was given."""
-import json, os, sys
-
-if 'lockstep' in sys.argv:
-    with open(os.path.join(os.environ['GPU_PROBE_DIR'], f'{os.getpid()}.json'), 'w') as f:
-        json.dump({'argv': sys.argv, 'cuda': os.environ.get('CUDA_VISIBLE_DEVICES')}, f)
-'''
-
-
 def test_runs_per_gpu_packs_groups(tmp_path, monkeypatch, capsys):
-    (tmp_path / 'gpu_probe.py').write_text(PROBE)
     (tmp_path / 'probe').mkdir()
     monkeypatch.setattr(local, 'visible_gpus', lambda: ['7'])
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(tmp_path), cli_env()['PYTHONPATH']]))
+    monkeypatch.setenv('GPU_PROBE_COMMAND', 'lockstep')  # tests/gpu_probe.py: each group's process records its GPUs
     monkeypatch.setenv('GPU_PROBE_DIR', str(tmp_path / 'probe'))
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     deps = 'dependencies=[{name: ttm_torchdistill}, {name: tiny}, {name: gpu_probe}]'
