@@ -292,7 +292,7 @@ def _trained_sample() -> list[str]:
     """Every architecture trained alone (the 15 ``ce`` recipes), and each distillation method on two pairs, taken in
     turn so that together the methods run all 13 pairs: each method, each student and each teacher runs; the other
     recipes of a method differ from these only in numbers, which test_recipe_values_schedule_and_paths checks. (Every
-    DIST and DKD recipe trains in test_rival_recipes.py.)"""
+    DIST and DKD recipe trains in test_dist_dkd_recipes.py.)"""
     ce = [name for name in CIFAR if name.startswith('cifar100/ce/')]
     pairs = sorted({name.split('/')[2] for name in CIFAR if not name.startswith('cifar100/ce/')})
     methods = sorted({name.split('/')[1] for name in CIFAR} - {'ce', 'dist', 'dkd'})

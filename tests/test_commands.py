@@ -1,5 +1,5 @@
 """Every command on the recipes we ship (generated data), and the rules every command keeps: outputs checked before
-any work, nothing of an earlier run replaced, one line for each mistake (issue 19)."""
+any work, nothing of an earlier run replaced, one line for each mistake."""
 import json
 import os
 import shutil
@@ -272,7 +272,7 @@ def test_a_wrong_cifar_root_is_one_line_also_with_check(tmp_path, monkeypatch):
 
 
 def test_under_torchrun_a_rank_that_cannot_read_an_image_is_the_only_error(tmp_path, image_root):
-    from test_reliability import IMAGE_RECIPE, SPLIT
+    from test_user_errors import IMAGE_RECIPE, SPLIT
 
     root = tmp_path / 'images'
     shutil.copytree(image_root, root)

@@ -1,4 +1,4 @@
-"""The CUDA paths (issue 22): recipes in fp32, bf16 + channels-last and fp16, placement, frozen teacher, resume, NCCL.
+"""The CUDA paths: recipes in fp32, bf16 + channels-last and fp16, placement, frozen teacher, resume, NCCL.
 
 An ImageNet recipe (224 pixels) and a CIFAR-100 ``wttm_crd`` recipe (32 pixels) train for 16 iterations on generated
 data in each mode, through ``run_train`` with the runner's Trainer watched through hooks: the losses are float32 under

@@ -1,5 +1,5 @@
-"""`table` counts honestly (each file once, test summaries and non-finite values named) and `plot` draws sweep
-folders; every failure of either is one line, and their outputs are checked first and written atomically (issue 19)."""
+"""`table`'s counts (each file once, test summaries and non-finite values named) and `plot` of sweep folders; every
+failure of either is one line, and their outputs are checked first and written atomically."""
 import errno
 import json
 import os
