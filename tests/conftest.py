@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import offline_cifar
@@ -275,6 +278,12 @@ def cli(args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Assert that a command exited with 0, showing the end of what it printed otherwise; returns it."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 def one_error_line(result: subprocess.CompletedProcess, code: int, *fragments) -> str:
     """Assert that a command failed with ``code`` and printed exactly one error line, with no traceback,
     containing every fragment; returns the line."""
@@ -297,6 +306,41 @@ def assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+@dataclass
+class StraightAndResumed:
+    """What :func:`straight_and_resumed` ran: the folders of the straight run and of the resumed one, and what
+    ``train`` returned at each stage ('straight', 'interrupted', 'resumed')."""
+
+    straight: Path
+    resumed: Path
+    results: dict[str, Any]
+
+    def load(self, name) -> tuple[dict, dict]:
+        """The checkpoint file ``name`` (a path relative to the run folders) of the straight and of the resumed run,
+        loaded on the CPU."""
+        return tuple(torch.load(folder / name, map_location='cpu', weights_only=False)
+                     for folder in (self.straight, self.resumed))
+
+
+def straight_and_resumed(where: Path, train: Callable[[str, Path], Any],
+                         folders: tuple[str, str] = ('straight', 'resumed')) -> StraightAndResumed:
+    """The resume tests' two trainings of one run: straight through in where/folders[0]; in where/folders[1]
+    interrupted after some epochs, then resumed to the end. ``train(stage, folder)`` runs one stage with ``folder`` as
+    the working directory: 'straight' (every epoch), 'interrupted' (fewer epochs, a SIGKILL or an exception, as
+    ``train`` makes it; it checks there what the interruption left, before the resume overwrites it), then 'resumed'
+    (--resume to the end). Compare what the two folders hold with :func:`assert_same_state` and the like."""
+    results, here = {}, os.getcwd()
+    for stage, name in (('straight', folders[0]), ('interrupted', folders[1]), ('resumed', folders[1])):
+        folder = where / name
+        folder.mkdir(exist_ok=True)
+        os.chdir(folder)
+        try:
+            results[stage] = train(stage, folder)
+        finally:
+            os.chdir(here)
+    return StraightAndResumed(where / folders[0], where / folders[1], results)
 
 
 TIMING = ('train_images_per_s', 'train_s')

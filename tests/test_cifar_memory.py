@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from conftest import FAST, accept_generated_cifar, assert_same_state, ckpt_weights, make_cifar100
+from conftest import FAST, accept_generated_cifar, assert_same_state, ckpt_weights, make_cifar100, straight_and_resumed
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from torchdistill.datasets.registry import DATASET_DICT
@@ -149,12 +149,13 @@ def test_an_in_memory_run_resumes_bit_exactly(tmp_path, monkeypatch, switched):
     monkeypatch.setattr(DeviceBatchLoader, '__iter__', lambda self: epochs_made.append(self.memory.train) or
                         iterate(self))
     last = 'resource/ckpt/cifar100/wttm/cifar100-tiny_cnn_from_tiny_cnn.last.pt'  # the names follow the keys
-    for folder, epochs in (('straight', [2]), ('resumed', [1, 2])):
-        (tmp_path / folder).mkdir()
-        monkeypatch.chdir(tmp_path / folder)
-        for i, n in enumerate(epochs):
-            summary = run_train(RunDescription(recipe=RECIPE, overrides=[*common, f'train.num_epochs={n}'],
-                                               device='cpu', seed=0, quiet=True, resume=i > 0, test=False))
-            assert summary['epochs_run'] == n - (epochs[0] if i else 0)
+
+    def train(stage, folder):
+        epochs = 1 if stage == 'interrupted' else 2
+        summary = run_train(RunDescription(recipe=RECIPE, overrides=[*common, f'train.num_epochs={epochs}'],
+                                           device='cpu', seed=0, quiet=True, resume=stage == 'resumed', test=False))
+        assert summary['epochs_run'] == (2 if stage == 'straight' else 1)
+
+    runs = straight_and_resumed(tmp_path, train)
     assert epochs_made == [True, False] * 4  # every training and validation epoch made on the device
-    assert_same_state(ckpt_weights(tmp_path / 'straight' / last), ckpt_weights(tmp_path / 'resumed' / last))
+    assert_same_state(ckpt_weights(runs.straight / last), ckpt_weights(runs.resumed / last))

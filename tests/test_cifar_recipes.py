@@ -6,7 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, RECIPES, ROOT, assert_same_state, cli, cli_env, run_cli, torchdistill_runner_models
+from conftest import (
+    FAST,
+    RECIPES,
+    ROOT,
+    assert_same_state,
+    cli,
+    cli_env,
+    ok,
+    run_cli,
+    straight_and_resumed,
+    torchdistill_runner_models,
+)
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
 from torchdistill.core.training import get_training_box
@@ -281,7 +292,7 @@ def _trained_sample() -> list[str]:
     """Every architecture trained alone (the 15 ``ce`` recipes), and each distillation method on two pairs, taken in
     turn so that together the methods run all 13 pairs: each method, each student and each teacher runs; the other
     recipes of a method differ from these only in numbers, which test_recipe_values_schedule_and_paths checks. (Every
-    DIST and DKD recipe trains in test_rival_recipes.py.)"""
+    DIST and DKD recipe trains in test_dist_dkd_recipes.py.)"""
     ce = [name for name in CIFAR if name.startswith('cifar100/ce/')]
     pairs = sorted({name.split('/')[2] for name in CIFAR if not name.startswith('cifar100/ce/')})
     methods = sorted({name.split('/')[1] for name in CIFAR} - {'ce', 'dist', 'dkd'})
@@ -399,20 +410,19 @@ def test_recipes_run_unmodified_in_torchdistills_own_pipeline(name, cifar100_env
         assert not torch.equal(embed, embed_before)
 
 
-def test_wttm_crd_resume_restores_the_embeddings_and_memory_bank(tmp_path, monkeypatch, cifar100_env,
-                                                                  teacher_ckpts):
+def test_wttm_crd_resume_restores_the_embeddings_and_memory_bank(tmp_path, cifar100_env, teacher_ckpts):
     """CRD trains more than the student (both embeddings, the memory bank): a resumed run must equal an
     uninterrupted one in all of it."""
     name = 'cifar100/wttm_crd/resnet20_from_resnet56'
     common = [*FAST, f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']
     last = 'resource/ckpt/cifar100/wttm_crd/cifar100-resnet20_from_resnet56.last.pt'
-    for folder, epochs in (('straight', [2]), ('resumed', [1, 2])):
-        (tmp_path / folder).mkdir()
-        monkeypatch.chdir(tmp_path / folder)
-        for i, n in enumerate(epochs):
-            run_train(RunDescription(recipe=name, overrides=[*common, f'train.num_epochs={n}'], device='cpu', seed=0,
-                                    quiet=True, resume=i > 0, test=False))
-    straight, resumed = (torch.load(tmp_path / f / last, weights_only=False) for f in ('straight', 'resumed'))
+
+    def train(stage, folder):
+        epochs = 1 if stage == 'interrupted' else 2
+        run_train(RunDescription(recipe=name, overrides=[*common, f'train.num_epochs={epochs}'], device='cpu', seed=0,
+                                 quiet=True, resume=stage == 'resumed', test=False))
+
+    straight, resumed = straight_and_resumed(tmp_path, train).load(last)
     assert resumed['epoch'] == straight['epoch'] == 2
     assert set(straight['aux']) == {'student_wrapper', 'teacher_wrapper', 'loss.crd'}
     for part in ('student_wrapper', 'teacher_wrapper', 'loss.crd'):
@@ -459,11 +469,6 @@ def test_wttm_crd_trains_on_two_cpu_ranks(tmp_path, cifar100_env, teacher_ckpts)
     assert summary['world_size'] == 2 and summary['epochs_run'] == 1
 
 
-def _ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 PROBE = ['--set', 'train.pre_epoch_process=probe_epoch',
          '--set', 'dependencies=[{name: ttm_torchdistill}, {name: epoch_probe}]']
 
@@ -476,16 +481,21 @@ def test_wttm_itrd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_ru
     args = ['train', name, '--device', 'cpu', '--seed', '0', *[a for o in FAST for a in ('--set', o)],
             '--set', 'train.num_epochs=2', *PROBE,
             '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("wrn_40_2")}']
-    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-    straight.mkdir(), killed.mkdir()
-    _ok(run_cli([*args, '--summary', 'summary.json'], straight))
-    result = run_cli(args, killed, env=cli_env(PROBE_KILL_AT_EPOCH=2))
-    assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL at the start of epoch 2
     last = 'resource/ckpt/cifar100/wttm_itrd/cifar100-wrn_40_1_from_wrn_40_2.last.pt'
-    after_one = torch.load(killed / last, weights_only=False)
-    assert after_one['epoch'] == 1
-    _ok(run_cli([*args, '--resume'], killed))
-    straight_ckpt, resumed = (torch.load(f / last, weights_only=False) for f in (straight, killed))
+
+    def train(stage, folder):
+        if stage != 'interrupted':
+            return ok(run_cli([*args, *(['--summary', 'summary.json'] if stage == 'straight' else ['--resume'])],
+                              folder))
+        result = run_cli(args, folder, env=cli_env(PROBE_KILL_AT_EPOCH=2))
+        assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL at the start of epoch 2
+        after_one = torch.load(folder / last, weights_only=False)
+        assert after_one['epoch'] == 1
+        return after_one
+
+    runs = straight_and_resumed(tmp_path, train, folders=('straight', 'killed'))
+    straight, after_one = runs.straight, runs.results['interrupted']
+    straight_ckpt, resumed = runs.load(last)
     assert straight_ckpt['epoch'] == resumed['epoch'] == 2
     assert set(straight_ckpt['aux']) == {'student_wrapper'}  # ITRDLoss itself holds no state
     wrapper = straight_ckpt['aux']['student_wrapper']
@@ -494,7 +504,7 @@ def test_wttm_itrd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_ru
     assert_same_state(wrapper, resumed['aux']['student_wrapper'])
     assert not torch.equal(after_one['aux']['student_wrapper']['embed.weight'], wrapper['embed.weight'])
     # `ttm-distill table` puts the run beside the paper's WTTM + ITRD number (Table 2)
-    table = _ok(cli(['table', straight / 'summary.json'], tmp_path)).stdout
+    table = ok(cli(['table', straight / 'summary.json'], tmp_path)).stdout
     (row,) = [line for line in table.splitlines() if name in line]
     assert '| 75.34 |' in row
 

@@ -1,5 +1,5 @@
 """Every command on the recipes we ship (generated data), and the rules every command keeps: outputs checked before
-any work, nothing of an earlier run replaced, one line for each mistake (issue 19)."""
+any work, nothing of an earlier run replaced, one line for each mistake."""
 import json
 import os
 import shutil
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, TINY, cli, cli_env, one_error_line, run_cli
+from conftest import FAST, TINY, cli, cli_env, ok, one_error_line, run_cli
 from test_deit_recipes import _small, teacher_ckpt  # noqa: F401  (teacher_ckpt: a module-scoped fixture)
 from torchdistill.models.registry import get_model
 
@@ -93,7 +93,7 @@ def test_changing_the_method_needs_beta(shipped):
 def test_a_real_sweep_of_a_shipped_cifar_recipe_then_table_and_plot(tmp_path, cifar100_env):
     result = cli(['sweep', 'cifar100/wttm/resnet8x4_from_resnet32x4', '--grid', 'gamma=0.1,0.2', '--seeds', '0',
                   *SETS, '--set', 'models.teacher_model.src_ckpt=null', '-o', 'sw'], tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ok(result)
     table = cli(['table', 'sw', '--format', 'json'], tmp_path)
     rows = json.loads(table.stdout)['rows']
     assert sorted(r['values']['gamma'] for r in rows) == ['0.1', '0.2'] and all(r['finished'] == 1 for r in rows)
@@ -272,7 +272,7 @@ def test_a_wrong_cifar_root_is_one_line_also_with_check(tmp_path, monkeypatch):
 
 
 def test_under_torchrun_a_rank_that_cannot_read_an_image_is_the_only_error(tmp_path, image_root):
-    from test_reliability import IMAGE_RECIPE, SPLIT
+    from test_user_errors import IMAGE_RECIPE, SPLIT
 
     root = tmp_path / 'images'
     shutil.copytree(image_root, root)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, ckpt_weights
+from conftest import TINY, ckpt_weights, straight_and_resumed
 from torch._dynamo.utils import counters
 from torchdistill.common.main_util import load_ckpt
 
@@ -27,20 +27,20 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def test_compiled_channels_last_run_matches_eager_and_resumes_with_plain_checkpoint_keys(tmp_path, monkeypatch,
-                                                                                         fresh_dynamo):
+def test_compiled_channels_last_run_matches_eager_and_resumes_with_plain_checkpoint_keys(tmp_path, fresh_dynamo):
     """Eager for 2 epochs vs --compile --channels-last for 1 epoch, then --resume --compile for the second."""
-    monkeypatch.chdir(tmp_path)
 
-    def train(name, epochs, **kwargs):
-        return run_train(RunDescription(recipe=TINY, overrides=[f'models.student_model.dst_ckpt={name}/s.pt',
-                                                            f'train.num_epochs={epochs}'],
-                                       device='cpu', seed=0, quiet=True, test=False, **kwargs))
+    def train(stage, folder):
+        if stage == 'interrupted':
+            counters.clear()
+        compiled = {} if stage == 'straight' else {'compile': 'default', 'channels_last': True}
+        epochs = 1 if stage == 'interrupted' else 2
+        return run_train(RunDescription(recipe=TINY, overrides=[f'models.student_model.dst_ckpt={folder}/s.pt',
+                                                                f'train.num_epochs={epochs}'],
+                                        device='cpu', seed=0, quiet=True, test=False, resume=stage == 'resumed',
+                                        **compiled))
 
-    train('eager', 2)
-    counters.clear()
-    train('compiled', 1, compile='default', channels_last=True)
-    summary = train('compiled', 2, compile='default', channels_last=True, resume=True)
+    summary = straight_and_resumed(tmp_path, train, folders=('eager', 'compiled')).results['resumed']
     assert summary['epochs_run'] == 1
     assert counters['stats']['unique_graphs'] >= 3  # teacher, student training and evaluation were compiled
     eager, compiled = _metrics(tmp_path / 'eager'), _metrics(tmp_path / 'compiled')

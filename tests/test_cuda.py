@@ -1,4 +1,4 @@
-"""The CUDA paths (issue 22): recipes in fp32, bf16 + channels-last and fp16, placement, frozen teacher, resume, NCCL.
+"""The CUDA paths: recipes in fp32, bf16 + channels-last and fp16, placement, frozen teacher, resume, NCCL.
 
 An ImageNet recipe (224 pixels) and a CIFAR-100 ``wttm_crd`` recipe (32 pixels) train for 16 iterations on generated
 data in each mode, through ``run_train`` with the runner's Trainer watched through hooks: the losses are float32 under
@@ -23,7 +23,17 @@ from itertools import chain
 
 import pytest
 import torch
-from conftest import FAST, TESTS, TINY, accept_generated_cifar, cli_env, make_cifar100, make_image_folder
+from conftest import (
+    FAST,
+    TESTS,
+    TINY,
+    accept_generated_cifar,
+    cli_env,
+    make_cifar100,
+    make_image_folder,
+    ok,
+    straight_and_resumed,
+)
 from torch import nn
 
 from ttm_torchdistill.description import RunDescription
@@ -261,11 +271,6 @@ def _cli(args: list, cwd, env: dict, launcher: list[str] | None = None) -> subpr
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def _crd_args(data: dict, *extra: str) -> list[str]:
     sets = [a for o in _overrides(CRD, data, *PROBE, *extra) for a in ('--set', o)]
     return ['train', CRD, '--device', DEVICE, '--seed', '0', *sets]
@@ -302,14 +307,16 @@ def test_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(setting,
     def env(name, **more):
         return cli_env(CIFAR100_ROOT=data['CIFAR100_ROOT'], TTM_TEST_OFFLINE_CIFAR=1,
                        CUDA_PROBE_LOG=tmp_path / f'{name}.jsonl', **extra_env, **more)
-    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-    straight.mkdir(), killed.mkdir()
-    _ok(_cli(args, straight, env('straight')))
-    result = _cli(args, killed, env('killed', CUDA_PROBE_KILL_AT_EPOCH=2))
-    assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL at the start of epoch 2
-    assert torch.load(killed / CRD_LAST, map_location='cpu', weights_only=False)['epoch'] == 1
-    _ok(_cli([*args, '--resume'], killed, env('resumed')))
-    a, b = (torch.load(f / CRD_LAST, map_location='cpu', weights_only=False) for f in (straight, killed))
+
+    def train(stage, folder):
+        if stage != 'interrupted':
+            return ok(_cli([*args, *(['--resume'] if stage == 'resumed' else [])], folder, env(stage)))
+        result = _cli(args, folder, env('killed', CUDA_PROBE_KILL_AT_EPOCH=2))
+        assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL at the start of epoch 2
+        assert torch.load(folder / CRD_LAST, map_location='cpu', weights_only=False)['epoch'] == 1
+        return result
+
+    a, b = straight_and_resumed(tmp_path, train, folders=('straight', 'killed')).load(CRD_LAST)
     assert a['epoch'] == b['epoch'] == 2 and set(a['aux']) == {'student_wrapper', 'teacher_wrapper', 'loss.crd'}
     assert (a['scaler'] is not None) == ('fp16' in flags)
     mine, theirs = (_flat({k: c[k] for k in ('model', 'aux', 'optimizer', 'scaler')}) for c in (a, b))
@@ -338,7 +345,7 @@ def test_torchrun_with_one_process(launcher, data, tmp_path):
     target = ['-m', 'ttm_torchdistill'] if launcher == 'torchrun' else [str(TESTS / 'cuda_probe.py')]
     env = cli_env(CIFAR100_ROOT=data['CIFAR100_ROOT'], TTM_TEST_OFFLINE_CIFAR=1,
                   CUDA_PROBE_LOG=tmp_path / 'probe.jsonl')
-    _ok(_cli([*_crd_args(data), '--summary', 's.json'], tmp_path, env, launcher=[*torchrun, *target]))
+    ok(_cli([*_crd_args(data), '--summary', 's.json'], tmp_path, env, launcher=[*torchrun, *target]))
     summary = json.loads((tmp_path / 's.json').read_text())
     assert (summary['world_size'], summary['device'], summary['epochs_run']) == (1, DEVICE, 1)
     assert summary['student_test_top1'] is not None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import cli, make_image_folder, one_error_line
 from PIL import Image
-from test_reliability import IMAGE_RECIPE, SPLIT
+from test_user_errors import IMAGE_RECIPE, SPLIT
 
 TRAIN = "train.train_data_loader (datasets.images/train)"
 VAL = "train.val_data_loader (datasets.images/val)"

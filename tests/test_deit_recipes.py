@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision  # noqa: F401  (torchdistill's registries read torchvision.datasets when imported)
-from conftest import RECIPES, ROOT, assert_same_state, ckpt_weights, torchdistill_runner_models
+from conftest import RECIPES, ROOT, assert_same_state, ckpt_weights, straight_and_resumed, torchdistill_runner_models
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
@@ -258,11 +258,6 @@ class _Stop(Exception):
 
 def test_resume_equals_an_uninterrupted_run(imagenet, teacher_ckpt, monkeypatch):
     overrides = _small(2, 1, teacher_ckpt)
-    straight, resumed = imagenet / 'straight', imagenet / 'resumed'
-    straight.mkdir(), resumed.mkdir()
-    monkeypatch.chdir(straight)
-    run_train(RunDescription(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False))
-    monkeypatch.chdir(resumed)
     begin_epoch = Trainer.begin_epoch
 
     def stop_in_the_second_epoch(self, epoch, num_iters):
@@ -270,14 +265,19 @@ def test_resume_equals_an_uninterrupted_run(imagenet, teacher_ckpt, monkeypatch)
             raise _Stop
         return begin_epoch(self, epoch, num_iters)
 
-    monkeypatch.setattr(Trainer, 'begin_epoch', stop_in_the_second_epoch)
-    with pytest.raises(_Stop):
-        run_train(RunDescription(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False))
-    monkeypatch.setattr(Trainer, 'begin_epoch', begin_epoch)
-    run_train(RunDescription(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False, resume=True))
+    def train(stage, folder):
+        description = RunDescription(recipe=KD, device='cpu', seed=5, overrides=overrides, test=False,
+                                     resume=stage == 'resumed')
+        if stage != 'interrupted':
+            return run_train(description)
+        with monkeypatch.context() as patched, pytest.raises(_Stop):
+            patched.setattr(Trainer, 'begin_epoch', stop_in_the_second_epoch)
+            run_train(description)
+
+    runs = straight_and_resumed(imagenet, train)
+    straight, resumed = runs.straight, runs.resumed
     best = Path(f'resource/ckpt/ilsvrc2012/kd/ilsvrc2012-{STUDENT}_from_{TEACHER}.pt')
-    a = torch.load(straight / last_ckpt_path(best), map_location='cpu', weights_only=False)
-    b = torch.load(resumed / last_ckpt_path(best), map_location='cpu', weights_only=False)
+    a, b = runs.load(last_ckpt_path(best))
     assert a['epoch'] == b['epoch'] == 2
     assert_same_state(a['model'], b['model'])
     assert a['lr_scheduler']['_last_lr'] == b['lr_scheduler']['_last_lr']

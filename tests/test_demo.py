@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli, cli_env
+from conftest import ROOT, cli, cli_env, ok
 
 from ttm_torchdistill.data import DigitsDataset
 from ttm_torchdistill.tools.demo import METHODS
@@ -30,7 +30,7 @@ def test_fast_demo_learns_and_reports(tmp_path):
     out = tmp_path / 'runs'
     result = subprocess.run(['make', '-C', str(ROOT), 'demo', f'DEMO_ARGS=--out {out} --seeds 0 --epochs 6'],
                             cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ok(result)
     data = json.loads((out / 'demo.json').read_text())
     assert data['teacher_test_top1'] > 90.0  # chance is 10%
     assert [row['method'] for row in data['rows']] == list(METHODS)

@@ -1,11 +1,10 @@
 """`ttm-distill sweep --lockstep`: each seed's points train together in one process, sharing the training loader and
 the teacher's forward, and each point's weights and files are what it gets trained alone."""
 import json
-import os
 
 import pytest
 import torch
-from conftest import FAST, TINY, assert_same_run, cli, cli_env, one_error_line, same_values, train_alone
+from conftest import FAST, TINY, assert_same_run, cli, ok, one_error_line, same_values, train_alone
 
 from ttm_torchdistill.errors import UsageError
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
@@ -28,11 +27,6 @@ def one_thread(monkeypatch):
     torch.set_num_threads(before)
 
 
-def _ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def _sets(overrides):
     return [a for o in overrides for a in ('--set', o)]
 
@@ -44,7 +38,7 @@ def test_each_point_of_a_lockstep_grid_is_bit_identical_to_training_ittrain_alon
     sets = [*FAST, 'train.num_epochs=2', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']
     args = ['sweep', recipe, '--grid', 'gamma=0.3,0.6', '--grid', 'beta=1,4', '--seeds', '0', '-o', 'out',
             '--lockstep', *_sets(sets)]
-    result = _ok(cli(args, tmp_path))
+    result = ok(cli(args, tmp_path))
     manifest = json.loads((tmp_path / 'out/sweep.json').read_text())
     assert [(e['state'], e['group']) for e in manifest['runs']] == [('finished', 'seed0')] * 4
     assert '4 of 4 run(s) to do in 1 lockstep group(s)' in result.stdout
@@ -67,7 +61,7 @@ def test_a_student_with_dropout_is_bit_identical_too(tmp_path, one_thread):
             'train.log_freq=20']
     args = ['sweep', 'demo/wttm', '--grid', 'gamma=0.25,0.5', '--grid', 'beta=1,2', '--seeds', '3', '-o', 'out',
             '--lockstep', *_sets(sets)]
-    _ok(cli(args, tmp_path))
+    ok(cli(args, tmp_path))
     manifest = json.loads((tmp_path / 'out/sweep.json').read_text())
     assert [e['state'] for e in manifest['runs']] == ['finished'] * 4
     assert 'not bit-identical' not in (tmp_path / 'out/lockstep/seed3.log').read_text()
@@ -116,7 +110,7 @@ def test_a_killed_group_resumes_every_point_and_equals_an_uninterrupted_one(tmp_
     saved = {e['point']: torch.load(out / e['dir'] / 'student.last.pt', weights_only=False)['epoch']
              for e in manifest['runs'] if (out / e['dir'] / 'student.last.pt').is_file()}
     assert saved == {'gamma0.5_beta1': 1, 'gamma0.5_beta2': 1}
-    resumed = _ok(cli(args, tmp_path))
+    resumed = ok(cli(args, tmp_path))
     assert '4 of 4 run(s) to do in 1 lockstep group(s)' in resumed.stdout
     for entry in json.loads((out / 'sweep.json').read_text())['runs']:
         folder = out / entry['dir']
@@ -152,7 +146,7 @@ def test_lockstep_refusals_are_one_line_and_create_nothing(tmp_path, capsys, ext
 
 
 def test_dry_run_lists_the_groups(tmp_path):
-    result = _ok(cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--grid', 'beta=1,2', '--seeds', '0', '1',
+    result = ok(cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--grid', 'beta=1,2', '--seeds', '0', '1',
                       '--lockstep', '--group-size', '3', '-o', 'out', '--dry-run'], tmp_path))
     assert 'local launcher: 1 lockstep group(s) at a time on CPU' in result.stdout
     assert 'lockstep group seed0.1 (3 runs: gamma0.5_beta1, gamma0.5_beta2, gamma0.8_beta1)' in result.stdout
@@ -183,26 +177,14 @@ def test_a_lockstep_group_refuses_check_and_compile(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
-PROBE = '''\
-"""Test plugin: each process records the GPUs it was given."""
-import json, os, sys
-
-if 'lockstep' in sys.argv:
-    with open(os.path.join(os.environ['GPU_PROBE_DIR'], f'{os.getpid()}.json'), 'w') as f:
-        json.dump({'argv': sys.argv, 'cuda': os.environ.get('CUDA_VISIBLE_DEVICES')}, f)
-'''
-
-
 def test_runs_per_gpu_packs_groups(tmp_path, monkeypatch, capsys):
-    (tmp_path / 'gpu_probe.py').write_text(PROBE)
     (tmp_path / 'probe').mkdir()
     monkeypatch.setattr(local, 'visible_gpus', lambda: ['7'])
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(tmp_path), cli_env()['PYTHONPATH']]))
+    monkeypatch.setenv('GPU_PROBE_COMMAND', 'lockstep')  # tests/gpu_probe.py: each group's process records its GPUs
     monkeypatch.setenv('GPU_PROBE_DIR', str(tmp_path / 'probe'))
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     deps = 'dependencies=[{name: ttm_torchdistill}, {name: tiny}, {name: gpu_probe}]'
-    result = _ok(cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '1', '--set', deps, '--set',
+    result = ok(cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '1', '--set', deps, '--set',
                       'train.num_epochs=1', '-o', 'out', '--runs-per-gpu', '2', '--lockstep'], tmp_path))
     assert '4 of 4 run(s) to do in 2 lockstep group(s), 2 at a time, 2 per GPU' in result.stdout
     records = [json.loads(p.read_text()) for p in (tmp_path / 'probe').iterdir()]

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from conftest import ROOT, TINY, cli, run_cli
+from conftest import ROOT, TINY, cli, ok, run_cli
 
 from ttm_torchdistill.methods import LossHooks, hooked, logit_methods, methods, short_names
 
@@ -64,18 +64,13 @@ def toy(tmp_path_factory):
     return folder
 
 
-def _ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def test_a_new_logit_method_is_one_declaration_for_every_command(toy):
     """Each command in a process of its own, as a user runs it (the toy method stays out of the suite's registry)."""
     one = ['--set', 'train.num_epochs=1']
-    _ok(run_cli(['train', 'toy.yaml', '--device', 'cpu', '--summary', 'run.json', '--run-log', 'run.log', *one], toy))
+    ok(run_cli(['train', 'toy.yaml', '--device', 'cpu', '--summary', 'run.json', '--run-log', 'run.log', *one], toy))
     records = [json.loads(line) for line in (toy / 'run.metrics.jsonl').read_text().splitlines()]
     assert len(records) == 1 and 'logit_mse' in records[0]  # its diagnostics, through the protocol
-    sweep = _ok(run_cli(['sweep', 'toy.yaml', '--grid', 'scale=0.5,2', '--grid', 'beta=0.1', '--seeds', '0', *one,
+    sweep = ok(run_cli(['sweep', 'toy.yaml', '--grid', 'scale=0.5,2', '--grid', 'beta=0.1', '--seeds', '0', *one,
                          '-o', 'sweep', '--lockstep'], toy))
     assert 'scale' in sweep.stdout and len(list((toy / 'sweep').glob('*/seed0/summary.json'))) == 2
     manifest = json.loads((toy / 'sweep' / 'sweep.json').read_text())
@@ -83,16 +78,16 @@ def test_a_new_logit_method_is_one_declaration_for_every_command(toy):
                                                     'train.criterion.kwargs.sub_terms.mse.criterion.kwargs.beta'}
     refused = run_cli(['sweep', 'toy.yaml', '--grid', 'scale=0', '--seeds', '0', '-o', 'bad'], toy)
     assert refused.returncode == 2 and 'scale=0 is invalid' in refused.stderr  # checked by building its class
-    _ok(run_cli(['new-recipe', '--from', 'toy.yaml', '--teacher', f'tiny_cnn:{toy / "teacher.pt"}', '--student',
+    ok(run_cli(['new-recipe', '--from', 'toy.yaml', '--teacher', f'tiny_cnn:{toy / "teacher.pt"}', '--student',
                  'tiny_cnn', '--method', 'mse', '--beta', '2', '-o', 'new.yaml'], toy))
     new = (toy / 'new.yaml').read_text()
     assert "key: 'LogitMSELoss'" in new and 'beta: 2.0' in new and '# MSE: tiny_cnn from tiny_cnn' in new
-    _ok(run_cli(['train', 'new.yaml', '--device', 'cpu', '--check', '--set',
+    ok(run_cli(['train', 'new.yaml', '--device', 'cpu', '--check', '--set',
                  'models.student_model.dst_ckpt=./ckpt/new/student.pt'], toy))
     refused = run_cli(['new-recipe', '--from', 'toy.yaml', '--teacher', f'tiny_cnn:{toy / "teacher.pt"}',
                        '--student', 'tiny_cnn', '--method', 'mse', '--gamma', '2', '-o', 'x.yaml'], toy)
     assert refused.returncode == 2 and '--gamma: --method mse has no parameter it sets' in refused.stderr
-    table = _ok(cli(['table', 'run.json', 'sweep/'], toy))  # table and plot read files: no plugin needed
+    table = ok(cli(['table', 'run.json', 'sweep/'], toy))  # table and plot read files: no plugin needed
     assert 'toy.yaml' in table.stdout
-    _ok(cli(['plot', 'run.json', '-o', 'run.png'], toy))
+    ok(cli(['plot', 'run.json', '-o', 'run.png'], toy))
     assert (toy / 'run.png').stat().st_size > 0

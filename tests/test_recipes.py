@@ -142,7 +142,7 @@ TRAINED = [name for name in NOT_CIFAR if not name.startswith('ilsvrc2012/')] + [
 
 
 def test_the_trained_sample_covers_every_imagenet_method_student_and_teacher_family():
-    """(the DIST and DKD recipes all train in test_rival_recipes.py)"""
+    """(the DIST and DKD recipes all train in test_dist_dkd_recipes.py)"""
     trained = [name.split('/')[1:] for name in TRAINED if name.startswith('ilsvrc2012/')]
     assert {m for m, _ in trained} == {name.split('/')[1] for name in IMAGENET} - {'dist', 'dkd'}
     assert {p.split('_from_')[0] for _, p in trained} == {name.split('/')[2].split('_from_')[0] for name in IMAGENET}

@@ -4,7 +4,18 @@ import json
 
 import pytest
 import torch
-from conftest import RECIPES, TINY, assert_same_state, ckpt_weights, cli, cli_env, one_error_line, run_cli
+from conftest import (
+    RECIPES,
+    TINY,
+    assert_same_state,
+    ckpt_weights,
+    cli,
+    cli_env,
+    ok,
+    one_error_line,
+    run_cli,
+    straight_and_resumed,
+)
 from torchdistill.common.main_util import load_ckpt
 
 from ttm_torchdistill.runner.checkpoint import last_ckpt_path
@@ -13,13 +24,8 @@ from ttm_torchdistill.runner.evaluate import ShardSampler
 BEST = 'ckpt/tiny/wttm/student.pt'
 
 
-def _ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def test_train_writes_summary_metrics_and_checkpoints(tmp_path):
-    result = _ok(cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--summary', 'out/summary.json',
+    result = ok(cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--summary', 'out/summary.json',
                           '--run-log', 'out/run.log'], tmp_path))
     summary = json.loads((tmp_path / 'out/summary.json').read_text())
     for key in ('recipe', 'world_size', 'device', 'epochs_run', 'best_val_top1', 'teacher_test_top1',
@@ -48,7 +54,7 @@ def test_train_writes_summary_metrics_and_checkpoints(tmp_path):
     assert_same_state(model.state_dict(), ckpt_weights(tmp_path / BEST))
     # `test` re-evaluates the best checkpoint and gives the same numbers
     # the tiny teacher is randomly initialised: the same seed rebuilds the same teacher
-    _ok(cli(['test', TINY, '--device', 'cpu', '--seed', '0', '--summary', 'test.json'], tmp_path))
+    ok(cli(['test', TINY, '--device', 'cpu', '--seed', '0', '--summary', 'test.json'], tmp_path))
     tested = json.loads((tmp_path / 'test.json').read_text())
     assert tested['student_test_top1'] == summary['student_test_top1']
     assert tested['teacher_test_top1'] == summary['teacher_test_top1']
@@ -56,20 +62,24 @@ def test_train_writes_summary_metrics_and_checkpoints(tmp_path):
 
 
 def test_kill_after_first_epoch_then_resume_matches_uninterrupted_run(tmp_path):
-    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-    straight.mkdir(), killed.mkdir()
     args = ['train', TINY, '--device', 'cpu', '--seed', '3', '--set', 'train.num_epochs=3']
-    _ok(cli(args, straight))
-    # Blobs SIGKILLs its own process at the first training sample of epoch 2 (2 reads of the runner's pre-flight
-    # step, then 32 samples per epoch)
-    result = run_cli(args, killed, env=cli_env(TINY_KILL_AT=35))
-    assert result.returncode == -9, result.stderr[-2000:]
-    ckpt = torch.load(killed / last_ckpt_path(BEST), map_location='cpu', weights_only=False)
-    assert ckpt['epoch'] == 1
-    assert not list((killed / 'ckpt/tiny/wttm').glob('*.tmp'))
-    refused = cli(args, killed)
-    one_error_line(refused, 2, 'pass --resume')
-    _ok(cli(args + ['--resume'], killed))
+
+    def train(stage, folder):
+        if stage != 'interrupted':
+            return ok(cli(args + (['--resume'] if stage == 'resumed' else []), folder))
+        # Blobs SIGKILLs its own process at the first training sample of epoch 2 (2 reads of the runner's pre-flight
+        # step, then 32 samples per epoch)
+        result = run_cli(args, folder, env=cli_env(TINY_KILL_AT=35))
+        assert result.returncode == -9, result.stderr[-2000:]
+        ckpt = torch.load(folder / last_ckpt_path(BEST), map_location='cpu', weights_only=False)
+        assert ckpt['epoch'] == 1
+        assert not list((folder / 'ckpt/tiny/wttm').glob('*.tmp'))
+        refused = cli(args, folder)
+        one_error_line(refused, 2, 'pass --resume')
+        return result
+
+    runs = straight_and_resumed(tmp_path, train, folders=('straight', 'killed'))
+    straight, killed = runs.straight, runs.resumed
     assert_same_state(ckpt_weights(straight / last_ckpt_path(BEST)), ckpt_weights(killed / last_ckpt_path(BEST)))
     assert_same_state(ckpt_weights(straight / BEST), ckpt_weights(killed / BEST))
     epochs = [json.loads(line)['epoch'] for line in (killed / 'ckpt/tiny/wttm/student.metrics.jsonl').open()]
@@ -77,7 +87,7 @@ def test_kill_after_first_epoch_then_resume_matches_uninterrupted_run(tmp_path):
 
 
 def test_nan_loss_stops_with_exit_1_and_keeps_the_last_checkpoint(tmp_path):
-    _ok(cli(['train', TINY, '--device', 'cpu', '--set', 'train.num_epochs=1'], tmp_path))
+    ok(cli(['train', TINY, '--device', 'cpu', '--set', 'train.num_epochs=1'], tmp_path))
     last = tmp_path / last_ckpt_path(BEST)
     before = hashlib.sha256(last.read_bytes()).hexdigest()
     best_before = hashlib.sha256((tmp_path / BEST).read_bytes()).hexdigest()
@@ -108,11 +118,11 @@ def test_two_cpu_processes_average_gradients_like_one_process(tmp_path):
     common = ['--device', 'cpu', '--seed', '5', '--set', 'train.post_epoch_process=save_student_per_rank',
               '--set', 'train.scheduler.kwargs.milestones=[10]']
     sequential = '!import_get {key: torch.utils.data.SequentialSampler}'
-    _ok(run_cli(['train', TINY, *common, '--set', f'train.train_data_loader.sampler.class_or_func={sequential}',
+    ok(run_cli(['train', TINY, *common, '--set', f'train.train_data_loader.sampler.class_or_func={sequential}',
                  '--set', 'train.train_data_loader.kwargs.batch_size=8', '--summary', 's.json'], one,
                 env=cli_env(TINY_RANK_DIR=one / 'ranks')))
     # 2 ranks x 4 = the same global batch of 8; DistributedSampler(shuffle=False) gives rank r samples r, r+2, ...
-    result = _ok(run_cli(['train', TINY, *common, '--set', 'train.train_data_loader.sampler.kwargs={shuffle: false}',
+    result = ok(run_cli(['train', TINY, *common, '--set', 'train.train_data_loader.sampler.kwargs={shuffle: false}',
                           '--set', 'train.train_data_loader.kwargs.batch_size=4', '--summary', 's.json'], two,
                          env=cli_env(TINY_RANK_DIR=two / 'ranks'), torchrun_nproc=2))
     rank0 = torch.load(two / 'ranks/rank0.pt')
@@ -138,7 +148,7 @@ def test_shard_sampler_covers_every_sample_once():
 
 
 def test_recipes_command_lists_shipped_recipes(tmp_path):
-    out = _ok(cli(['recipes'], tmp_path)).stdout.split()
+    out = ok(cli(['recipes'], tmp_path)).stdout.split()
     shipped = sorted(p.relative_to(RECIPES).with_suffix('').as_posix() for p in RECIPES.rglob('*.yaml'))
     assert out == shipped and 'ilsvrc2012/wttm/resnet18_from_resnet34' in out
 
@@ -178,7 +188,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 @pytest.mark.parametrize('flags', [['--amp', 'bf16', '--channels-last'], ['--amp', 'fp16']])
 def test_mixed_precision_and_channels_last_train(tmp_path, flags):
-    result = _ok(cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--summary', 's.json', *flags], tmp_path))
+    result = ok(cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--summary', 's.json', *flags], tmp_path))
     summary = json.loads((tmp_path / 's.json').read_text())
     assert summary['amp'] == flags[1] and summary['channels_last'] == ('--channels-last' in flags)
     assert summary['epochs_run'] == 2 and summary['student_test_top1'] is not None

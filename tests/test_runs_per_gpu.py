@@ -3,29 +3,18 @@ import json
 import os
 
 import pytest
-from conftest import TINY, cli_env
+from conftest import TINY
 
 from ttm_torchdistill.cli import main
 from ttm_torchdistill.sweep import local
-
-PROBE = '''\
-"""Test plugin: each run records the GPUs it was given."""
-import json, os, sys
-
-if 'train' in sys.argv:
-    with open(os.path.join(os.environ['GPU_PROBE_DIR'], f'{os.getpid()}.json'), 'w') as f:
-        json.dump({'argv': sys.argv, 'cuda': os.environ.get('CUDA_VISIBLE_DEVICES')}, f)
-'''
 
 
 def test_each_packed_run_gets_its_gpu(tmp_path, monkeypatch, capsys):
     """2 runs on 1 fake GPU x 2: both at once, both pinned to it (they train on the CPU; test_slots_and_the_cpu_note
     checks how slots spread over several GPUs)."""
-    (tmp_path / 'gpu_probe.py').write_text(PROBE)
     (tmp_path / 'probe').mkdir()
     monkeypatch.setattr(local, 'visible_gpus', lambda: ['7'])
-    monkeypatch.syspath_prepend(str(tmp_path))  # the sweep's check imports the plugin in this process
-    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(tmp_path), cli_env()['PYTHONPATH']]))
+    monkeypatch.setenv('GPU_PROBE_COMMAND', 'train')  # tests/gpu_probe.py: each run records its GPUs
     monkeypatch.setenv('GPU_PROBE_DIR', str(tmp_path / 'probe'))
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     monkeypatch.chdir(tmp_path)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import FAST, TINY, cli, one_error_line
+from conftest import FAST, TINY, cli, one_error_line, straight_and_resumed
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from ttm_torchdistill.description import RunDescription
@@ -56,20 +56,21 @@ class Lrs:
 
 
 def test_resume_with_more_epochs_follows_a_straight_run_of_the_new_length(imagenet, deit_teacher, capsys):
-    def train(epochs, folder, resume=False):
+    def train(stage, folder):
+        """The learning rate of every step, and the summary. The resume has no --allow-recipe-change: num_epochs may
+        change freely, also where the schedule names it."""
+        epochs = 2 if stage == 'interrupted' else 4
         overrides = [*_small(deit_teacher, epochs), f'models.student_model.dst_ckpt={folder}/s.pt']
-        return run_train(RunDescription(recipe=DEIT, overrides=overrides, device='cpu', seed=0, resume=resume,
-                                       test=False))
+        with Lrs() as lrs:
+            summary = run_train(RunDescription(recipe=DEIT, overrides=overrides, device='cpu', seed=0,
+                                               resume=stage == 'resumed', test=False))
+        return lrs.lrs, summary
 
-    with Lrs() as straight:
-        train(4, 'straight')
-    with Lrs() as first:
-        train(2, 'resumed')
-    assert first.lrs[:2] == straight.lrs[:2]  # one warm-up epoch: the same steps, whatever the length
-    with Lrs() as resumed:  # no --allow-recipe-change: num_epochs may change freely, also where the schedule names it
-        summary = train(4, 'resumed', resume=True)
+    runs = straight_and_resumed(imagenet, train).results
+    (straight, _), (first, _), (resumed, summary) = (runs[s] for s in ('straight', 'interrupted', 'resumed'))
+    assert first[:2] == straight[:2]  # one warm-up epoch: the same steps, whatever the length
     assert summary['epochs_run'] == 2
-    assert resumed.lrs == straight.lrs[4:] and len(resumed.lrs) == 4  # bit for bit, not the old schedule's end
+    assert resumed == straight[4:] and len(resumed) == 4  # bit for bit, not the old schedule's end
     assert 'rebuilt as a straight run of this recipe has it after epoch 2' in capsys.readouterr().out
 
 

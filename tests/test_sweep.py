@@ -11,18 +11,13 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, assert_same_state, ckpt_weights, cli, cli_env
+from conftest import TINY, assert_same_state, ckpt_weights, cli, cli_env, ok
 
 from ttm_torchdistill.cli import main
 from ttm_torchdistill.sweep.results import sweep_table
 
 LOSS = 'train.criterion.kwargs.sub_terms.wttm.criterion.kwargs'
 GRID = ['--grid', 'gamma=0.5,0.8', '--grid', 'train.optimizer.kwargs.lr=0.1,0.01']
-
-
-def _ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def _digest(folder):
@@ -36,7 +31,7 @@ def grid_sweep(tmp_path_factory):
     cwd = tmp_path_factory.mktemp('sweep')
     args = ['sweep', TINY, *GRID, '--seeds', '0', '1', '-o', 'out', '--parallel', '2']
     start = time.perf_counter()
-    result = _ok(cli(args, cwd))
+    result = ok(cli(args, cwd))
     print(f'2 x 2 x 2 sweep: {time.perf_counter() - start:.1f} s')
     return cwd, cwd / 'out', args, result
 
@@ -92,14 +87,14 @@ def test_table_ranks_points_by_mean_validation_top1(grid_sweep):
     csv_lines = sweep_table(out, 'csv').splitlines()
     assert csv_lines[0].startswith('best,gamma,lr,seeds,finished,failed,val_top1_mean') and len(csv_lines) == 5
     # the same through `ttm-distill table DIR`
-    printed = _ok(cli(['table', out, '--format', 'json'], cwd)).stdout
+    printed = ok(cli(['table', out, '--format', 'json'], cwd)).stdout
     assert [r['point'] for r in json.loads(printed)['rows']] == [r['point'] for r in rows]
 
 
 def test_rerunning_a_finished_sweep_changes_no_run(grid_sweep):
     cwd, out, args, _ = grid_sweep
     runs = {p: _digest(p) for p in out.glob('*/seed*')}
-    result = _ok(cli(args, cwd))
+    result = ok(cli(args, cwd))
     assert '[1/' not in result.stdout and '| * |' in result.stdout
     assert {p: _digest(p) for p in out.glob('*/seed*')} == runs
 
@@ -127,12 +122,12 @@ def test_a_cut_off_summary_is_not_a_finished_run_and_the_sweep_resumes_it(grid_s
     good = json.loads(summary.read_text())
     others = {p: _digest(p) for p in out.glob('*/seed*') if p != run_dir}
     summary.write_text(summary.read_text()[:40])  # cut off mid-write
-    table = _ok(cli(['table', out, '--format', 'json'], cwd))
+    table = ok(cli(['table', out, '--format', 'json'], cwd))
     assert 'Traceback' not in table.stderr
     rows = {r['point']: r for r in json.loads(table.stdout)['rows']}
     assert (rows['gamma0.5_lr0.1']['finished'], rows['gamma0.5_lr0.1']['failed']) == (1, 0)  # seed1 only
     assert rows['gamma0.5_lr0.1']['val_top1_std'] == 0.0
-    result = _ok(cli(args, cwd))
+    result = ok(cli(args, cwd))
     assert 'Traceback' not in result.stderr
     progress = [line for line in result.stdout.splitlines() if line.startswith('[')]
     assert progress == [line for line in progress if line.startswith('[8/8] gamma=0.5 lr=0.1 seed 0: best val')]
@@ -189,12 +184,12 @@ def test_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, monkey
     assert torch.load(second / 'student.last.pt', weights_only=False)['epoch'] < 2
     finished = _digest(first)
     monkeypatch.setenv('OMP_NUM_THREADS', '1')  # the runs' arithmetic as in the interrupted sweep
-    resumed = _ok(cli(args, tmp_path / 'a'))
+    resumed = ok(cli(args, tmp_path / 'a'))
     assert '[2/2] gamma=0.8 seed 0' in resumed.stdout and '[1/2]' not in resumed.stdout
     assert _digest(first) == finished  # the finished run was not run again
     assert 'resumed from' in (second / 'run.log').read_text()
     straight = tmp_path / 'b' / 'out'
-    _ok(cli(args, tmp_path / 'b'))
+    ok(cli(args, tmp_path / 'b'))
     for point in ('gamma0.5', 'gamma0.8'):
         last = f'{point}/seed0/student.last.pt'
         assert_same_state(ckpt_weights(out / last), ckpt_weights(straight / last))

@@ -6,8 +6,8 @@ import json
 import shutil
 
 import pytest
-from conftest import TINY, cli, one_error_line
-from test_sweep import _digest, _ok
+from conftest import TINY, cli, ok, one_error_line
+from test_sweep import _digest
 
 GRID = ['--grid', 'gamma=0.5,0.8', '--seeds', '0']
 RUNS = ['gamma0.5/seed0', 'gamma0.8/seed0']
@@ -17,7 +17,7 @@ RUNS = ['gamma0.5/seed0', 'gamma0.8/seed0']
 def lockstep_sweep(tmp_path_factory):
     """A finished 2-point lockstep sweep of the tiny recipe: (cwd, DIR)."""
     cwd = tmp_path_factory.mktemp('records')
-    _ok(cli(['sweep', TINY, *GRID, '-o', 'out', '--lockstep'], cwd))
+    ok(cli(['sweep', TINY, *GRID, '-o', 'out', '--lockstep'], cwd))
     return cwd, cwd / 'out'
 
 
@@ -50,7 +50,7 @@ def test_a_copied_or_moved_sweep_folder_trains_and_writes_only_where_it_is(locks
     assert 'alone (the only run of its lockstep group)' in (moved / RUNS[1] / 'output.log').read_text()
     assert 'other run(s) ()' not in (moved / RUNS[1] / 'output.log').read_text()
     # and `sweep` over the moved folder finds every run finished
-    again = _ok(cli(['sweep', TINY, *GRID, '-o', moved, '--lockstep'], tmp_path))
+    again = ok(cli(['sweep', TINY, *GRID, '-o', moved, '--lockstep'], tmp_path))
     assert 'run(s) to do' not in again.stdout and again.stdout.count(' 1/1 ') == 2, again.stdout
     assert _digest(out) == original
 
@@ -99,12 +99,12 @@ def test_a_foreign_summary_is_not_a_finished_run_for_sweep_lockstep_and_table_al
     shutil.copytree(lockstep_sweep[1], folder)
     foreign = folder / RUNS[0] / 'summary.json'
     foreign.write_text(json.dumps(content))
-    table = _ok(cli(['table', folder, '--format', 'json'], tmp_path))
+    table = ok(cli(['table', folder, '--format', 'json'], tmp_path))
     assert f'ttm-distill: {foreign}: ' in table.stderr and why in table.stderr, table.stderr
     assert f'{RUNS[0]} does not count as finished' in table.stderr
     rows = {r['point']: r for r in json.loads(table.stdout)['rows']}
     assert (rows['gamma0.5']['finished'], rows['gamma0.8']['finished']) == (0, 1)
-    result = _ok(cli(['sweep', TINY, *GRID, '-o', folder, '--lockstep'], tmp_path))
+    result = ok(cli(['sweep', TINY, *GRID, '-o', folder, '--lockstep'], tmp_path))
     assert f'note: {foreign}: ' in result.stdout and why in result.stdout
     assert '1 of 2 run(s) to do' in result.stdout, result.stdout
     assert json.loads((folder / RUNS[0] / 'attempts/1/summary.json').read_text()) == content  # kept, set aside

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, cli, cli_env, run_cli
-from test_sweep import _digest, _ok, _refused
+from conftest import TINY, cli, cli_env, ok, run_cli
+from test_sweep import _digest, _refused
 
 from ttm_torchdistill.cli import main
 from ttm_torchdistill.sweep import local
@@ -50,16 +50,16 @@ def _children(pid: int) -> list[int]:
 
 
 def test_more_seeds_and_grid_values_grow_the_sweep_and_run_only_the_new_runs(tmp_path):
-    _ok(cli(['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', '-o', 'out'], tmp_path))
+    ok(cli(['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', '-o', 'out'], tmp_path))
     out = tmp_path / 'out'
     first = _digest(out / 'gamma0.5' / 'seed0')
-    grown = _ok(cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '1', '-o', 'out'], tmp_path))
+    grown = ok(cli(['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '1', '-o', 'out'], tmp_path))
     assert 'the sweep grows from 1 to 4 runs' in grown.stdout and '3 of 4 run(s) to do' in grown.stdout
     assert _digest(out / 'gamma0.5' / 'seed0') == first  # the finished run was neither run again nor touched
     manifest = json.loads((out / 'sweep.json').read_text())
     assert manifest['seeds'] == [0, 1] and manifest['grid'][0]['values'] == ['0.5', '0.8']
     assert set(_states(out).values()) == {'finished'} and len(_states(out)) == 4
-    again = _ok(cli(['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', '-o', 'out'], tmp_path))
+    again = ok(cli(['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', '-o', 'out'], tmp_path))
     assert 'to do' not in again.stdout and len(_states(out)) == 4  # a smaller command keeps the larger sweep
 
 
@@ -140,7 +140,7 @@ def test_killing_the_launcher_stops_its_runs_and_the_same_command_resumes_them(t
     proc.kill()
     proc.wait()
     _wait(lambda: not any(_alive(c) for c in children), timeout=30)  # no orphan keeps training
-    resumed = _ok(run_cli(['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', *SLOW, '-o', 'out'], tmp_path,
+    resumed = ok(run_cli(['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', *SLOW, '-o', 'out'], tmp_path,
                           env=cli_env(OMP_NUM_THREADS=1)))
     assert '1 of 1 run(s) to do' in resumed.stdout and 'resumed from' in (run / 'run.log').read_text()
 

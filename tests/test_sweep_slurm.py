@@ -6,16 +6,11 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, assert_same_run, ckpt_weights, cli, cli_env, run_cli, train_alone
+from conftest import TINY, assert_same_run, ckpt_weights, cli, cli_env, ok, run_cli, train_alone
 
 pytest.importorskip('submitit')
 
 SLURM = ['--launcher', 'slurm', '--parallel', '2', '--slurm', 'cpus_per_task=1', '--slurm', 'time=10']
-
-
-def _ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def _env(cluster):
@@ -26,10 +21,10 @@ def _env(cluster):
 def test_a_2x2_sweep_is_one_throttled_array_and_the_table_is_right(tmp_path, slurm_cluster):
     args = ['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--grid', 'beta=1,2', '--seeds', '0', '-o', 'out', *SLURM,
             '--slurm', f'partition={slurm_cluster.partition}']
-    dry = _ok(run_cli([*args, '--dry-run'], tmp_path, env=_env(slurm_cluster)))
+    dry = ok(run_cli([*args, '--dry-run'], tmp_path, env=_env(slurm_cluster)))
     assert 'one job array of 4 task(s)' in dry.stdout and 'array_parallelism=2' in dry.stdout
     assert not (tmp_path / 'out').exists()
-    result = _ok(run_cli([*args, '--wait'], tmp_path, env=_env(slurm_cluster), timeout=300))
+    result = ok(run_cli([*args, '--wait'], tmp_path, env=_env(slurm_cluster), timeout=300))
     out = tmp_path / 'out'
     manifest = json.loads((out / 'sweep.json').read_text())
     job_id = manifest['slurm']['job_id']
@@ -42,7 +37,7 @@ def test_a_2x2_sweep_is_one_throttled_array_and_the_table_is_right(tmp_path, slu
     scores = {p.parent.parent.name: json.loads(p.read_text())['best_val_top1']
               for p in out.glob('*/seed0/summary.json')}
     assert len(scores) == 4
-    rows = json.loads(_ok(cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
+    rows = json.loads(ok(cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
     grid_order = [e['point'] for e in manifest['runs']]  # ties keep the grid's order
     assert [r['point'] for r in rows] == sorted(grid_order, key=lambda p: -scores[p])
     assert [r['val_top1_mean'] for r in rows] == [scores[r['point']] for r in rows]
@@ -56,7 +51,7 @@ def test_requeued_and_usr2_signalled_tasks_resume_and_match_an_undisturbed_sweep
             '--set', 'train.num_epochs=4', '--set', 'datasets.blobs/train.init.kwargs.size=3072']
     (tmp_path / 'slurm').mkdir(), (tmp_path / 'local').mkdir()
     env = _env(slurm_cluster)
-    result = _ok(run_cli([*args, *SLURM, '--slurm', f'partition={slurm_cluster.partition}'], tmp_path / 'slurm',
+    result = ok(run_cli([*args, *SLURM, '--slurm', f'partition={slurm_cluster.partition}'], tmp_path / 'slurm',
                          env=env))
     assert 'watch it: squeue -j' in result.stdout
     out = tmp_path / 'slurm' / 'out'
@@ -79,12 +74,12 @@ def test_requeued_and_usr2_signalled_tasks_resume_and_match_an_undisturbed_sweep
         assert 'resumed from' in log, (task, log[-2000:])
         assert not (run_dir / 'error.txt').exists()
     assert 'Requeued job' in ''.join(p.read_text() for p in (out / 'slurm').glob(f'{job_id}_1_*_log.*'))
-    _ok(run_cli(args, tmp_path / 'local', env=env, timeout=300))
+    ok(run_cli(args, tmp_path / 'local', env=env, timeout=300))
     for run_dir in points.values():
         reference = tmp_path / 'local' / 'out' / run_dir.relative_to(out)
         mine, theirs = ckpt_weights(run_dir / 'student.last.pt'), ckpt_weights(reference / 'student.last.pt')
         assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
-    rows = json.loads(_ok(cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
+    rows = json.loads(ok(cli(['table', out, '--format', 'json'], tmp_path)).stdout)['rows']
     assert all(r['finished'] == 1 for r in rows)
 
 
@@ -94,10 +89,10 @@ def test_a_lockstep_sweep_is_one_task_per_group_and_a_requeued_group_resumes_eve
             '--set', 'train.num_epochs=3', '--set', 'datasets.blobs/train.init.kwargs.size=2048', *SLURM,
             '--slurm', f'partition={slurm_cluster.partition}']
     env = _env(slurm_cluster)
-    dry = _ok(run_cli([*args, '--dry-run'], tmp_path, env=env))
+    dry = ok(run_cli([*args, '--dry-run'], tmp_path, env=env))
     assert 'one job array of 2 task(s), one lockstep group each' in dry.stdout
     assert 'lockstep group seed1 (2 runs: gamma0.5, gamma0.8)' in dry.stdout
-    _ok(run_cli(args, tmp_path, env=env))
+    ok(run_cli(args, tmp_path, env=env))
     out = tmp_path / 'out'
     manifest = json.loads((out / 'sweep.json').read_text())
     job_id = manifest['slurm']['job_id']
@@ -123,7 +118,7 @@ def test_a_lockstep_sweep_is_one_task_per_group_and_a_requeued_group_resumes_eve
             assert_same_run(run_dir, train_alone(entry, tmp_path / 'alone'), entry['ckpt'])
     finally:
         torch.set_num_threads(threads)
-    table = _ok(cli(['table', out], tmp_path)).stdout
+    table = ok(cli(['table', out], tmp_path)).stdout
     assert 'lockstep group seed0: gamma0.5, gamma0.8' in table and 'lockstep group seed1: gamma0.5, gamma0.8' in table
 
 

@@ -1,4 +1,5 @@
-"""Every failure a user can cause is one plain line; no run can clobber another (issue 13)."""
+"""User errors (damaged checkpoints, wrong recipe values, clashing outputs, bad data): each is one plain line, and
+no run can clobber another."""
 import hashlib
 import json
 import os

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, RECIPES, cli, one_error_line, torchdistill_runner_models
+from conftest import FAST, RECIPES, cli, one_error_line, straight_and_resumed, torchdistill_runner_models
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
 
@@ -80,23 +80,23 @@ def test_dkd_warm_up_follows_the_epoch_in_torchdistills_own_flow(cifar100_env, t
         box.post_epoch_process()
 
 
-def test_dkd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path, monkeypatch, cifar100_env,
-                                                                            teacher_ckpts):
+def test_dkd_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path, cifar100_env, teacher_ckpts):
     name = 'cifar100/dkd/resnet20_from_resnet56'
     common = [*FAST, f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']
     last = 'resource/ckpt/cifar100/dkd/cifar100-resnet20_from_resnet56.last.pt'
-    warmups = {}
-    for folder, epochs in (('straight', [2]), ('resumed', [1, 2])):
-        (tmp_path / folder).mkdir()
-        monkeypatch.chdir(tmp_path / folder)
-        for i, n in enumerate(epochs):
-            summary = run_train(RunDescription(recipe=name, overrides=[*common, f'train.num_epochs={n}'], device='cpu',
-                                               seed=0, quiet=True, resume=i > 0, test=False))
+
+    def train(stage, folder):
+        """The DKD warm-up of every epoch in the run's metrics."""
+        epochs = 1 if stage == 'interrupted' else 2
+        summary = run_train(RunDescription(recipe=name, overrides=[*common, f'train.num_epochs={epochs}'], device='cpu',
+                                           seed=0, quiet=True, resume=stage == 'resumed', test=False))
         records = [json.loads(line) for line in Path(summary['metrics']).read_text().splitlines()]
-        warmups[folder] = [r['warmup'] for r in records]
+        return [r['warmup'] for r in records]
+
+    runs = straight_and_resumed(tmp_path, train)
     # the resumed epoch 2 is warmed up by 2/20, as the uninterrupted one, not by 1/20 again
-    assert warmups['straight'] == warmups['resumed'] == pytest.approx([0.05, 0.1])
-    straight, resumed = (torch.load(tmp_path / f / last, weights_only=False) for f in ('straight', 'resumed'))
+    assert runs.results['straight'] == runs.results['resumed'] == pytest.approx([0.05, 0.1])
+    straight, resumed = runs.load(last)
     assert resumed['epoch'] == straight['epoch'] == 2
     for key, value in straight['model'].items():
         assert torch.equal(value, resumed['model'][key]), key

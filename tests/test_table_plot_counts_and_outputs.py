@@ -1,12 +1,12 @@
-"""`table` counts honestly (each file once, test summaries and non-finite values named) and `plot` draws sweep
-folders; every failure of either is one line, and their outputs are checked first and written atomically (issue 19)."""
+"""`table`'s counts (each file once, test summaries and non-finite values named) and `plot` of sweep folders; every
+failure of either is one line, and their outputs are checked first and written atomically."""
 import errno
 import json
 import os
 import shutil
 
 import pytest
-from conftest import TINY, cli
+from conftest import TINY, cli, ok
 
 from ttm_torchdistill.cli import main
 
@@ -172,7 +172,7 @@ def sweep(tmp_path_factory):
     """A finished 2-point, 1-seed sweep of the tiny recipe, made by the real command."""
     cwd = tmp_path_factory.mktemp('sweep')
     result = cli(['sweep', TINY, '--grid', 'gamma=0.5,1.0', '--seeds', '0', '-o', 'out'], cwd)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ok(result)
     return cwd / 'out'
 
 
