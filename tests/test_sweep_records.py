@@ -121,3 +121,23 @@ def test_a_tampered_slurm_record_is_one_line(lockstep_sweep, tmp_path, slurm):
     (folder / 'sweep.json').write_text(json.dumps({**manifest, 'slurm': slurm}))
     one_error_line(cli(['sweep', TINY, *GRID, '-o', folder], tmp_path), 2, 'not a sweep.json written by',
                    "'slurm' is not an object with a string job_id")
+
+
+def test_a_failed_run_records_its_own_error_line(tmp_path):
+    """A sweep's runs write their failure to error.txt themselves (the launcher does not read it back from their
+    output); `train --error-record PATH` is how the sweep asks for it."""
+    result = cli(['train', TINY, '--device', 'cpu', '--resume', '--error-record', 'err/error.txt'], tmp_path)
+    line = one_error_line(result, 2, '--resume: no checkpoint to resume from')
+    assert (tmp_path / 'err/error.txt').read_text() == f'exit code 2: {line}\n'
+
+
+def test_a_sweep_run_s_error_is_its_record(tmp_path):
+    args = ['sweep', TINY, '--grid', 'gamma=0.5', '--seeds', '0', '-o', 'out',
+            '--set', 'datasets.blobs/train.init.kwargs.nan_from=0']
+    result = cli(args, tmp_path)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    manifest = json.loads((tmp_path / 'out/sweep.json').read_text())
+    (entry,) = manifest['runs']
+    assert entry['run']['error_record'] == str(tmp_path / 'out' / entry['dir'] / 'error.txt')
+    error = (tmp_path / 'out' / entry['dir'] / 'error.txt').read_text()
+    assert error.startswith('exit code 1: ttm-distill: error: non-finite loss') and entry['error'] == error.strip()

@@ -9,6 +9,7 @@ import warnings
 from .description import RunDescription
 from .errors import DataFileError, OutputError, TrainingDiverged, TrainingFailed, UsageError
 from .methods import logit_methods, short_names
+from .outputs import record_error
 
 __all__ = ['main']
 
@@ -62,7 +63,8 @@ def _options(args: argparse.Namespace) -> RunDescription:
                           resume=getattr(args, 'resume', False), seed=args.seed, amp=args.amp,
                           channels_last=args.channels_last, debug=args.debug, check=getattr(args, 'check', False),
                           test=not getattr(args, 'no_test', False), tensorboard=getattr(args, 'tensorboard', None),
-                          allow_recipe_change=getattr(args, 'allow_recipe_change', False), compile=args.compile)
+                          allow_recipe_change=getattr(args, 'allow_recipe_change', False), compile=args.compile,
+                          error_record=getattr(args, 'error_record', None))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -164,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--check', action='store_true', help=CHECK_HELP)
     train.add_argument('--no-test', action='store_true', help='skip the test pass (searches choose on validation)')
     train.add_argument('--tensorboard', metavar='DIR', help='write per-epoch curves for TensorBoard here')
+    train.add_argument('--error-record', metavar='PATH', help=argparse.SUPPRESS)  # a sweep run's error.txt
     train.set_defaults(func=_train)
     test = sub.add_parser('test', help="test the teacher and the recipe's best student checkpoint")
     _add_run_arguments(test)
@@ -265,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, 'debug', False):
             raise
         print(f'ttm-distill: error: {exc}', file=sys.stderr)
+        record_error(getattr(args, 'error_record', None), f'exit code {exc.exit_code}: ttm-distill: error: {exc}')
         return exc.exit_code
     except KeyboardInterrupt:
         print('ttm-distill: interrupted', file=sys.stderr)

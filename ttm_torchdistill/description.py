@@ -66,6 +66,8 @@ class RunDescription:
     """--resume even where the recipe's models, data, loss, optimizer or scheduler differ from the checkpoint's"""
     check: bool = False
     """validate and build everything, then stop: no training, nothing written"""
+    error_record: str | None = None
+    """where a failure's one line is written as well (a sweep run's ``error.txt``), so that its launcher reads it"""
     debug: bool = False
     quiet: bool = False
     """log warnings only (not a flag: the demo runs many short trainings)"""
@@ -91,7 +93,8 @@ class RunDescription:
         for override in self.overrides:
             args += ['--set', str(override)]
         for flag, value in (('--device', self.device), ('--run-log', self.run_log), ('--summary', self.summary),
-                            ('--seed', self.seed), ('--amp', self.amp), ('--tensorboard', self.tensorboard)):
+                            ('--seed', self.seed), ('--amp', self.amp), ('--tensorboard', self.tensorboard),
+                            ('--error-record', self.error_record)):
             if value is not None:
                 args += [flag, str(value)]
         if self.compile is not None:

@@ -20,7 +20,8 @@ from typing import BinaryIO
 from .errors import OutputError, UsageError
 
 __all__ = ['LockFile', 'LockHeld', 'atomic_write', 'check_output_file', 'check_output_folder', 'dumps_json',
-           'file_mode', 'free_name', 'make_folders', 'remove_empty_folders', 'write_json', 'write_text']
+           'file_mode', 'free_name', 'make_folders', 'record_error', 'remove_empty_folders', 'write_json',
+           'write_text']
 
 
 def check_output_folder(path: Path, what: str) -> None:
@@ -194,3 +195,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: object) -> None:
     """:func:`atomic_write` of strict JSON (see :func:`dumps_json`) with a final newline."""
     write_text(path, dumps_json(obj) + '\n')
+
+
+def record_error(path: str | os.PathLike | None, line: str) -> None:
+    """Write a failed run's one error line to ``path`` (a sweep run's ``error.txt``, which its launcher reads); a
+    record that cannot be written is left out (the launcher then names the exit code), the error itself stands."""
+    if path:
+        try:
+            write_text(Path(path).expanduser(), line + '\n')
+        except OutputError:
+            pass

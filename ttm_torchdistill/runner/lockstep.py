@@ -7,7 +7,8 @@ summary and curves) and stopping alone when it fails.
 from __future__ import annotations
 
 from ..description import RunDescription
-from ..errors import UsageError
+from ..errors import DataFileError, OutputError, TrainingDiverged, TrainingFailed, UsageError
+from ..outputs import record_error
 from ..recipe import RecipeDocument, parse_overrides, resolve_recipe
 from .distributed import setup_distributed, teardown
 from .logs import log_to_file, setup_logging
@@ -17,6 +18,8 @@ __all__ = ['LOSS_SECTION', 'SHARED_OPTIONS', 'group_difference', 'run_lockstep']
 
 LOSS_SECTION = 'train.criterion'
 """the recipe part in which the members of a group may differ: the loss terms' kwargs and weights"""
+GROUP_ERRORS = (UsageError, TrainingDiverged, TrainingFailed, DataFileError, OutputError)
+"""what stops a whole group (a failure of what its runs share), each unfinished run recording it as its failure"""
 SHARED_OPTIONS = ('command', 'device', 'seed', 'amp', 'channels_last', 'compile', 'test', 'check')
 """the run options every member of a group must share"""
 
@@ -72,6 +75,12 @@ def run_lockstep(descriptions: list[RunDescription], names: list[str], consoles:
             if member.console:
                 member.console_handler = member.add_handler(log_to_file(ctx, member.console, True, member.opts.debug,
                                                                         member=member.name, console=True))
-        return Group(members, ctx, lockstep=True).run()
+        try:
+            return Group(members, ctx, lockstep=True).run()
+        except GROUP_ERRORS as exc:  # the group's own (its data, its teacher's forward): every unfinished run's record
+            for member in members:
+                if member.result is None and not member.failed:
+                    record_error(member.opts.error_record, f'exit code {exc.exit_code}: ttm-distill: error: {exc}')
+            raise
     finally:
         teardown()

@@ -25,6 +25,7 @@ import torch
 
 from ..description import RunDescription
 from ..errors import OutputError, TrainingDiverged, TrainingFailed, UsageError, one_line
+from ..outputs import record_error
 from .build import CACHED_TEACHER
 from .checkpoint import rng_state, set_rng_state
 from .claim import check_outputs
@@ -171,6 +172,7 @@ class Group:
         if member in self.active:
             self.active.remove(member)
         member.say(f'ttm-distill: error: {exc}')
+        record_error(member.opts.error_record, f'exit code {exc.exit_code}: ttm-distill: error: {exc}')
         self._close(member)
 
     def _close(self, member: Member) -> None:

@@ -11,7 +11,6 @@ import tempfile
 
 from ..description import Override
 from ..errors import TrainingDiverged, UsageError
-from ..formats.manifest import SweepManifest
 from ..recipe import RecipeDocument, parse_overrides
 from ..runner import tensorboard
 from ..runner.commands import run_train
@@ -42,27 +41,6 @@ def _print_runs(sweep: Sweep) -> None:
     for run in sweep.runs:
         state = run.state()[0]
         print(f'{run.name:<40} {state:<11} ttm-distill {shlex.join(run.argv())}')
-
-
-def _plan(recipe: str, grid: list[str], seeds: list[int], overrides: list[str],
-          output: str) -> tuple[Sweep, SweepManifest | None]:
-    """The sweep to run and DIR's manifest (or None). Over an existing sweep of the same recipe, --set and --grid
-    names, the plan is the union of both: more seeds or grid values add runs, and the earlier runs stay."""
-    sweep = plan_sweep(recipe, grid, seeds, overrides, output)
-    old = check_directory(sweep)  # a folder that is refused stays untouched: no lock file in it
-    if old is None:
-        return sweep, None
-    merged = []
-    for axis, recorded in zip(sweep.axes, old.grid, strict=True):
-        values = [*recorded.values, *(v for v in axis.values if v not in recorded.values)]
-        merged.append(f'{axis.name}={",".join(values)}')
-    old_seeds = [s for s in old.seeds if isinstance(s, int)]
-    all_seeds = [*old_seeds, *(s for s in seeds if s not in old_seeds)]
-    sweep = plan_sweep(recipe, merged, all_seeds, overrides, output)
-    groups = {(e.point, e.seed): e.group for e in old.runs}
-    for run in sweep.runs:
-        run.group = groups.get((run.point, run.seed))
-    return sweep, old
 
 
 def _check_recipe(sweep: Sweep, dry_run: bool) -> None:
@@ -105,7 +83,9 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
         raise UsageError('--runs-per-gpu needs --launcher local (a SLURM array gives each run its own task)')
     if launcher != 'slurm' and (slurm or wait):
         raise UsageError('--slurm and --wait need --launcher slurm')
-    sweep, old = _plan(recipe, grid, seeds, overrides, output)
+    # DIR's manifest is read as the plan is made: a folder that is refused stays untouched, no lock file in it
+    sweep = plan_sweep(recipe, grid, seeds, overrides, output, earlier=check_directory)
+    old = sweep.earlier
     if lockstep:
         check_lockstep(sweep)
     if old is not None and len(sweep.runs) > len(old.runs):
@@ -123,8 +103,11 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
         runner.describe()
         return 0
     with sweep_lock(sweep.directory):
-        sweep, old = _plan(recipe, grid, seeds, overrides, output)  # again: another launcher may have written DIR
-        runner = make_launcher(sweep)
+        now = check_directory(sweep)
+        if (now.to_json() if now else None) != (old.to_json() if old else None):  # another launcher wrote DIR
+            sweep = plan_sweep(recipe, grid, seeds, overrides, output, earlier=check_directory)
+            old = sweep.earlier
+            runner = make_launcher(sweep)
         sweep.slurm = old.slurm if old is not None else None
         array = old.slurm_array if old is not None else None
         if array and array_in_queue(array):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..description import Override, RunDescription
 from ..errors import UsageError, one_line
 from ..formats.manifest import NAME as MANIFEST
+from ..formats.manifest import SweepManifest
 from ..methods import method_by_loss, short_names
 from ..recipe import SUB_TERMS, RecipeDocument, RecipeView, compose_scalar, parse_overrides, resolve_recipe
 from ..runner import tensorboard
@@ -68,6 +70,8 @@ class Sweep:
     """the key of the student's dst_ckpt, which the sweep sets per run"""
     slurm: dict | None = None
     """the SLURM array record kept in sweep.json (job id, parameters, tasks)"""
+    earlier: SweepManifest | None = None
+    """DIR's manifest when the plan was made (an earlier sweep it continues), or None"""
 
     @property
     def manifest_path(self) -> Path:
@@ -158,9 +162,12 @@ def _refuse_outputs(keys: str, flag: str) -> None:
                          f'(DIR/<point>/seed<k>/), so it sets {OUTPUT_KEY} itself; leave it out')
 
 
-def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str],
-               output: str | os.PathLike) -> Sweep:
-    """Check everything and list the runs; touches nothing on disk."""
+def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str | os.PathLike,
+               earlier: Callable[[Sweep], SweepManifest | None] | None = None) -> Sweep:
+    """Check everything and list the runs; touches nothing on disk. ``earlier``: DIR's manifest for the sweep before
+    its runs are listed (``folder.check_directory``, which refuses another sweep), or None: over an earlier sweep of
+    the same recipe, --set and --grid names the plan is the union of both (its values and seeds first, then the new
+    ones), and its runs keep their lockstep groups. The recipe and the grid are read once."""
     axes = parse_grid(grid)
     if not seeds:
         raise UsageError('--seeds: give at least one seed')
@@ -185,6 +192,11 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
         raise UsageError(f'{path}: {dst_key} is required')
     ckpt_name = Path(view.dst_ckpt).name
     directory = Path(output).expanduser().resolve()
+    sweep = Sweep(recipe, path, list(overrides), axes, list(seeds), directory, [], view.val_is_test, dst_key)
+    sweep.earlier = earlier(sweep) if earlier is not None else None
+    if sweep.earlier is not None:
+        _grow(sweep, sweep.earlier)
+    seeds = sweep.seeds
     tensorboard_curves = tensorboard.available()
     runs, folders = [], set()
     for point_values in itertools.product(*(zip(a.values, a.nodes, strict=True) for a in axes)):
@@ -209,11 +221,26 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
                            epochs=epochs if isinstance(epochs, int) else None, hparams=hparams)
             run.description = RunDescription(
                 recipe=str(path), seed=seed, run_log=str(run.log_path), summary=str(run.summary_path), test=False,
+                error_record=str(run.error_path),
                 tensorboard=str(tb_dir) if tb_dir is not None else None,
                 overrides=(Override(dst_key, str(run.directory / ckpt_name)), *given,
                            *(Override(a.key, v) for a, v in zip(axes, values, strict=True))))
             runs.append(run)
-    return Sweep(recipe, path, list(overrides), axes, list(seeds), directory, runs, view.val_is_test, dst_key)
+    groups = {(e.point, e.seed): e.group for e in sweep.earlier.runs} if sweep.earlier is not None else {}
+    for run in runs:
+        run.group = groups.get((run.point, run.seed))
+    sweep.runs = runs
+    return sweep
+
+
+def _grow(sweep: Sweep, earlier: SweepManifest) -> None:
+    """The earlier sweep's grid values and seeds first, then the new ones (composed once)."""
+    for axis, recorded in zip(sweep.axes, earlier.grid, strict=True):
+        new = [(v, n) for v, n in zip(axis.values, axis.nodes, strict=True) if v not in recorded.values]
+        axis.nodes = [compose_scalar(v, f'--grid {axis.name}') for v in recorded.values] + [n for _, n in new]
+        axis.values = [*recorded.values, *(v for v, _ in new)]
+    known = [s for s in earlier.seeds if isinstance(s, int)]
+    sweep.seeds = [*known, *(s for s in sweep.seeds if s not in known)]
 
 
 def _scalar(value: object, text: str) -> object:

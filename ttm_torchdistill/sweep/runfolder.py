@@ -132,8 +132,10 @@ def recorded_description(directory: Path, run: RunFolder, entry: RunEntry, index
                       for o in description.overrides)
     description = description.replace(
         run_log=moved(description.run_log) if description.run_log else None, summary=moved(description.summary),
-        tensorboard=moved(description.tensorboard) if description.tensorboard else None, overrides=overrides)
+        tensorboard=moved(description.tensorboard) if description.tensorboard else None, overrides=overrides,
+        error_record=moved(description.error_record) if description.error_record else None)
     outputs = [('--run-log', description.run_log), ('--summary', description.summary),
+               *([('--error-record', description.error_record)] if description.error_record else []),
                *((f'--set {o.key}', o.value) for o in overrides if o.keys[-1] == OUTPUT_KEY)]
     for flag, path in outputs:
         if not path or not _inside(Path(path), run.directory):

@@ -46,8 +46,9 @@ def _error_line(output: Path, returncode: int, since: int = 0, fallback: Path | 
 
 def record_exit(run: SweepRun, returncode: int, since: int = 0,
                 fallback: Path | None = None) -> tuple[str, float | None, str | None]:
-    """The run's :meth:`SweepRun.state` after its process ended; a failure leaves its error line (in its output from
-    byte ``since`` on, else in ``fallback``) in error.txt."""
+    """The run's :meth:`SweepRun.state` after its process ended. A failed run recorded its error line in its
+    error.txt itself (``RunDescription.error_record``); one that could not (killed, a crash) gets its exit and the last
+    line of its output (from byte ``since`` on, else of ``fallback``) there."""
     if returncode == 0 and run.summary_path.is_file():
         state = run.state()
         if run.tensorboard_dir is not None and state[1] is not None:
@@ -56,6 +57,9 @@ def record_exit(run: SweepRun, returncode: int, since: int = 0,
         return state
     if returncode in INTERRUPTED:
         return run.state()
+    recorded = run.error_path.read_text(errors='replace').strip() if run.error_path.is_file() else ''
+    if recorded:
+        return 'failed', None, recorded
     error = _error_line(run.output_path, returncode, since, fallback)
     run.error_path.write_text(error + '\n')
     return 'failed', None, error
