@@ -148,7 +148,7 @@ def _meanings(knob: str) -> str:
     """What `new-recipe --gamma` or `--beta` sets, per logit method (the registry's declarations)."""
     by_meaning: dict[str, list[str]] = {}
     for method in logit_methods():
-        meaning = getattr(method, knob)
+        meaning = method.gamma if knob == 'gamma' else method.beta
         if meaning is not None:
             by_meaning.setdefault(meaning.meaning, []).append(method.name)
     return '; '.join(f'{", ".join(names)}: {meaning}' for meaning, names in by_meaning.items())

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError
-from ..formats.manifest import NAME, GridAxis, RunEntry, SweepIdentity, SweepManifest, read_manifest, write_manifest
+from ..formats.manifest import NAME, GridAxis, RunEntry, SweepManifest, read_manifest, write_manifest
 from ..outputs import LockFile, LockHeld, check_output_folder, make_folders
 from .plan import Sweep
 
@@ -25,7 +25,7 @@ def check_directory(sweep: Sweep) -> SweepManifest | None:
     check_output_folder(sweep.manifest_path, '-o')
     if sweep.manifest_path.is_file():
         old = read_manifest(directory)
-        differ = SweepIdentity.from_json(sweep.identity()).differences(old.identity)
+        differ = sweep.identity().differences(old.identity)
         if differ:
             raise UsageError(f'-o {directory} holds another sweep (different {", ".join(differ)}); '
                              'give another DIR, or the same recipe, --set and --grid names to continue or grow that '
@@ -64,5 +64,5 @@ def save_manifest(sweep: Sweep) -> None:
             best_val_top1=best, error=error, group=run.group))
     grid = tuple(GridAxis(a.name, a.key, a.label, tuple(a.values)) for a in sweep.axes)
     write_manifest(sweep.directory, SweepManifest(
-        identity=SweepIdentity.from_json(sweep.identity()), recipe=sweep.recipe, recipe_path=str(sweep.recipe_path),
+        identity=sweep.identity(), recipe=sweep.recipe, recipe_path=str(sweep.recipe_path),
         overrides=tuple(sweep.overrides), grid=grid, seeds=tuple(sweep.seeds), runs=tuple(runs), slurm=sweep.slurm))

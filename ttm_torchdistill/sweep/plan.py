@@ -13,7 +13,7 @@ from pathlib import Path
 from ..description import Override, RunDescription
 from ..errors import UsageError, one_line
 from ..formats.manifest import NAME as MANIFEST
-from ..formats.manifest import SweepManifest
+from ..formats.manifest import SweepIdentity, SweepManifest
 from ..methods import method_by_loss, short_names
 from ..recipe import SUB_TERMS, RecipeDocument, RecipeView, compose_scalar, parse_overrides, resolve_recipe
 from ..runner import tensorboard
@@ -77,10 +77,9 @@ class Sweep:
     def manifest_path(self) -> Path:
         return self.directory / MANIFEST
 
-    def identity(self) -> dict:
+    def identity(self) -> SweepIdentity:
         """What makes two sweeps the same sweep (a re-run must match it: more values and seeds may be added)."""
-        return {'recipe_path': str(self.recipe_path), 'overrides': self.overrides,
-                'grid': [{'name': a.name, 'key': a.key} for a in self.axes]}
+        return SweepIdentity(str(self.recipe_path), self.overrides, tuple((a.name, a.key) for a in self.axes))
 
 
 def _resolve_key(name: str, doc: RecipeDocument) -> str:
