@@ -105,7 +105,7 @@ def test_a_sweep_manifest_reads_into_its_record_and_writes_back_the_same_file(pl
                                                                               'gamma0.5/seed0', 'student.pt')
     assert entry.state == 'pending' and entry.group is None and entry['command'] == entry.command
     assert RunDescription.from_json(entry.run) == planned.runs[0].description
-    assert record.identity.differences(manifest.SweepIdentity.from_json(planned.identity())) == []
+    assert record.identity.differences(planned.identity()) == []
 
 
 def test_a_sweep_manifest_without_a_version_is_version_1_and_a_newer_or_foreign_one_is_one_line(planned):
