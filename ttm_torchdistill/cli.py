@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from .description import RunDescription
-from .errors import DataFileError, OutputError, TrainingDiverged, TrainingFailed, UsageError
+from .errors import COMMAND_ERRORS
 from .methods import logit_methods, short_names
 from .outputs import record_error
 
@@ -264,11 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings('ignore', message=".*'pin_memory' argument is set as true but no accelerator")
     try:
         return args.func(args)
-    except (UsageError, TrainingDiverged, TrainingFailed, DataFileError, OutputError) as exc:
+    except COMMAND_ERRORS as exc:
         if getattr(args, 'debug', False):
             raise
         print(f'ttm-distill: error: {exc}', file=sys.stderr)
-        record_error(getattr(args, 'error_record', None), f'exit code {exc.exit_code}: ttm-distill: error: {exc}')
+        record_error(getattr(args, 'error_record', None), exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print('ttm-distill: interrupted', file=sys.stderr)

@@ -43,3 +43,7 @@ class OutputError(Exception):
     files written before are kept."""
 
     exit_code = 1
+
+
+COMMAND_ERRORS = (UsageError, TrainingDiverged, TrainingFailed, DataFileError, OutputError)
+"""what a command ends in one line (``ttm-distill: error: ...``) with the error's exit code"""

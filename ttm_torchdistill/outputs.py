@@ -197,11 +197,12 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
     write_text(path, dumps_json(obj) + '\n')
 
 
-def record_error(path: str | os.PathLike | None, line: str) -> None:
-    """Write a failed run's one error line to ``path`` (a sweep run's ``error.txt``, which its launcher reads); a
-    record that cannot be written is left out (the launcher then names the exit code), the error itself stands."""
+def record_error(path: str | os.PathLike | None, exc: Exception) -> None:
+    """Write a failed run's error line, ``exit code N: ttm-distill: error: ...``, to ``path`` (a sweep run's
+    ``error.txt``, which its launcher reads); a record that cannot be written is left out (the launcher then names the
+    exit code), the error itself stands."""
     if path:
         try:
-            write_text(Path(path).expanduser(), line + '\n')
+            write_text(Path(path).expanduser(), f'exit code {exc.exit_code}: ttm-distill: error: {exc}\n')
         except OutputError:
             pass

@@ -7,7 +7,7 @@ summary and curves) and stopping alone when it fails.
 from __future__ import annotations
 
 from ..description import RunDescription
-from ..errors import DataFileError, OutputError, TrainingDiverged, TrainingFailed, UsageError
+from ..errors import COMMAND_ERRORS, UsageError
 from ..outputs import record_error
 from ..recipe import RecipeDocument, parse_overrides, resolve_recipe
 from .distributed import setup_distributed, teardown
@@ -18,8 +18,6 @@ __all__ = ['LOSS_SECTION', 'SHARED_OPTIONS', 'group_difference', 'run_lockstep']
 
 LOSS_SECTION = 'train.criterion'
 """the recipe part in which the members of a group may differ: the loss terms' kwargs and weights"""
-GROUP_ERRORS = (UsageError, TrainingDiverged, TrainingFailed, DataFileError, OutputError)
-"""what stops a whole group (a failure of what its runs share), each unfinished run recording it as its failure"""
 SHARED_OPTIONS = ('command', 'device', 'seed', 'amp', 'channels_last', 'compile', 'test', 'check')
 """the run options every member of a group must share"""
 
@@ -77,10 +75,10 @@ def run_lockstep(descriptions: list[RunDescription], names: list[str], consoles:
                                                                         member=member.name, console=True))
         try:
             return Group(members, ctx, lockstep=True).run()
-        except GROUP_ERRORS as exc:  # the group's own (its data, its teacher's forward): every unfinished run's record
+        except COMMAND_ERRORS as exc:  # the group's own (its data, its teacher's forward), each unfinished run's
             for member in members:
                 if member.result is None and not member.failed:
-                    record_error(member.opts.error_record, f'exit code {exc.exit_code}: ttm-distill: error: {exc}')
+                    record_error(member.opts.error_record, exc)
             raise
     finally:
         teardown()

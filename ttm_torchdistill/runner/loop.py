@@ -172,7 +172,7 @@ class Group:
         if member in self.active:
             self.active.remove(member)
         member.say(f'ttm-distill: error: {exc}')
-        record_error(member.opts.error_record, f'exit code {exc.exit_code}: ttm-distill: error: {exc}')
+        record_error(member.opts.error_record, exc)
         self._close(member)
 
     def _close(self, member: Member) -> None:
