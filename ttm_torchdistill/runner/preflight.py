@@ -22,7 +22,7 @@ from ..methods import hooked
 from ..processes import EPOCH_TELLERS, tell_epoch
 from ..recipe import RecipeView
 from .build import box_student
-from .datafiles import BATCH_ERRORS, batch_error
+from .datafiles import BATCH_ERRORS
 from .iocheck import check_loss_io
 from .logs import logger
 from .schedule import check_schedule
@@ -153,17 +153,17 @@ def check_targets(source: Path, box, view: RecipeView, loader: object) -> None:
 def _sample_batch(run, loader: object, count: int) -> tuple:
     """``count`` samples of the training loader's dataset, collated as the loader collates them: (images, targets,
     supp). A sample that cannot be read, or samples that cannot be formed into a batch, are one DataFileError line."""
-    dataset, where, dataset_id = loader.dataset, run.loader_where('train'), run.view.dataset_id('train')
+    dataset = loader.dataset
     samples = []
     for i in range(min(count, len(dataset))):
         try:
             samples.append(dataset[i])
         except (DataFileError, *BATCH_ERRORS) as exc:
-            raise batch_error(where, dataset_id, f'sample {i}', exc) from exc
+            raise run.data_error('train', f'sample {i}', exc) from exc
     try:
         batch = (getattr(loader, 'collate_fn', None) or default_collate)(samples)
     except (DataFileError, *BATCH_ERRORS) as exc:
-        raise batch_error(where, dataset_id, f'a batch of samples 0-{len(samples) - 1}, before training,', exc) from exc
+        raise run.data_error('train', f'a batch of samples 0-{len(samples) - 1}, before training,', exc) from exc
     return batch[0], batch[1], (batch[2] if len(batch) > 2 else {})
 
 

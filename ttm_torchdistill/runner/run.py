@@ -151,6 +151,11 @@ class Run:
         is one DataFileError line naming the loader, its dataset, the batch and the cause."""
         return guarded_batches(loader, self.loader_where(which), self.view.dataset_id(which))
 
+    def data_error(self, which: str, what: str, exc: BaseException) -> DataFileError:
+        """One line for ``what`` (``sample 0``, a batch) of the 'train', 'val' or 'test' loader that cannot be read or
+        formed (:func:`.datafiles.batch_error`)."""
+        return batch_error(self.loader_where(which), self.view.dataset_id(which), what, exc)
+
     def _sample_batch(self) -> tuple[str, torch.Tensor] | None:
         """(dataset id, a batch of one sample) from the validation (else test, else training) dataset."""
         for which in ('val', 'test', 'train'):
@@ -159,7 +164,7 @@ class Run:
                 try:
                     sample = dataset[0]
                 except (DataFileError, *BATCH_ERRORS) as exc:
-                    raise batch_error(self.loader_where(which), dataset_id, 'sample 0', exc) from exc
+                    raise self.data_error(which, 'sample 0', exc) from exc
                 sample = sample[0] if isinstance(sample, (tuple, list)) else sample
                 return (dataset_id, sample[None]) if isinstance(sample, torch.Tensor) else None
         return None
