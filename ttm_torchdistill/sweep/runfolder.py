@@ -72,18 +72,24 @@ class RunFolder:
     def describe(self) -> str:
         return ' '.join(f'{k}={v}' for k, v in self.values.items()) + f' seed {self.seed}'
 
+    def read_summary(self) -> tuple[RunSummary | None, str | None]:
+        """(the run's summary, when it has one of a finished training run, as `table` reads summaries with
+        ``formats.summary.read_training_summary``; one line for a summary.json that is there but does not count: cut
+        off, foreign, another command's, of a newer version), read once."""
+        if not self.summary_path.is_file():
+            return None, None
+        summary, problem = read_training_summary(self.summary_path)
+        if problem is None:
+            return summary, None
+        return None, f'{self.summary_path}: {problem}; {self.name} does not count as finished'
+
     def summary(self) -> RunSummary | None:
-        """The run's summary, when it has one of a finished training run (``formats.summary.read_training_summary``,
-        as `table` reads summaries)."""
-        return read_training_summary(self.summary_path)[0] if self.summary_path.is_file() else None
+        """The run's summary, when it has one of a finished training run (:meth:`read_summary`)."""
+        return self.read_summary()[0]
 
     def summary_note(self) -> str | None:
-        """One line for a summary.json that is there but is no finished training run's (cut off, foreign,
-        another command's, of a newer version), else None."""
-        if not self.summary_path.is_file():
-            return None
-        problem = read_training_summary(self.summary_path)[1]
-        return None if problem is None else f'{self.summary_path}: {problem}; {self.name} does not count as finished'
+        """One line for a summary.json that does not count (:meth:`read_summary`), else None."""
+        return self.read_summary()[1]
 
     def state(self) -> tuple[str, float | None, str | None]:
         """(finished | failed | interrupted | pending, best val top-1, error line); a cut-off, corrupt or foreign

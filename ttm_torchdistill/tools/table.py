@@ -22,10 +22,9 @@ def _sweep_notes(directory: Path, manifest: SweepManifest) -> list[str]:
     summary.json that does not count (cut off, foreign, of a newer version: the run is not finished)."""
     notes = []
     for run in runs_in(directory, manifest):
-        skipped = run.summary_note()
+        summary, skipped = run.read_summary()  # none yet, or one that does not count: the sweep resumes the run
         if skipped is not None:
             notes.append(skipped)
-        summary = run.summary()  # none yet, or one that does not count: the run is not finished, the sweep resumes it
         if summary is not None and not is_finite_number(best := summary.best_val_top1):
             value = 'null' if best is None else str(best) if isinstance(best, float) else repr(best)
             notes.append(f'{run.summary_path}: best_val_top1 is {value}, not a finite number: grid point '
