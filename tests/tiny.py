@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from torchdistill.core.interfaces.post_epoch_proc import default_post_epoch_process_with_teacher
 from torchdistill.core.interfaces.post_forward_proc import default_post_forward_process
 from torchdistill.core.interfaces.registry import register_post_epoch_proc_func, register_post_forward_proc_func
@@ -58,6 +58,7 @@ class Blobs(Dataset):
             self.images[i, c % 3] += 1.0 + c // 3
         self.nan_from, self.nan_at = nan_from, set(nan_at or ())
         self.kill_at = int(os.environ.get('TINY_KILL_AT', 0)) if kill_at is None else kill_at
+        self.signal_at = int(os.environ.get('TINY_SIGNAL_AT', 0))
         self.calls = 0
         self.delay = delay  # seconds per sample: keeps a run alive long enough for concurrency tests
 
@@ -68,6 +69,10 @@ class Blobs(Dataset):
         self.calls += 1
         if self.kill_at and self.calls == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        rank, size = os.environ.get('TINY_SIGNAL_RANK'), os.environ.get('TINY_SIGNAL_SIZE')
+        if (self.signal_at == self.calls and rank in (None, os.environ.get('RANK', '0'))
+                and size in (None, str(len(self)))):  # SLURM's warning, at a given sample of one dataset
+            os.kill(os.getpid() if get_worker_info() is None else os.getppid(), signal.SIGUSR2)
         time.sleep(self.delay)
         image = self.images[index]
         if (self.nan_from is not None and index >= self.nan_from) or index in self.nan_at:

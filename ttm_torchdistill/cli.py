@@ -7,9 +7,10 @@ import sys
 import warnings
 
 from .description import RunDescription
-from .errors import COMMAND_ERRORS
+from .errors import COMMAND_ERRORS, TrainingStopped
 from .methods import logit_methods, short_names
 from .outputs import record_error
+from .stopping import catch_stop_signal
 
 __all__ = ['main']
 
@@ -26,6 +27,9 @@ class _Parser(argparse.ArgumentParser):
 
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 """torch.compile's modes (the runner's runner.compiled.COMPILE_MODES; torch is imported only when a command runs)"""
+
+TRAINING_COMMANDS = ('train', 'lockstep')
+"""the commands that SIGUSR2 asks to stop at the next step with a resume checkpoint (:mod:`.stopping`)"""
 
 MAX_SEED = 2 ** 63 - 1 - 65536
 """torch takes seeds below 2**64; per-rank seeds add the rank"""
@@ -260,10 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in TRAINING_COMMANDS:
+        catch_stop_signal()
     # recipes written for GPUs ask for pinned memory; on a CPU-only machine that is only noise
     warnings.filterwarnings('ignore', message=".*'pin_memory' argument is set as true but no accelerator")
     try:
         return args.func(args)
+    except TrainingStopped as exc:
+        print(f'ttm-distill: {exc}', file=sys.stderr)
+        return exc.exit_code
     except COMMAND_ERRORS as exc:
         if getattr(args, 'debug', False):
             raise

@@ -45,5 +45,12 @@ class OutputError(Exception):
     exit_code = 1
 
 
+class TrainingStopped(Exception):
+    """Training was asked to stop (SIGUSR2: a time limit or a preemption coming) and stopped after a step, every rank
+    after the same one, with a resume checkpoint: one line, exit code 75 (EX_TEMPFAIL: run it again with --resume)."""
+
+    exit_code = 75
+
+
 COMMAND_ERRORS = (UsageError, TrainingDiverged, TrainingFailed, DataFileError, OutputError)
 """what a command ends in one line (``ttm-distill: error: ...``) with the error's exit code"""

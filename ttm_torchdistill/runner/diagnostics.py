@@ -65,6 +65,13 @@ class EpochDiagnostics:
             parts.append(torch.stack([self._values.get(name, nan) for name in self._terms]).double())
         self._sum += torch.cat(parts)
 
+    def sum(self) -> torch.Tensor:
+        """The epoch's sums so far (on the CPU), for a mid-epoch checkpoint."""
+        return self._sum.cpu().clone()
+
+    def load_sum(self, saved: torch.Tensor) -> None:
+        self._sum.copy_(saved)
+
     def epoch_means(self, steps: int, world_size: int) -> dict[str, float]:
         """The epoch's mean of each diagnostic over ``steps`` steps in each of ``world_size`` processes."""
         if not self.keys:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..description import RunDescription
-from ..errors import OutputError, TrainingDiverged, TrainingFailed, UsageError, one_line
+from ..errors import OutputError, TrainingDiverged, TrainingFailed, TrainingStopped, UsageError, one_line
 from ..outputs import record_error
 from .build import CACHED_TEACHER
 from .checkpoint import rng_state, set_rng_state
@@ -35,6 +35,7 @@ from .logs import logger, member_lines
 from .preflight import STEP_ERRORS, check_one_batch, check_training
 from .report import report_training
 from .run import Run, seed_everything
+from .stop import StopAgreement
 from .tensorboard import EpochWriter
 from .tensorboard import require as require_tensorboard
 from .trainer import Trainer
@@ -50,6 +51,12 @@ def _same_rng(a: dict, b: dict) -> bool:
             and all(torch.equal(x, y) for x, y in zip(a['cuda'], b['cuda'], strict=True))
             and a['python'] == b['python'] and a['numpy'][2:] == b['numpy'][2:]
             and np.array_equal(a['numpy'][1], b['numpy'][1]))
+
+
+def _place(member: Member) -> tuple[int, int]:
+    """(epoch, iteration) where a member's training starts: resumed inside an epoch, or at an epoch's start."""
+    position = member.trainer.position
+    return member.trainer.start_epoch, position['iteration'] if position is not None else 0
 
 
 @dataclass(eq=False)
@@ -94,6 +101,7 @@ class Group:
         self.members, self.ctx, self.lockstep = members, ctx, lockstep
         self.active: list[Member] = []
         self.warned = False
+        self.stop = StopAgreement(ctx)
         self.teacher_owner: Member | None = None
         """the member whose box runs the teacher forward every member shares (the first one built, in lockstep)"""
 
@@ -184,8 +192,9 @@ class Group:
 
     def _train(self) -> None:
         """Train the members, those resumed from the same epoch together, the least advanced first."""
-        for start in sorted({m.trainer.start_epoch for m in self.active}):
-            sub = [m for m in self.active if m.trainer.start_epoch == start]
+        for place in sorted({_place(m) for m in self.active}):
+            sub = [m for m in self.active if _place(m) == place]
+            start = place[0]
             self._start_streams(sub)
             for member in sub:
                 if member.opts.tensorboard and self.ctx.is_main:
@@ -259,21 +268,57 @@ class Group:
     # --- the epoch loop ---------------------------------------------------------------------------------------
     def _fit(self, sub: list[Member], start: int) -> None:
         """The package's one epoch loop: epochs ``start`` .. the recipe's last, each member stepped on every batch of
-        the first member's training loader, then each member's epoch end (validation, checkpoints, metrics)."""
+        the first member's training loader, then each member's epoch end (validation, checkpoints, metrics).
+
+        A stop request (:mod:`.stop`) ends it after a step, with a resume checkpoint of each member's place in the
+        epoch, or at an epoch's start, where the last checkpoint is the one the previous epoch wrote. A member resumed
+        inside an epoch replays the loader's batches up to its place (data only): the loader's random streams then
+        continue as they were."""
         trainer0 = sub[0].trainer
         loader = trainer0.box.train_data_loader
+        position = trainer0.position
         for epoch in range(start, trainer0.box.num_epochs):
             live = [m for m in sub if not m.failed]
             if not live:
                 return
+            if self.stop.agreed():
+                self._stopped(live, epoch, 0)
+            replay, resumed_rng = 0, None
+            if position is not None and epoch == start:  # the generators as the epoch began, then as it stopped
+                resumed_rng = rng_state(self.ctx.device)
+                set_rng_state(position['epoch_rng'], self.ctx.device)
+                replay = position['iteration']
+            epoch_rng = rng_state(self.ctx.device)
             self._each(live, lambda m, e: m.trainer.begin_epoch(e, len(loader)), epoch)
+            if replay:
+                for member in live:
+                    member.trainer.continue_epoch()
             with trainer0.stopping_in(epoch):
                 for it, (images, targets, supp_dict) in enumerate(trainer0.run.batches(loader, 'train')):
+                    if it < replay:
+                        continue
+                    if it == replay and resumed_rng is not None:
+                        set_rng_state(resumed_rng, self.ctx.device)
+                        resumed_rng = None
                     mark_step(trainer0.opts.compile)
                     images, targets = trainer0.to_device(images, targets)
                     supp_dict = self._teacher_outputs(sub, images, targets, supp_dict, epoch, it)
                     self._each(live, lambda m, *batch: m.trainer.step(*batch), it, images, targets, supp_dict)
+                    if self.stop.agreed():
+                        self._each(live, lambda m, *place: m.trainer.save_position(*place), epoch, it + 1, epoch_rng)
+                        self._stopped(live, epoch, it + 1)
+            if resumed_rng is not None:  # stopped after the epoch's last step: every batch was replayed
+                set_rng_state(resumed_rng, self.ctx.device)
             self._each(live, lambda m, e: m.trainer.end_epoch(e, m.curves), epoch)
+
+    def _stopped(self, live: list[Member], epoch: int, done: int) -> None:
+        """Every rank stops here, after iteration ``done`` of ``epoch`` (0: before its first step)."""
+        where = (f'inside epoch {epoch + 1}, after iteration {done} of {live[0].trainer.num_iters}' if done
+                 else f'after epoch {epoch}' if epoch else 'before its first epoch')
+        ckpts = ', '.join(str(m.run.last_ckpt) for m in live if m.run.last_ckpt.is_file())
+        kept = (f'{"the resume checkpoint is" if done else "the last checkpoint is kept:"} {ckpts}; --resume continues '
+                'it exactly' if ckpts else 'nothing to resume: it starts afresh')
+        raise TrainingStopped(f'stopped by {self.stop.name} {where} (every rank finished its step); {kept}')
 
     def _teacher_outputs(self, sub: list[Member], images: torch.Tensor, targets: torch.Tensor, supp_dict: dict,
                          epoch: int, it: int) -> dict:

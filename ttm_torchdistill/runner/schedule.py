@@ -91,8 +91,9 @@ def _signature(state: object) -> object:
     return state
 
 
-def _replay(box, epochs_done: int, iterations: int) -> None:
-    """Step the fresh scheduler as torchdistill's default processes step it in ``epochs_done`` epochs."""
+def _replay(box, epochs_done: int, iterations: int, extra: int = 0) -> None:
+    """Step the fresh scheduler as torchdistill's default processes step it in ``epochs_done`` epochs and ``extra``
+    iterations."""
     scheduler, every = box.lr_scheduler, _step_every(box)
     with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": no optimizer step is replayed
         warnings.simplefilter('ignore')
@@ -101,7 +102,7 @@ def _replay(box, epochs_done: int, iterations: int) -> None:
                 restart = isinstance(scheduler, CosineAnnealingWarmRestarts)
                 scheduler.step(scheduler.last_epoch + 1) if restart else scheduler.step()
             return
-        for count in range(every, epochs_done * iterations + 1, every):
+        for count in range(every, epochs_done * iterations + extra + 1, every):
             if isinstance(scheduler, CosineAnnealingWarmRestarts):
                 scheduler.step(int(count / box.scheduling_step))
             else:
@@ -113,9 +114,9 @@ def _hyperparameters(groups: Iterable[dict]) -> list[dict]:
 
 
 def restore_schedule(box, saved: dict | None, optimizer_state: dict, epochs_done: int, iterations: int,
-                     path: Path) -> None:
+                     path: Path, extra: int = 0) -> None:
     """Load the optimizer's state and put the schedule where a straight run of this recipe has it after
-    ``epochs_done`` epochs of ``iterations`` iterations.
+    ``epochs_done`` epochs of ``iterations`` iterations and ``extra`` iterations of the next (a mid-epoch checkpoint).
 
     The optimizer keeps its saved buffers (momentum, Adam's moments) and takes the recipe's hyperparameters; its
     learning rate is the schedule's. ``saved``: the checkpoint's scheduler state (None: it had no scheduler).
@@ -132,7 +133,7 @@ def restore_schedule(box, saved: dict | None, optimizer_state: dict, epochs_done
                              'state follows validation results, which cannot be replayed: resume with the same '
                              'scheduler settings')
         else:
-            _replay(box, epochs_done, iterations)
+            _replay(box, epochs_done, iterations, extra)
             logger.warning('--resume: the learning-rate schedule differs from the one in %s (another num_epochs, '
                            'number of processes or scheduler setting): rebuilt as a straight run of this recipe has '
                            'it after epoch %d (lr %.6g)', path,

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,6 +30,8 @@ from .tensorboard import EpochWriter
 
 __all__ = ['CHECK_EVERY', 'RESUME_KEYS', 'Trainer']
 
+POSITION_PER_RANK = ('losses', 'diagnostics', 'checked', 'logged', 'images_seen')
+"""what a mid-epoch checkpoint keeps of each rank's epoch so far, besides its generators' states"""
 RESUME_KEYS = ('model', 'optimizer', 'lr_scheduler', 'scaler', 'epoch', 'best_value', 'stage_grad_count', 'rng')
 CHECK_EVERY = 50
 """iterations between checks for a non-finite loss (each one host synchronisation)"""
@@ -63,6 +66,9 @@ class Trainer:
         """with :meth:`resume`: the random number generators' state the run continues from"""
         self.epoch_rates: list[float] = []
         """each epoch's training img/s, of the epochs this process trained"""
+        self.position: dict | None = None
+        """with :meth:`resume` of a run stopped inside an epoch: this rank's share of where it stopped
+        (:meth:`save_position`)"""
 
     def _device_ids(self) -> list[int] | None:
         return [self.ctx.device.index] if self.ctx.device.type == 'cuda' else None
@@ -124,7 +130,8 @@ class Trainer:
                          f'models.{self.run.student_key}: {self.run.student_config.get("key")}')
         try:
             restore_schedule(self.box, ckpt['lr_scheduler'], ckpt['optimizer'], ckpt['epoch'],
-                             len(self.box.train_data_loader), path)
+                             len(self.box.train_data_loader), path,
+                             (ckpt.get('position') or {}).get('iteration', 0))
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f'--resume: the optimizer or scheduler state in {path} does not fit the recipe\'s '
                              f'train.optimizer / train.scheduler: {one_line(exc)}') from None
@@ -137,12 +144,32 @@ class Trainer:
         self.start_epoch, self.best_val_top1 = ckpt['epoch'], ckpt['best_value']
         self.resumed_rng = ckpt['rng'][self.ctx.rank % saved_world]
         set_rng_state(self.resumed_rng, self.ctx.device)
+        if ckpt.get('position') is not None:
+            self.position = self._own_position(ckpt['position'], saved_world, path)
+
+    def _own_position(self, saved: dict, saved_world: int, path: Path) -> dict:
+        """This rank's share of a mid-epoch checkpoint's position; it resumes exactly only with the same number of
+        processes and iterations per epoch."""
+        iterations = len(self.box.train_data_loader)
+        if saved_world != self.ctx.world_size or saved['num_iters'] != iterations:
+            raise UsageError(f'--resume: {path} was saved inside epoch {self.start_epoch + 1} (after iteration '
+                             f'{saved["iteration"]} of {saved["num_iters"]}, {saved_world} process(es)); it continues '
+                             f'only with {saved_world} process(es) and the same batch size (now {self.ctx.world_size} '
+                             f'process(es), {iterations} iterations per epoch)')
+        rank = self.ctx.rank
+        return {'iteration': saved['iteration'], 'num_iters': saved['num_iters'], 'epoch_rng': saved['epoch_rng'][rank],
+                **{key: saved[key][rank] for key in POSITION_PER_RANK}}
 
     def open_log(self, member: str | None = None) -> logging.Handler | None:
         """Start writing --run-log (``member``: only that lockstep run's lines and its group's), saying where a
         resumed run continues from; returns the file's handler (None without --run-log)."""
         handler = log_to_file(self.ctx, self.opts.run_log, self.opts.resume, self.opts.debug, member=member)
-        if self.opts.resume:
+        if self.opts.resume and self.position is not None:
+            logger.info('resumed from %s inside epoch %d, after iteration %d of %d (best val top-1 %.2f); the loader '
+                        'replays the epoch\'s first %d batches (data only) so that its random streams continue exactly',
+                        self.run.last_ckpt, self.start_epoch + 1, self.position['iteration'],
+                        self.position['num_iters'], self.best_val_top1, self.position['iteration'])
+        elif self.opts.resume:
             logger.info('resumed from %s after epoch %d (best val top-1 %.2f)', self.run.last_ckpt, self.start_epoch,
                         self.best_val_top1)
         return handler
@@ -210,6 +237,35 @@ class Trainer:
         self.diagnostics.start_epoch()
         self.images_seen = self.images_since_log = self.checked = self.logged = 0
         self.epoch_start = self.last_log = time.perf_counter()
+
+    def continue_epoch(self) -> int:
+        """After :meth:`begin_epoch` of the epoch a mid-epoch checkpoint stopped in: its accounting as it was saved;
+        returns the iterations done (0 when the run did not stop inside this epoch)."""
+        position, self.position = self.position, None
+        if position is None:
+            return 0
+        done = position['iteration']
+        self.losses[:done] = position['losses'].to(self.losses.device)
+        self.diagnostics.load_sum(position['diagnostics'])
+        self.checked, self.logged, self.images_seen = position['checked'], position['logged'], position['images_seen']
+        return done
+
+    def save_position(self, epoch: int, done: int, epoch_rng: dict) -> None:
+        """Stopped after iteration ``done`` of ``epoch`` (every rank the same): rank 0 writes the last checkpoint
+        atomically with each rank's place in the epoch: the generators' state at the epoch's start (``epoch_rng``, to
+        replay its loader) and now, its losses and diagnostics so far."""
+        run = self.run
+        share = {'epoch_rng': epoch_rng, 'losses': self.losses[:done].cpu().clone(),
+                 'diagnostics': self.diagnostics.sum(), 'checked': self.checked, 'logged': self.logged,
+                 'images_seen': self.images_seen, 'rng': rng_state(self.ctx.device)}
+        shares = all_gather_objects(share)
+        if self.ctx.is_main:
+            position = {'iteration': done, 'num_iters': self.num_iters,
+                        **{key: [s[key] for s in shares] for key in ('epoch_rng', *POSITION_PER_RANK)}}
+            aux = {name: module.state_dict() for name, module in self._aux_modules().items()}
+            atomic_save(dict(self._state(epoch), rng=[s['rng'] for s in shares], aux=aux, position=position),
+                        run.last_ckpt)
+        barrier()
 
     @property
     def mean_rate(self) -> float:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import TrainingStopped
 from ..runner import tensorboard
 from .plan import SweepRun
 
@@ -18,8 +19,9 @@ PR_SET_PDEATHSIG = 1
 """Linux prctl option: the signal a process gets when its parent dies"""
 _LIBC = ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True) if sys.platform.startswith('linux') else None
 
-INTERRUPTED = {130, -signal.SIGINT, -signal.SIGTERM}
-"""exit codes of a run stopped from outside (Ctrl-C, preemption): resumable, not failed"""
+INTERRUPTED = {130, TrainingStopped.exit_code, -signal.SIGINT, -signal.SIGTERM}
+"""exit codes of a run stopped from outside (Ctrl-C, a stop request before a time limit or a preemption, a kill):
+resumable, not failed"""
 
 
 def _error_lines(output: Path, since: int) -> list[str]:

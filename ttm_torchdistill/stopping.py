@@ -1,0 +1,38 @@
+"""The stop request's flag: SIGUSR2 (SLURM's warning before a time limit or a preemption, as submitit asks for it)
+caught from the start of a training command, so the signal never kills a run, only asks it to stop.
+
+Standard library only, so that the command line installs it before the heavy imports. The ranks' agreement on the flag
+and the stop itself are the runner's (:mod:`ttm_torchdistill.runner.stop`).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+__all__ = ['STOP_SIGNAL_ENV', 'catch_stop_signal', 'request_stop', 'stop_requested', 'stop_signal']
+
+STOP_SIGNAL_ENV = 'SUBMITIT_PREEMPT_SIGNAL'
+"""submitit's variable naming the signal SLURM sends before the end (``--signal=USR2@90``)"""
+_requested = threading.Event()
+
+
+def stop_signal() -> signal.Signals:
+    """The signal that asks a run to stop: SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL names another (``USR1``)."""
+    name = os.environ.get(STOP_SIGNAL_ENV, 'USR2').upper().removeprefix('SIG')
+    return getattr(signal.Signals, f'SIG{name}', signal.SIGUSR2)
+
+
+def request_stop(signum: int | None = None, frame: object = None) -> None:
+    """Ask this process's training to stop at the next step boundary (the signal handler)."""
+    _requested.set()
+
+
+def stop_requested() -> bool:
+    return _requested.is_set()
+
+
+def catch_stop_signal() -> None:
+    """From now on :func:`stop_signal` asks for a stop instead of ending the process (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(stop_signal(), request_stop)
