@@ -6,7 +6,6 @@ import re
 
 import pytest
 import torch
-
 from conftest import SAME_IN_CHECKPOINTS, TINY, _records, cli_env, ok, run_cli, same_values
 
 LAST = 'ckpt/tiny/wttm/student.last.pt'
@@ -15,8 +14,8 @@ EPOCHS = ['--set', 'train.num_epochs=3']
 
 def _train(folder, *extra, env=None, nproc=None):
     folder.mkdir(parents=True, exist_ok=True)
-    return run_cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--run-log', 'run.log', '--summary', 'summary.json',
-                    *EPOCHS, *extra], folder, env=env or cli_env(), torchrun_nproc=nproc)
+    return run_cli(['train', TINY, '--device', 'cpu', '--seed', '0', '--run-log', 'run.log', '--summary',
+                    'summary.json', *EPOCHS, *extra], folder, env=env or cli_env(), torchrun_nproc=nproc)
 
 
 def _stopped_line(result) -> str:
