@@ -7,7 +7,7 @@ import sys
 import warnings
 
 from .description import RunDescription
-from .errors import COMMAND_ERRORS, TrainingStopped
+from .errors import COMMAND_ERRORS, TrainingStopped, UsageError
 from .methods import logit_methods, short_names
 from .outputs import record_error
 from .stopping import catch_stop_signal
@@ -71,7 +71,24 @@ def _options(args: argparse.Namespace) -> RunDescription:
                           error_record=getattr(args, 'error_record', None))
 
 
+SLURM_TRAIN_FLAGS = ('nodes', 'gpus_per_node', 'tasks_per_node', 'slurm', 'wait', 'dry_run')
+
+
 def _train(args: argparse.Namespace) -> int:
+    if args.launcher == 'slurm':
+        from .sweep.slurm_request import JobRequest
+        from .sweep.slurm_train import submit_training
+
+        if args.check:
+            raise UsageError('--check with --launcher slurm: run `ttm-distill train RECIPE --check` here (or on a '
+                             'node) first; the job itself checks the recipe before training')
+        request = JobRequest(args.nodes if args.nodes is not None else 1, args.gpus_per_node, args.tasks_per_node,
+                             tuple(args.slurm), args.wait, args.dry_run)
+        return submit_training(_options(args), request)
+    given = [f'--{name.replace("_", "-")}' for name in SLURM_TRAIN_FLAGS
+             if getattr(args, name) not in (None, False, [])]
+    if given:
+        raise UsageError(f'{", ".join(given)}: only with --launcher slurm')
     from .runner.commands import run_train
 
     run_train(_options(args))
@@ -108,7 +125,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
     return run_sweep(args.recipe, args.grid, args.seeds, args.overrides, args.output, launcher=args.launcher,
                      parallel=args.parallel, slurm=args.slurm, dry_run=args.dry_run, wait=args.wait,
-                     runs_per_gpu=args.runs_per_gpu, lockstep=args.lockstep, group_size=args.group_size)
+                     runs_per_gpu=args.runs_per_gpu, lockstep=args.lockstep, group_size=args.group_size,
+                     nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node)
 
 
 def _lockstep(args: argparse.Namespace) -> int:
@@ -158,6 +176,20 @@ def _meanings(knob: str) -> str:
     return '; '.join(f'{", ".join(names)}: {meaning}' for meaning, names in by_meaning.items())
 
 
+def _add_launch_arguments(parser: argparse.ArgumentParser, slurm_help: str) -> None:
+    parser.add_argument('--launcher', choices=('local', 'slurm'), default='local', help=f'slurm: {slurm_help}')
+    parser.add_argument('--nodes', type=int, metavar='N', help='slurm: nodes per job (default 1)')
+    parser.add_argument('--gpus-per-node', type=int, metavar='G',
+                        help='slurm: GPUs per node, one rank (task) per GPU, NCCL; without it: CPU ranks, Gloo')
+    parser.add_argument('--tasks-per-node', type=int, metavar='K',
+                        help='slurm: CPU ranks per node without --gpus-per-node (default 1)')
+    parser.add_argument('--slurm', action='append', default=[], metavar='KEY=VALUE',
+                        help='submitit SlurmExecutor parameter: partition, time (minutes), cpus_per_task, mem, '
+                             'account, qos, additional_parameters, ...; train also takes max_requeues (default 20); '
+                             'repeatable')
+    parser.add_argument('--wait', action='store_true', help='slurm: follow the job until it ends')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog='ttm-distill', description='Run torchdistill recipes with TTM / WTTM (and any other loss).')
@@ -171,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--no-test', action='store_true', help='skip the test pass (searches choose on validation)')
     train.add_argument('--tensorboard', metavar='DIR', help='write per-epoch curves for TensorBoard here')
     train.add_argument('--error-record', metavar='PATH', help=argparse.SUPPRESS)  # a sweep run's error.txt
+    _add_launch_arguments(train, 'the run as one SLURM job through submitit, one rank per task (README, "Single GPU, '
+                                 'multi-GPU, multi-node, SLURM")')
+    train.add_argument('--dry-run', action='store_true',
+                       help='slurm: print the job\'s parameters and the command each rank runs; submit nothing')
     train.set_defaults(func=_train)
     test = sub.add_parser('test', help="test the teacher and the recipe's best student checkpoint")
     _add_run_arguments(test)
@@ -232,7 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
                        help='override a recipe value in every run (VALUE is YAML); repeatable')
     sweep.add_argument('-o', '--output', required=True, metavar='DIR', help='sweep folder; re-running continues it')
-    sweep.add_argument('--launcher', choices=('local', 'slurm'), default='local')
     sweep.add_argument('--parallel', type=int, metavar='N',
                        help='runs at a time (local default: one per visible GPU, 1 on CPU; slurm: array %%N)')
     sweep.add_argument('--runs-per-gpu', type=int, metavar='N',
@@ -246,10 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument('--group-size', type=int, metavar='N',
                        help='--lockstep: at most N points per group (default: all points of a seed); lower it when '
                             "a group's students do not fit in memory together")
-    sweep.add_argument('--slurm', action='append', default=[], metavar='KEY=VALUE',
-                       help='submitit SlurmExecutor parameter: partition, time (minutes), gpus_per_node, '
-                            'cpus_per_task, mem, account, additional_parameters, ...; repeatable')
-    sweep.add_argument('--wait', action='store_true', help='slurm: follow the array until it ends, then the table')
+    _add_launch_arguments(sweep, 'one SLURM job array through submitit, a task per run (with --nodes / '
+                                 '--gpus-per-node: a distributed job per run)')
     sweep.add_argument('--dry-run', action='store_true', help='print the runs (and SLURM parameters), change nothing')
     sweep.add_argument('--debug', action='store_true', help='full tracebacks')
     sweep.set_defaults(func=_sweep)

@@ -1,5 +1,6 @@
 """The stop request's flag: SIGUSR2 (SLURM's warning before a time limit or a preemption, as submitit asks for it)
-caught from the start of a training command, so the signal never kills a run, only asks it to stop.
+caught from the start of a training command, so the signal never kills a run, only asks it to stop; SIGTERM
+interrupts it as Ctrl-C does.
 
 Standard library only, so that the command line installs it before the heavy imports. The ranks' agreement on the flag
 and the stop itself are the runner's (:mod:`ttm_torchdistill.runner.stop`).
@@ -32,7 +33,14 @@ def stop_requested() -> bool:
     return _requested.is_set()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def catch_stop_signal() -> None:
-    """From now on :func:`stop_signal` asks for a stop instead of ending the process (main thread only)."""
+    """From now on :func:`stop_signal` asks for a stop instead of ending the process, and SIGTERM (``scancel``,
+    ``scontrol requeue``, ``kill``) interrupts it as Ctrl-C does, so that it frees its lock and folders on the way out
+    (main thread only)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(stop_signal(), request_stop)
+        signal.signal(signal.SIGTERM, _interrupt)

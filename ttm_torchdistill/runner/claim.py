@@ -10,12 +10,13 @@ from ..description import RunDescription
 from ..errors import UsageError
 from ..formats.metrics import metrics_path
 from ..outputs import check_output_file, check_output_folder
+from ..recipe import RecipeDocument, RecipeView, parse_overrides, resolve_recipe
 from .checkpoint import last_ckpt_path, load_checkpoint, remove_stale_temporaries
 from .distributed import DistContext
 from .lock import RunLock, acquire_run_lock, lock_path
 from .logs import logger
 
-__all__ = ['RunOutputs', 'check_outputs']
+__all__ = ['RunOutputs', 'check_outputs', 'check_submission']
 
 
 class RunOutputs:
@@ -48,6 +49,11 @@ class RunOutputs:
                 self.checkpoint = load_checkpoint(self.last, '--resume')
                 self._check_same_experiment(fingerprint)
             return
+        self._refuse_earlier()
+
+    def _refuse_earlier(self) -> None:
+        """Without --resume: no file of an earlier run here."""
+        key = f'models.{self.student_key}.dst_ckpt'
         if self.last.is_file():
             raise UsageError(f'{self.last} exists from an earlier run: pass --resume to continue it, or point {key} '
                              'elsewhere with --set for a new run')
@@ -55,6 +61,19 @@ class RunOutputs:
             if path.exists():
                 raise UsageError(f'{path} exists (the {what} of an earlier run): nothing is replaced; point {key} (or '
                                  '--run-log) elsewhere for a new run, or move it away')
+
+    def check_free(self) -> None:
+        """Before a job that will claim them is submitted: the paths are distinct, no run holds the lock, and without
+        --resume no earlier run's file is here (with it, its last checkpoint is)."""
+        self._check_distinct({'the best checkpoint': self.best, 'the last checkpoint': self.last,
+                              'the metrics file': self.metrics, 'the run lock': lock_path(self.best)})
+        path = lock_path(self.best)
+        if path.exists():
+            RunLock(path).release()  # held: one line naming the holder; a killed run's file: taken over and removed
+        if not self.opts.resume:
+            self._refuse_earlier()
+        elif not self.last.is_file():
+            raise UsageError(f'--resume: no checkpoint to resume from at {self.last}')
 
     def _check_distinct(self, outputs: dict[str, Path]) -> None:
         """Every output of the run has a path of its own: one file would replace another's (--summary on the
@@ -111,3 +130,24 @@ def check_outputs(opts: RunDescription) -> None:
         if not opts.resume and folder.is_dir() and any(folder.glob('events.out.tfevents*')):
             raise UsageError(f'--tensorboard={opts.tensorboard!r}: holds the curves of an earlier run; give a new '
                              'folder (or --resume that run)')
+
+
+def check_submission(opts: RunDescription) -> RunOutputs:
+    """Before a training job is submitted (`train --launcher slurm`), in one line each: the recipe validates as a
+    document (its plugins imported, its values checked; nothing built, the data may live on the cluster only), and
+    its outputs are free as `train` would want them (:meth:`RunOutputs.check_free`). Returns the outputs."""
+    recipe = resolve_recipe(opts.recipe)
+    doc = RecipeDocument.open(recipe, parse_overrides(opts.overrides))
+    view = RecipeView(doc)
+    missing = view.missing(opts.command, opts.test)
+    if missing is not None:
+        raise UsageError(f'{recipe}: {missing}')
+    doc.import_dependencies()
+    checked = doc.validate()
+    dst = checked.get(f'models.{view.student_key}.dst_ckpt')
+    if not dst:
+        raise UsageError(f'{recipe}: models.{view.student_key}.dst_ckpt is required')
+    check_outputs(opts)
+    outputs = RunOutputs(opts, view.student_key, dst)
+    outputs.check_free()
+    return outputs

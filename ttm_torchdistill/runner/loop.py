@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from .build import CACHED_TEACHER
 from .checkpoint import rng_state, set_rng_state
 from .claim import check_outputs
 from .compiled import mark_step
-from .distributed import DistContext
+from .distributed import DistContext, all_gather_objects
 from .logs import logger, member_lines
 from .preflight import STEP_ERRORS, check_one_batch, check_training
 from .report import report_training
@@ -211,11 +212,24 @@ class Group:
         if not self.lockstep:
             logger.info('training %s on %d process(es), device %s, %d epochs', run.name, self.ctx.world_size,
                         self.ctx.device.type, epochs)
+            self._say_ranks(member)
             return
         others = [m.name for m in sub if m is not member]
         logger.info('training %s %s, device %s, %d epochs', run.name,
                     f'in lockstep with {len(others)} other run(s) ({", ".join(others)})' if others
                     else 'alone (the only run of its lockstep group)', self.ctx.device.type, epochs)
+
+    def _say_ranks(self, member: Member) -> None:
+        """With several processes: the world size, the global batch and where each rank runs."""
+        ctx = self.ctx
+        places = all_gather_objects(f'{socket.gethostname()}:{ctx.device}')
+        if not ctx.distributed:
+            return
+        batch = member.trainer.box.train_data_loader.batch_size
+        hosts = len(dict.fromkeys(place.rsplit(':', 2)[0] for place in places))
+        logger.info('world size %d on %d host(s); global batch %s = %s per process x %d; devices: %s',
+                    ctx.world_size, hosts, batch * ctx.world_size if batch else 'n/a', batch, ctx.world_size,
+                    ', '.join(f'rank {rank} {place}' for rank, place in enumerate(places)))
 
     def _finish(self, member: Member) -> None:
         """The member's end, as alone: the test pass (unless skipped), its summary."""
@@ -318,7 +332,9 @@ class Group:
         ckpts = ', '.join(str(m.run.last_ckpt) for m in live if m.run.last_ckpt.is_file())
         kept = (f'{"the resume checkpoint is" if done else "the last checkpoint is kept:"} {ckpts}; --resume continues '
                 'it exactly' if ckpts else 'nothing to resume: it starts afresh')
-        raise TrainingStopped(f'stopped by {self.stop.name} {where} (every rank finished its step); {kept}')
+        message = f'stopped by {self.stop.name} {where} (every rank finished its step); {kept}'
+        logger.info(message)
+        raise TrainingStopped(message)
 
     def _teacher_outputs(self, sub: list[Member], images: torch.Tensor, targets: torch.Tensor, supp_dict: dict,
                          epoch: int, it: int) -> dict:

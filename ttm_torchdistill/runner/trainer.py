@@ -165,10 +165,11 @@ class Trainer:
         resumed run continues from; returns the file's handler (None without --run-log)."""
         handler = log_to_file(self.ctx, self.opts.run_log, self.opts.resume, self.opts.debug, member=member)
         if self.opts.resume and self.position is not None:
-            logger.info('resumed from %s inside epoch %d, after iteration %d of %d (best val top-1 %.2f); the loader '
+            best = f'{self.best_val_top1:.2f}' if math.isfinite(self.best_val_top1) else 'none yet'
+            logger.info('resumed from %s inside epoch %d, after iteration %d of %d (best val top-1 %s); the loader '
                         'replays the epoch\'s first %d batches (data only) so that its random streams continue exactly',
                         self.run.last_ckpt, self.start_epoch + 1, self.position['iteration'],
-                        self.position['num_iters'], self.best_val_top1, self.position['iteration'])
+                        self.position['num_iters'], best, self.position['iteration'])
         elif self.opts.resume:
             logger.info('resumed from %s after epoch %d (best val top-1 %.2f)', self.run.last_ckpt, self.start_epoch,
                         self.best_val_top1)

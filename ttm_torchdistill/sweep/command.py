@@ -18,7 +18,8 @@ from .folder import check_directory, save_manifest, sweep_lock
 from .jobs import check_lockstep
 from .local import LocalLauncher
 from .plan import Sweep, plan_sweep
-from .slurm import SlurmLauncher, array_in_queue
+from .slurm import SlurmLauncher
+from .slurm_request import JobRequest, job_in_queue
 
 __all__ = ['run_sweep']
 
@@ -65,7 +66,8 @@ def _check_recipe(sweep: Sweep, dry_run: bool) -> None:
 def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str,
               launcher: str = 'local', parallel: int | None = None, slurm: list[str] = (), dry_run: bool = False,
               wait: bool = False, runs_per_gpu: int | None = None, lockstep: bool = False,
-              group_size: int | None = None) -> int:
+              group_size: int | None = None, nodes: int | None = None, gpus_per_node: int | None = None,
+              tasks_per_node: int | None = None) -> int:
     """`ttm-distill sweep`: check, then run (local) or submit (slurm) every run that has not finished.
 
     ``runs_per_gpu`` (local): that many runs (lockstep groups) at once on each visible GPU, each pinned with
@@ -81,8 +83,11 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
         raise UsageError(f'--runs-per-gpu {runs_per_gpu}: must be at least 1')
     if launcher == 'slurm' and runs_per_gpu is not None:
         raise UsageError('--runs-per-gpu needs --launcher local (a SLURM array gives each run its own task)')
-    if launcher != 'slurm' and (slurm or wait):
-        raise UsageError('--slurm and --wait need --launcher slurm')
+    shape = {'--nodes': nodes, '--gpus-per-node': gpus_per_node, '--tasks-per-node': tasks_per_node}
+    if launcher != 'slurm' and (slurm or wait or any(v is not None for v in shape.values())):
+        given = [flag for flag, v in shape.items() if v is not None] + ['--slurm'] * bool(slurm) + ['--wait'] * wait
+        raise UsageError(f'{", ".join(given)} need --launcher slurm')
+    request = JobRequest(nodes if nodes is not None else 1, gpus_per_node, tasks_per_node, tuple(slurm), wait)
     # DIR's manifest is read as the plan is made: a folder that is refused stays untouched, no lock file in it
     sweep = plan_sweep(recipe, grid, seeds, overrides, output, earlier=check_directory)
     old = sweep.earlier
@@ -93,7 +98,7 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
     _check_recipe(sweep, dry_run)
     def make_launcher(sweep: Sweep) -> LocalLauncher | SlurmLauncher:
         if launcher == 'slurm':
-            return SlurmLauncher(sweep, parallel, slurm, wait, lockstep, group_size)
+            return SlurmLauncher(sweep, parallel, request, lockstep, group_size)
         return LocalLauncher(sweep, parallel, runs_per_gpu, lockstep, group_size)
 
     runner = make_launcher(sweep)
@@ -110,7 +115,7 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
             runner = make_launcher(sweep)
         sweep.slurm = old.slurm if old is not None else None
         array = old.slurm_array if old is not None else None
-        if array and array_in_queue(array):
+        if array and job_in_queue(array):
             raise UsageError(f'{sweep.directory}: its SLURM array {array} is still queued or running '
                              f'(squeue -j {array}); wait for it or scancel it first')
         _warn(sweep)

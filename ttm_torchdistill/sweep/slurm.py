@@ -1,135 +1,96 @@
 """The sweep's SLURM launcher: one job array through submitit, one task per job (:mod:`.jobs`: a run that has not
 finished, or with --lockstep a group of them).
 
-A task runs `ttm-distill train` (a group: `ttm-distill lockstep`) in a child process. When SLURM signals it before
-its time limit or for preemption (USR2, `--signal` set by submitit), submitit calls :meth:`SweepTask.checkpoint`: the
-run is stopped at once (its last epoch's checkpoint stays) and submitit requeues the task, which then resumes from
-``.last.pt`` (a group: each of its runs). A task requeued from outside (`scontrol requeue`, preemption with
-requeue) is killed and resumes the same way.
+A task runs `ttm-distill train` (a group: `ttm-distill lockstep`) in a child process; with ``--nodes`` /
+``--gpus-per-node`` each array task is itself a distributed job, a rank per SLURM task (:mod:`.ranks`). When SLURM
+signals it before its time limit or for preemption (USR2, `--signal` set by submitit), submitit calls
+:meth:`SweepTask.checkpoint`: the run stops after the step every rank agrees on, with a resume checkpoint
+(:mod:`ttm_torchdistill.runner.stop`; a group: each of its runs), and submitit requeues the task, which resumes from
+it exactly. A task requeued from outside (`scontrol requeue`, preemption with requeue) is stopped and resumes from the
+last checkpoint written.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import sys
 import time
-
-import yaml
 
 from ..errors import UsageError, one_line
 from ..runner.logs import format_eta
 from .folder import save_manifest
 from .jobs import Job, plan_jobs
 from .plan import Sweep
+from .ranks import RankProcess, rank_env, rendezvous, this_rank
 from .results import sweep_table
-from .runs import child_setup
+from .slurm_request import JobRequest, job_in_queue, parse_parameters, submitit_module
 
-__all__ = ['SlurmLauncher', 'SweepTask', 'array_in_queue']
+__all__ = ['SlurmLauncher', 'SweepTask']
 
-INSTALL = "pip install 'ttm-torchdistill[slurm]'"
-DEFAULTS = {'job_name': 'ttm-sweep', 'time': 24 * 60}
-"""submitit's own default time limit is 5 minutes"""
-STOP_WAIT_S = 60
+DEFAULTS = {'job_name': 'ttm-sweep'}
+STOP_WAIT_S = 75
+"""how long a task waits for its run to stop after SLURM's warning (submitit asks for it 90 s before the end)"""
 POLL_S = 2.0
 QUEUE_MISSES = 3
 """--wait stops following the array after this many polls in a row that do not find it in the queue"""
 
 
-def _submitit():
-    try:
-        import submitit
-    except ImportError:
-        raise UsageError(f'--launcher slurm needs submitit, which is not installed ({INSTALL})') from None
-    return submitit
-
-
-def parse_parameters(pairs: list[str]) -> dict:
-    """``--slurm KEY=VALUE`` options to submitit SlurmExecutor parameters (VALUE is YAML)."""
-    submitit = _submitit()
-    valid = submitit.SlurmExecutor._valid_parameters()
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition('=')
-        key = key.strip().removeprefix('slurm_')
-        if not sep or not key:
-            raise UsageError(f'--slurm {pair!r}: expected KEY=VALUE, e.g. partition=gpu or time=240 (minutes)')
-        if key not in valid:
-            raise UsageError(f'--slurm {key}: not a submitit SlurmExecutor parameter (accepted: '
-                             f'{", ".join(sorted(valid))})')
-        try:
-            params[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise UsageError(f'--slurm {pair!r}: VALUE is not valid YAML ({one_line(exc)})') from None
-    return params
-
-
-def array_in_queue(job_id: str) -> bool:
-    """Whether squeue lists any task of the SLURM job (array) as pending or running; False also when squeue
-    is missing, fails or times out."""
-    if shutil.which('squeue') is None:
-        return False
-    try:
-        result = subprocess.run(['squeue', '-h', '-j', str(job_id), '-o', '%i'], capture_output=True, text=True,
-                                timeout=60)
-    except (subprocess.TimeoutExpired, OSError):
-        return False
-    return result.returncode == 0 and bool(result.stdout.strip())
-
-
 class SweepTask:
-    """One job of a sweep as a SLURM array task (pickled by submitit)."""
+    """One job of a sweep as a SLURM array task (pickled by submitit); with several tasks a job (``--nodes``,
+    ``--gpus-per-node``), one rank of it: rank 0 prepares the runs' folders, publishes the rendezvous and records the
+    end."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self._proc: subprocess.Popen | None = None
+        self._process = RankProcess()
 
     def __getstate__(self) -> dict:
         return {'job': self.job}
 
     def __setstate__(self, state: dict) -> None:
-        self.job, self._proc = state['job'], None
+        self.job, self._process = state['job'], RankProcess()
 
     def __call__(self) -> str:
-        job = self.job
-        if all(run.state()[0] == 'finished' for run in job.runs):
-            return 'finished'
-        cmd = job.start()
+        job, rank = self.job, this_rank()
+        if rank.world_size == 1 or rank.rank == 0:
+            if all(run.state()[0] == 'finished' for run in job.runs):
+                return 'finished'
+            cmd = job.start()
+        else:
+            cmd = [sys.executable, '-m', 'ttm_torchdistill', *job.argv()]
+        address, port = rendezvous(job.directory / 'slurm', rank) if rank.world_size > 1 else (None, None)
+        if rank.rank != 0:  # its console goes to its task's log
+            code = self._process.run(cmd, rank_env(rank, address, port))
+            return 'finished' if code == 0 else f'exit code {code}'
         with job.output_path.open('ab') as out:
-            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          preexec_fn=child_setup(os.getpid()))
-            # poll rather than wait(): submitit's signal handler must be able to reap the child itself
-            while self._proc.poll() is None:
-                time.sleep(0.5)
-        states = [state for _, state, _, _ in job.record(self._proc.returncode)]
+            code = self._process.run(cmd, rank_env(rank, address, port), stdout=out)
+        states = [state for _, state, _, _ in job.record(code)]
         return states[0] if len(set(states)) == 1 else ', '.join(states)
 
     def checkpoint(self, *args, **kwargs):
-        """Called by submitit on USR2: stop the job (each run's last epoch's checkpoint stays); the requeued task
-        resumes."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return _submitit().helpers.DelayedSubmission(SweepTask(self.job))
+        """Called by submitit on SLURM's warning (rank 0's task): the job's runs stop after the step every rank agrees
+        on, each writing its resume checkpoint; the requeued task resumes them."""
+        self._process.stop(STOP_WAIT_S)
+        return submitit_module().helpers.DelayedSubmission(SweepTask(self.job))
 
 
 class SlurmLauncher:
-    def __init__(self, sweep: Sweep, parallel: int | None, pairs: list[str], wait: bool, lockstep: bool = False,
+    def __init__(self, sweep: Sweep, parallel: int | None, request: JobRequest, lockstep: bool = False,
                  group_size: int | None = None) -> None:
-        self.sweep, self.wait, self.lockstep, self.group_size = sweep, wait, lockstep, group_size
+        self.sweep, self.wait, self.lockstep, self.group_size = sweep, request.wait, lockstep, group_size
+        self.request = request
         self.jobs = plan_jobs(sweep, lockstep, group_size)
-        self.params = dict(DEFAULTS, array_parallelism=parallel or max(len(self.jobs), 1), **parse_parameters(pairs))
+        params = parse_parameters(list(request.pairs), reserved=request.reserved())
+        if 'max_requeues' in params:
+            raise UsageError('--slurm max_requeues: a sweep task is requeued as often as SLURM warns it')
+        request.check_partition(params.get('partition'))
+        self.params = {**DEFAULTS, **request.parameters(), 'array_parallelism': parallel or max(len(self.jobs), 1),
+                       **params}
 
     def describe(self) -> None:
         params = ' '.join(f'{k}={v}' for k, v in self.params.items())
         each = ', one lockstep group each' if self.lockstep else ''
-        print(f'slurm launcher: one job array of {len(self.jobs)} task(s){each} through submitit; parameters: '
+        shape = (f', each {self.request.world_size} ranks ({self.request.nodes} node(s) x {self.request.tasks}, '
+                 f'{self.request.describe_devices()})' if self.request.world_size > 1 else '')
+        print(f'slurm launcher: one job array of {len(self.jobs)} task(s){each}{shape} through submitit; parameters: '
               f'{params}')
         if self.lockstep:
             for job in self.jobs:
@@ -143,7 +104,7 @@ class SlurmLauncher:
             print(f'all {len(sweep.runs)} runs finished')
             print(sweep_table(sweep.directory), flush=True)
             return 0
-        submitit = _submitit()
+        submitit = submitit_module()
         try:
             executor = submitit.SlurmExecutor(folder=sweep.directory / 'slurm')
         except RuntimeError as exc:
@@ -178,7 +139,7 @@ class SlurmLauncher:
         done = total - len(todo)
         start, ended, failed, misses = time.monotonic(), 0, 0, 0
         while todo:
-            misses = 0 if array_in_queue(job_id) else misses + 1
+            misses = 0 if job_in_queue(job_id) else misses + 1
             for run in list(todo):
                 state, best, error = run.state()
                 if state not in ('finished', 'failed'):
