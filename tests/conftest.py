@@ -104,13 +104,14 @@ def torch_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='session')
 def slurm_cluster(tmp_path_factory):
-    """A real one-node SLURM cluster (tests/slurm_cluster.py) for the session; skipped where it cannot start."""
+    """A real SLURM cluster of two nodes, ttmnode1 and ttmnode2, on this host (tests/slurm_cluster.py) for the session;
+    skipped where it cannot start."""
     from slurm_cluster import start_cluster, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    with start_cluster(tmp_path_factory.mktemp('slurm')) as cluster:
+    with start_cluster(tmp_path_factory.mktemp('slurm'), nodes=2) as cluster:
         yield cluster
 
 
