@@ -52,7 +52,7 @@ def make_image_folder(root: Path, classes=('a', 'b'), per_split=None, size=(40, 
 SLOW_FIRST = ('test_readme.py', 'test_slurm_cluster.py', 'test_sweep_slurm.py', 'test_sweep.py', 'test_sweep_safety.py',
               'test_lockstep.py', 'test_gpu_check_script.py', 'test_cifar_recipes.py', 'test_demo.py')
 """the files with the longest tests, started first so that the workers finish together (the cluster's own tests
-before the sweeps that use it: they look at an idle node)"""
+before the sweeps that use it: they look at idle nodes)"""
 
 if os.environ.get('PYTEST_XDIST_WORKER'):  # `make test`: the workers share the cores, one thread each (and children)
     os.environ['OMP_NUM_THREADS'] = '1'
