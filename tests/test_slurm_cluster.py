@@ -165,23 +165,6 @@ def test_submitit_job_and_map_array(slurm_cluster, submitit_env, tmp_path):
     assert max_overlap(list(intervals.values())) == min(2, slurm_cluster.cpus)
 
 
-def test_requeue_runs_the_job_again(slurm_cluster, tmp_path):
-    starts = tmp_path / 'starts'
-    script = tmp_path / 'count.sh'
-    # the first run waits to be requeued; the second one ends at once
-    script.write_text(f'#!/bin/bash\necho "$SLURM_RESTART_COUNT" >> {starts}\n'
-                      f'[ "$(wc -l < {starts})" -ge 2 ] || sleep 120\n')
-    job = slurm_cluster.sbatch(f'--output={tmp_path}/out', str(script))
-    slurm_cluster.wait_for(job, ('RUNNING',))
-    deadline = time.monotonic() + 30
-    while not starts.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    slurm_cluster.run('scontrol', 'requeue', job)
-    slurm_cluster.wait_for(job, timeout=60)
-    assert starts.read_text().split('\n') == ['', '1', '']
-    assert 'Restarts=1 ' in slurm_cluster.run('scontrol', 'show', 'job', job).stdout
-
-
 def job_environment() -> dict:
     """Run on the cluster by submitit, in each task: what submitit and SLURM say about this task."""
     env = submitit.JobEnvironment()
@@ -224,13 +207,17 @@ def test_usr2_reaches_the_tasks_on_both_nodes_and_their_children_then_scancel_te
 
 def test_requeue_runs_a_two_node_job_again_on_both_nodes(slurm_cluster, tmp_path):
     starts = tmp_path / 'starts'
-    # each task records its node and restart count; the first run waits to be requeued, the second one ends at once
+    # the batch script and each task record the restart count (unset on the first run), the tasks their node too;
+    # the first run waits to be requeued, the second one ends at once
     task = (f'echo "$SLURMD_NODENAME ${{SLURM_RESTART_COUNT:-0}}" >> {starts}; '
             '[ "${SLURM_RESTART_COUNT:-0}" -ge 1 ] || sleep 120')
-    job = slurm_cluster.sbatch('--nodes=2', '--ntasks-per-node=1', f'--output={tmp_path}/out', '--wrap',
-                               f"srun bash -c '{task}'")
-    wait_until(lambda: starts.exists() and len(starts.read_text().split('\n')) == 3, 30, 'not started', slurm_cluster)
+    script = tmp_path / 'count.sh'
+    script.write_text(f'#!/bin/bash\necho "batch:$SLURM_RESTART_COUNT" >> {starts}\nsrun bash -c \'{task}\'\n')
+    job = slurm_cluster.sbatch('--nodes=2', '--ntasks-per-node=1', f'--output={tmp_path}/out', str(script))
+    wait_until(lambda: starts.exists() and len(starts.read_text().splitlines()) == 3, 30, 'not started',
+               slurm_cluster)
     slurm_cluster.run('scontrol', 'requeue', job)
     slurm_cluster.wait_for(job, timeout=60)
-    assert sorted(starts.read_text().splitlines()) == ['ttmnode1 0', 'ttmnode1 1', 'ttmnode2 0', 'ttmnode2 1']
+    assert sorted(starts.read_text().splitlines()) == [
+        'batch:', 'batch:1', 'ttmnode1 0', 'ttmnode1 1', 'ttmnode2 0', 'ttmnode2 1']
     assert 'Restarts=1 ' in slurm_cluster.run('scontrol', 'show', 'job', job).stdout
