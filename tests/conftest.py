@@ -52,7 +52,7 @@ def make_image_folder(root: Path, classes=('a', 'b'), per_split=None, size=(40, 
 SLOW_FIRST = ('test_readme.py', 'test_slurm_cluster.py', 'test_sweep_slurm.py', 'test_sweep.py', 'test_sweep_safety.py',
               'test_lockstep.py', 'test_gpu_check_script.py', 'test_cifar_recipes.py', 'test_demo.py')
 """the files with the longest tests, started first so that the workers finish together (the cluster's own tests
-before the sweeps that use it: they look at an idle node)"""
+before the sweeps that use it: they look at idle nodes)"""
 
 if os.environ.get('PYTEST_XDIST_WORKER'):  # `make test`: the workers share the cores, one thread each (and children)
     os.environ['OMP_NUM_THREADS'] = '1'
@@ -104,13 +104,14 @@ def torch_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='session')
 def slurm_cluster(tmp_path_factory):
-    """A real one-node SLURM cluster (tests/slurm_cluster.py) for the session; skipped where it cannot start."""
+    """A real SLURM cluster of two nodes, ttmnode1 and ttmnode2, on this host (tests/slurm_cluster.py) for the session;
+    skipped where it cannot start."""
     from slurm_cluster import start_cluster, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    with start_cluster(tmp_path_factory.mktemp('slurm')) as cluster:
+    with start_cluster(tmp_path_factory.mktemp('slurm'), nodes=2) as cluster:
         yield cluster
 
 

@@ -1,4 +1,4 @@
-"""`ttm-distill sweep --launcher slurm` on the real one-node SLURM cluster of the `slurm_cluster` fixture."""
+"""`ttm-distill sweep --launcher slurm` on the real two-node SLURM cluster of the `slurm_cluster` fixture."""
 import json
 import subprocess
 import sys
