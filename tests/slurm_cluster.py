@@ -24,11 +24,12 @@ socket.gethostname() on that node, or `scontrol show node NAME`'s NodeAddr (127.
 Signals, measured here (2-node job, srun tasks that each start a child python process; ProctrackType=
 proctrack/linuxproc, which signals every process descended from the step's slurmstepd, as proctrack/cgroup signals
 every process of the step's cgroup on a real cluster):
-- `scancel --signal=USR2 JOB` (no --batch; also what sbatch's `--signal=USR2@90` from submitit does) reaches every
-  srun task on both nodes and their child processes, even children in a session of their own, within ~20 ms; the
-  batch shell does not get it. So a training child of a submitit task gets SLURM's USR2 itself, at the same time as
-  the submitit task: it needs its own USR2 handler (USR2's default action ends a process), and forwarding the signal
-  from the parent would deliver it twice.
+- `scancel --signal=USR2 JOB` (no --batch) reaches every srun task on both nodes and their child processes, even
+  children in a session of their own, within ~20 ms; the batch shell does not get it. sbatch's `--signal=USR2@90`
+  (submitit's) reaches the same processes, at slurmctld's next periodic check (here up to ~30 s after the time).
+  So a training child of a submitit task gets SLURM's USR2 itself, at the same time as the submitit task: it needs
+  its own USR2 handler (USR2's default action ends a process), and forwarding the signal from the parent would
+  deliver it twice.
 - `scontrol requeue JOB` and `scancel JOB`: every process of the batch step and of each srun step, children included,
   gets SIGCONT then SIGTERM at once, then SIGKILL when still alive about 5 s later (slurmd waits max(KillWait, 5) s;
   KillWait=2 here); srun reports "Job step aborted". A requeued job runs again on all its nodes with
