@@ -19,9 +19,9 @@ from conftest import SAME_IN_CHECKPOINTS, TINY, _records, cli_env, ok, run_cli, 
 pytest.importorskip('submitit')
 
 LAST = 'ckpt/tiny/wttm/student.last.pt'
-SLOW = ['--set', 'train.num_epochs=6', '--set', 'datasets.blobs/train.init.kwargs={size: 32, seed: 0, delay: 0.04}']
-"""6 epochs of 2 iterations a rank, about a second each, nearly all of it in loading training batches (validation is
-quick): a signal lands inside an epoch"""
+SLOW = ['--set', 'train.num_epochs=6', '--set', 'datasets.blobs/train.init.kwargs={size: 32, seed: 0, delay: 0.08}']
+"""6 epochs of 2 iterations a rank, 1.3 s each, nearly all of it in loading training batches (validation and the
+epoch's end take a few ms): a signal sent as an epoch ends lands inside the next"""
 RUN = ['train', str(TINY), '--seed', '0', '--run-log', 'run.log', *SLOW]
 
 
@@ -44,7 +44,7 @@ def _wait_for_text(path: Path, text: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not (path.is_file() and text in path.read_text(errors='replace')):
         assert time.monotonic() < deadline, f'{path}: no {text!r} after {timeout} s'
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 def _rank_pids(folder: Path) -> dict[int, int]:
@@ -91,7 +91,7 @@ def test_jobs_of_two_nodes_and_of_two_tasks_equal_torchrun_signalled_or_requeued
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     signalled = _submit(cluster, tmp_path / 'usr2', '--tasks-per-node', '2')
     requeued = _submit(cluster, tmp_path / 'requeue', '--nodes', '2')
-    _wait_for_text(tmp_path / 'usr2' / 'run.log', 'epoch 2/6 [')
+    _wait_for_text(tmp_path / 'usr2' / 'run.log', 'epoch 2/6  diagnostics')  # the epoch's last line
     cluster.run('scancel', '--signal=USR2', signalled)
     _wait_for_text(tmp_path / 'requeue' / 'run.log', 'epoch 2/6  val')
     cluster.run('scontrol', 'requeue', requeued)

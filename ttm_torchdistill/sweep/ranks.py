@@ -86,8 +86,11 @@ def rendezvous(folder: Path, rank: Rank, wait_s: float = RDZV_WAIT_S) -> tuple[s
 
 
 def rank_env(rank: Rank, address: str | None, port: int | None) -> dict[str, str]:
-    """This process's environment with torch.distributed's variables for ``rank`` (as torchrun sets them)."""
+    """This process's environment with torch.distributed's variables for ``rank`` (as torchrun sets them), and
+    OMP_NUM_THREADS, unless set, the task's CPUs (``--slurm cpus_per_task``; 1 without)."""
     env = dict(os.environ)
+    if 'OMP_NUM_THREADS' not in env:  # as torchrun does: the task's CPUs, not every core of the node, per rank
+        env['OMP_NUM_THREADS'] = env.get('SLURM_CPUS_PER_TASK', '1')
     env.update(RANK=str(rank.rank), WORLD_SIZE=str(rank.world_size), LOCAL_RANK=str(rank.local_rank),
                LOCAL_WORLD_SIZE=str(rank.local_world_size), GROUP_RANK=str(rank.node))
     if address is not None:
