@@ -149,3 +149,60 @@ def test_when_something_goes_wrong_examples(tmp_path, shell_env):
             if result.returncode:
                 errors = [line for line in result.stderr.splitlines() if line.startswith('ttm-distill')]
                 assert len(errors) == 1, result.stderr
+
+
+def _fast(command: str) -> str:
+    """A run command's batch size set to the tests' and the other short-run overrides appended."""
+    for override in FAST:
+        key = override.partition('=')[0]
+        command, found = re.subn(rf'--set {re.escape(key)}=\S+', f'--set {override}', command)
+        if not found:
+            command = command.rstrip() + f' --set {shlex.quote(override)}'
+    return command
+
+
+def test_the_sbatch_script_and_the_two_node_torchrun_run_on_the_test_cluster(tmp_path, shell_env, slurm_cluster):
+    """"Single GPU, multi-GPU, multi-node, SLURM" on the test cluster's two nodes, as written but for one CPU task a
+    node instead of 4 GPUs, the data root, batch size, epochs, the interpreter and (torchrun) a free port instead of
+    29500: the sbatch script, and the two-node torchrun command started on each node of a job (NODE_RANK from SLURM,
+    HEAD_NODE the batch host). Each run trains on 2 ranks over the 2 nodes."""
+    from slurm_cluster import _free_ports
+
+    text = section('Single GPU, multi-GPU, multi-node, SLURM')
+    script = re.search(r'```bash\n(#!/bin/bash\n.*?)```', text, re.S).group(1)
+    assert 'export MASTER_ADDR=$(hostname)' in script and '#SBATCH --signal=USR2@90' in script
+    script = re.sub(r'#SBATCH --gpus-per-node=\d+\n', '', script)
+    for old, new in (('--ntasks-per-node=4', '--ntasks-per-node=1'), ('--cpus-per-task=8', '--cpus-per-task=1'),
+                     ('--time=48:00:00', '--time=10'), ('=/datasets/ilsvrc2012', f'={shell_env["ILSVRC2012_ROOT"]}'),
+                     ('srun python', f'srun {sys.executable}')):
+        assert old in script, old
+        script = script.replace(old, new)
+    srun = re.search(r'^srun .*?(?<!\\)\n', script, re.M | re.S).group(0)
+    script = script.replace(srun, _fast(srun.replace('\\\n', ' ')) + '\n')
+    torchrun = re.search(r'^ {4}(torchrun --nnodes=2 (?:.*\\\n)*.*)$', text, re.M).group(1).replace('\\\n', ' ')
+    for old, new in (('torchrun ', f'{sys.executable} -m torch.distributed.run '),
+                     ('--nproc_per_node=4', '--nproc_per_node=1'), (':29500', f':{_free_ports(1)[0]}')):
+        assert old in torchrun, old
+        torchrun = torchrun.replace(old, new)
+    env = dict(shell_env, SLURM_CONF=str(slurm_cluster.conf))
+    jobs = {}
+    for name, body in (('sbatch', script), ('torchrun', None)):
+        work = tmp_path / name
+        work.mkdir()
+        if body is None:
+            (work / 'node.sh').write_text(_fast(torchrun.strip()) + '\n')
+            body = ('#!/bin/bash\n#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n#SBATCH --cpus-per-task=1\n'
+                    '#SBATCH --time=10\nexport HEAD_NODE=$(hostname)\n'
+                    "srun bash -c 'export NODE_RANK=$SLURM_NODEID; exec bash node.sh'\n")
+        (work / 'job.sbatch').write_text(body)
+        submitted = subprocess.run(['sbatch', '--parsable', 'job.sbatch'], cwd=work, env=env, capture_output=True,
+                                   text=True, timeout=60)
+        assert submitted.returncode == 0, submitted.stderr
+        jobs[name] = submitted.stdout.strip().split(';')[0]
+    for job in jobs.values():
+        slurm_cluster.wait_for(job, timeout=420)
+    summary = json.loads((tmp_path / 'sbatch/runs/wttm-r18.json').read_text())
+    assert summary['world_size'] == 2 and summary['epochs_run'] == 1
+    assert 'world size 2 on' in (tmp_path / 'sbatch/runs/wttm-r18.log').read_text()
+    assert (tmp_path / 'torchrun/resource/ckpt/ilsvrc2012/wttm/ilsvrc2012-mobilenet_v1_from_resnet50.pt').is_file()
+    assert 'world size 2 on' in (tmp_path / f'torchrun/slurm-{jobs["torchrun"]}.out').read_text()

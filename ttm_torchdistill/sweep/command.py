@@ -88,6 +88,9 @@ def run_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[st
         given = [flag for flag, v in shape.items() if v is not None] + ['--slurm'] * bool(slurm) + ['--wait'] * wait
         raise UsageError(f'{", ".join(given)} need --launcher slurm')
     request = JobRequest(nodes if nodes is not None else 1, gpus_per_node, tasks_per_node, tuple(slurm), wait)
+    if lockstep and request.world_size > 1:
+        raise UsageError(f'--lockstep with jobs of {request.world_size} ranks (--nodes, --gpus-per-node, '
+                         '--tasks-per-node): a lockstep group trains in one process; give each group one task')
     # DIR's manifest is read as the plan is made: a folder that is refused stays untouched, no lock file in it
     sweep = plan_sweep(recipe, grid, seeds, overrides, output, earlier=check_directory)
     old = sweep.earlier
