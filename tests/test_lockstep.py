@@ -119,6 +119,33 @@ def test_a_killed_group_resumes_every_point_and_equals_an_uninterrupted_one(tmp_
         assert_same_run(folder, train_alone(entry, tmp_path / 'alone'), entry['ckpt'])
 
 
+def test_a_group_stopped_inside_an_epoch_resumes_every_point_exactly(tmp_path, monkeypatch, one_thread):
+    """SIGUSR2 (SLURM's warning) reaches the group's process as the shared loader reads sample 45 (epoch 2, iteration
+    2 of 4): every point stops after that step with its own mid-epoch checkpoint, the sweep counts them as
+    interrupted (not failed), and the same command resumes the group there; every point equals its training
+    alone."""
+    args = ['sweep', TINY, '--grid', 'gamma=0.5,0.8', '--seeds', '0', '-o', 'out', '--lockstep',
+            '--set', 'train.num_epochs=3']
+    monkeypatch.setenv('TINY_SIGNAL_AT', '45')
+    monkeypatch.setenv('TINY_SIGNAL_SIZE', '32')
+    stopped = cli(args, tmp_path)
+    monkeypatch.delenv('TINY_SIGNAL_AT')
+    assert stopped.returncode == 75 and 'FAILED' not in stopped.stdout, stopped.stdout + stopped.stderr
+    assert stopped.stdout.count('stopped with a resume checkpoint; the same command resumes it') == 2
+    out = tmp_path / 'out'
+    entries = json.loads((out / 'sweep.json').read_text())['runs']
+    for entry in entries:
+        ckpt = torch.load(out / entry['dir'] / 'student.last.pt', weights_only=False)
+        assert (ckpt['epoch'], ckpt['position']['iteration']) == (1, 2), entry['point']
+        assert not (out / entry['dir'] / 'error.txt').exists()
+    ok(cli(args, tmp_path))
+    for entry in json.loads((out / 'sweep.json').read_text())['runs']:
+        folder = out / entry['dir']
+        assert entry['state'] == 'finished'
+        assert 'inside epoch 2, after iteration 2 of 4' in (folder / 'run.log').read_text()
+        assert_same_run(folder, train_alone(entry, tmp_path / 'alone'), entry['ckpt'])
+
+
 def test_the_progress_line_names_every_point_of_a_group(tmp_path, capsys):
     sweep = plan_sweep(str(TINY), ['gamma=0.5,0.8'], [0], [], tmp_path / 'out')
     job, = plan_jobs(sweep, True, None)

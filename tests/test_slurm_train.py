@@ -63,6 +63,14 @@ def _rank_pids(folder: Path) -> dict[int, int]:
     return found
 
 
+@pytest.fixture(autouse=True)
+def _no_job_left(tmp_path, slurm_cluster):
+    """However a test ends, no job of its runs is left behind (it would hold the cluster's slots)."""
+    yield
+    for record in tmp_path.glob('**/student.slurm/job.json'):
+        slurm_cluster.run('scancel', json.loads(record.read_text())['job_id'], check=False)
+
+
 def _same_training(a: Path, b: Path) -> None:
     x, y = (torch.load(folder / LAST, map_location='cpu', weights_only=False) for folder in (a, b))
     for key in SAME_IN_CHECKPOINTS:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections import deque
 
+from ..errors import TrainingStopped
 from ..runner.logs import format_eta
 from .folder import save_manifest
 from .jobs import Job, plan_jobs
@@ -113,7 +114,7 @@ class LocalLauncher:
             print(f'{left} of {total} run(s) to do{groups}, {self.parallel} at a time{per}; runs in {sweep.directory}',
                   flush=True)
         running: dict[int, tuple] = {}
-        start, ended, failed = time.monotonic(), 0, 0
+        start, ended, failed, paused = time.monotonic(), 0, 0, 0
         last_progress = time.monotonic()
         try:
             while todo or running:
@@ -138,6 +139,9 @@ class LocalLauncher:
                                                                    + sum(len(r[1].runs) for r in running.values()))
                         if state == 'finished':
                             what = f'best val top-1 {best:.2f}'
+                        elif state == 'interrupted':  # stopped on a signal, with its resume checkpoint
+                            paused += 1
+                            what = 'stopped with a resume checkpoint; the same command resumes it'
                         else:
                             failed += 1
                             what = f'FAILED ({error})'
@@ -155,7 +159,7 @@ class LocalLauncher:
                 self._stop(running)
         save_manifest(sweep)
         print(sweep_table(sweep.directory), flush=True)
-        return 1 if failed else 0
+        return 1 if failed else TrainingStopped.exit_code if paused else 0
 
     @staticmethod
     def _progress(running: dict) -> None:

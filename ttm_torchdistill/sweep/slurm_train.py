@@ -132,9 +132,11 @@ def submit_training(opts: RunDescription, request: JobRequest) -> int:
     request.check_device(opts.device)
     request.check_partition(params.get('partition'))
     outputs = check_submission(opts)
+    folder = job_folder(outputs.best.expanduser().resolve())
+    _refuse_queued(folder)
+    outputs.check_free()
     opts = opts.replace(device=opts.device or request.device)
     params = {**request.parameters(), **params}
-    folder = job_folder(outputs.best.expanduser().resolve())
     world = request.world_size
     command = _command(opts, request)
     per_rank = shlex.join(['ttm-distill', *opts.argv()])
@@ -164,18 +166,24 @@ def submit_training(opts: RunDescription, request: JobRequest) -> int:
     return follow_job(job_id, folder, world)
 
 
+def _refuse_queued(folder: Path) -> None:
+    """One line while an earlier job of this run (``job.json``) is queued or running."""
+    record = folder / 'job.json'
+    if not record.is_file():
+        return
+    try:
+        earlier = str(json.loads(record.read_text()).get('job_id', ''))
+    except (ValueError, AttributeError):
+        earlier = ''
+    if earlier and job_in_queue(earlier):
+        raise UsageError(f'SLURM job {earlier} (queued or running) trains this run ({record}): one job per run; '
+                         f'wait for it to end, or scancel {earlier}')
+
+
 def _submit(opts: RunDescription, params: dict, folder: Path, last_ckpt: Path, max_requeues: int,
             command: str) -> str:
     """Submit under the folder's submit lock, refusing while an earlier job of this run is queued or running."""
-    record = folder / 'job.json'
-    if record.is_file():
-        try:
-            earlier = str(json.loads(record.read_text()).get('job_id', ''))
-        except (ValueError, AttributeError):
-            earlier = ''
-        if earlier and job_in_queue(earlier):
-            raise UsageError(f'SLURM job {earlier} (queued or running) trains this run ({record}): one job per run; '
-                             f'wait for it to end, or scancel {earlier}')
+    _refuse_queued(folder)
     submitit = submitit_module()
     try:
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
@@ -190,6 +198,6 @@ def _submit(opts: RunDescription, params: dict, folder: Path, last_ckpt: Path, m
         submitted = executor.submit(job)
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
         raise UsageError(f'sbatch refused the job: {one_line(exc)}') from None
-    write_json(record, {'job_id': submitted.job_id, 'command': command, 'parameters': params,
+    write_json(folder / 'job.json', {'job_id': submitted.job_id, 'command': command, 'parameters': params,
                         'max_requeues': max_requeues})
     return submitted.job_id
