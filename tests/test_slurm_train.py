@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SAME_IN_CHECKPOINTS, TINY, _records, cli_env, ok, run_cli, same_values
+from conftest import SAME_IN_CHECKPOINTS, TINY, _records, cli, cli_env, ok, run_cli, same_values
 
 pytest.importorskip('submitit')
 
@@ -183,36 +183,47 @@ def test_scancel_leaves_no_process_and_no_lock_and_max_requeues_stops_a_job(tmp_
     (['--gpus-per-node', '2', '--tasks-per-node', '1'], 'a GPU job runs one task (rank) per GPU'),
     (['--device', 'cuda'], 'ttm-distill: error: --device cuda with --launcher slurm: give --gpus-per-node G'),
 ])
-def test_refusals_come_before_anything_is_submitted(tmp_path, slurm_cluster, flags, message):
-    result = run_cli([*RUN, '--launcher', 'slurm', *flags], tmp_path, env=_env(slurm_cluster))
+def test_refusals_come_before_anything_is_submitted(tmp_path, slurm_cluster, monkeypatch, flags, message):
+    monkeypatch.setenv('SLURM_CONF', str(slurm_cluster.conf))
+    result = cli([*RUN, '--launcher', 'slurm', *flags], tmp_path)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert 'submitted' not in result.stdout and not (tmp_path / 'ckpt').exists()
 
 
-def test_a_locked_or_used_run_is_refused_before_submitting(tmp_path, slurm_cluster):
+def test_a_locked_or_used_run_is_refused_before_submitting(tmp_path, slurm_cluster, monkeypatch):
     """A local run holding the lock, an earlier run's checkpoint without --resume, --resume with nothing to resume,
-    and the launcher's flags without --launcher slurm."""
+    and the launcher's flags without --launcher slurm (each command in this process)."""
     from ttm_torchdistill.runner.lock import RunLock
 
-    env = _env(slurm_cluster)
+    monkeypatch.setenv('SLURM_CONF', str(slurm_cluster.conf))
     ckpt = tmp_path / 'ckpt/tiny/wttm'
     ckpt.mkdir(parents=True)
     lock = RunLock(ckpt / 'student.pt.lock')
     try:
-        held = run_cli([*RUN, '--launcher', 'slurm'], tmp_path, env=env)
+        held = cli([*RUN, '--launcher', 'slurm'], tmp_path)
     finally:
         lock.release()
     assert held.returncode == 2 and 'another run holds' in held.stderr and f'(PID {os.getpid()} ' in held.stderr
-    nothing = run_cli([*RUN, '--launcher', 'slurm', '--resume'], tmp_path, env=env)
+    nothing = cli([*RUN, '--launcher', 'slurm', '--resume'], tmp_path)
     assert nothing.returncode == 2 and '--resume: no checkpoint to resume from' in nothing.stderr
     (ckpt / 'student.last.pt').write_bytes(b'earlier')
-    earlier = run_cli([*RUN, '--launcher', 'slurm'], tmp_path, env=env)
+    earlier = cli([*RUN, '--launcher', 'slurm'], tmp_path)
     assert earlier.returncode == 2 and 'student.last.pt exists from an earlier run: pass --resume' in earlier.stderr
     assert (ckpt / 'student.last.pt').read_bytes() == b'earlier' and not (ckpt / 'student.slurm').exists()
-    local = run_cli([*RUN, '--nodes', '2'], tmp_path, env=env)
+    local = cli([*RUN, '--nodes', '2'], tmp_path)
     assert local.returncode == 2 and 'ttm-distill: error: --nodes: only with --launcher slurm' in local.stderr
-    dry = ok(run_cli([*RUN, '--set', 'models.student_model.dst_ckpt=new/s.pt', '--launcher', 'slurm', '--nodes', '2',
-                      '--dry-run'], tmp_path, env=env))
+    dry = ok(cli([*RUN, '--set', 'models.student_model.dst_ckpt=new/s.pt', '--launcher', 'slurm', '--nodes', '2',
+                      '--dry-run'], tmp_path))
     assert 'one job of 2 node(s) x 1 task(s) = 2 rank(s) (CPU ranks, Gloo)' in dry.stdout
     assert 'each rank runs: ttm-distill train' in dry.stdout and 'dry run: nothing submitted' in dry.stdout
     assert not (tmp_path / 'new').exists()
+
+
+def test_wait_ends_with_the_runs_own_error_line_and_exit_code(tmp_path, slurm_cluster):
+    """A run that fails inside the job (its loss diverges on NaN images): --wait prints the run's one error line and
+    exits with its code."""
+    nan = ['--set', 'datasets.blobs/train.init.kwargs={size: 32, seed: 0, nan_from: 0}']
+    result = _submit(slurm_cluster, tmp_path / 'run', '--tasks-per-node', '2', wait=True, extra=nan)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith('ttm-distill: error:')]
+    assert len(lines) == 1 and 'non-finite loss' in lines[0] and 'at epoch 1, iteration 1' in lines[0], lines

@@ -10,7 +10,7 @@ from .description import RunDescription
 from .errors import COMMAND_ERRORS, TrainingStopped, UsageError
 from .methods import logit_methods, short_names
 from .outputs import record_error
-from .stopping import catch_stop_signal
+from .stopping import catch_stop_signal, restore_signals
 
 __all__ = ['main']
 
@@ -27,9 +27,6 @@ class _Parser(argparse.ArgumentParser):
 
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
 """torch.compile's modes (the runner's runner.compiled.COMPILE_MODES; torch is imported only when a command runs)"""
-
-TRAINING_COMMANDS = ('train', 'lockstep')
-"""the commands that SIGUSR2 asks to stop at the next step with a resume checkpoint (:mod:`.stopping`)"""
 
 MAX_SEED = 2 ** 63 - 1 - 65536
 """torch takes seeds below 2**64; per-rank seeds add the rank"""
@@ -297,8 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in TRAINING_COMMANDS:
-        catch_stop_signal()
+    trains_here = args.command == 'lockstep' or (args.command == 'train' and args.launcher == 'local')
+    previous = catch_stop_signal() if trains_here else {}
+    try:
+        return _run(args)
+    finally:
+        restore_signals(previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command: its errors end in one line and an exit code."""
     # recipes written for GPUs ask for pinned memory; on a CPU-only machine that is only noise
     warnings.filterwarnings('ignore', message=".*'pin_memory' argument is set as true but no accelerator")
     try:

@@ -11,7 +11,8 @@ import os
 import signal
 import threading
 
-__all__ = ['STOP_SIGNAL_ENV', 'catch_stop_signal', 'request_stop', 'stop_requested', 'stop_signal']
+__all__ = ['STOP_SIGNAL_ENV', 'catch_stop_signal', 'request_stop', 'restore_signals', 'stop_requested',
+           'stop_signal']
 
 STOP_SIGNAL_ENV = 'SUBMITIT_PREEMPT_SIGNAL'
 """submitit's variable naming the signal SLURM sends before the end (``--signal=USR2@90``)"""
@@ -37,10 +38,18 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def catch_stop_signal() -> None:
-    """From now on :func:`stop_signal` asks for a stop instead of ending the process, and SIGTERM (``scancel``,
-    ``scontrol requeue``, ``kill``) interrupts it as Ctrl-C does, so that it frees its lock and folders on the way out
-    (main thread only)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(stop_signal(), request_stop)
-        signal.signal(signal.SIGTERM, _interrupt)
+def catch_stop_signal() -> dict:
+    """From now on, with no stop asked yet, :func:`stop_signal` asks for a stop instead of ending the process, and
+    SIGTERM (``scancel``, ``scontrol requeue``, ``kill``) interrupts it as Ctrl-C does, so that it frees its lock and
+    folders on the way out (main thread only). Returns the handlers it replaced, for :func:`restore_signals`."""
+    _requested.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    handlers = {stop_signal(): request_stop, signal.SIGTERM: _interrupt}
+    return {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+
+
+def restore_signals(previous: dict) -> None:
+    """Put back the handlers :func:`catch_stop_signal` replaced (a command run inside another program)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
