@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
 from ..description import RunDescription
 from ..errors import TrainingStopped, UsageError, one_line
-from ..outputs import LockFile, LockHeld, free_name, make_folders, write_json
+from ..outputs import LockFile, LockHeld, free_name, make_folders, remove_empty_folders, write_json
 from ..runner.claim import check_submission
 from .ranks import Rank, RankProcess, rank_env, rendezvous, this_rank
 from .slurm_follow import follow_job
@@ -154,8 +155,13 @@ def submit_training(opts: RunDescription, request: JobRequest) -> int:
         raise UsageError(f'{folder}: another `train --launcher slurm` is submitting this run now') from None
     try:
         job_id = _submit(opts, params, folder, outputs.last.expanduser().resolve(), max_requeues, command)
-    finally:
+    except BaseException:
         lock.release()
+        if created and created[-1] == folder:  # a folder made for this refused submission: nothing stays of it
+            shutil.rmtree(folder, ignore_errors=True)
+            remove_empty_folders(created[:-1])
+        raise
+    lock.release()
     log = folder / f'{job_id}_0_log.out'
     print(f'submitted SLURM job {job_id}: {world} rank(s); rank 0\'s console: {log}; checkpoint '
           f'{outputs.best}' + (f'; run log {opts.run_log}' if opts.run_log else '')
