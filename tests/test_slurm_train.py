@@ -217,9 +217,10 @@ def test_a_locked_or_used_run_is_refused_before_submitting(tmp_path, slurm_clust
     assert 'one job of 2 node(s) x 1 task(s) = 2 rank(s) (CPU ranks, Gloo)' in dry.stdout
     assert 'each rank runs: ttm-distill train' in dry.stdout and 'dry run: nothing submitted' in dry.stdout
     assert not (tmp_path / 'new').exists()
-    monkeypatch.setenv('SLURM_CONF', str(tmp_path / 'no-cluster.conf'))  # sbatch cannot reach a cluster
-    refused = cli([*RUN, '--set', 'models.student_model.dst_ckpt=gone/s.pt', '--launcher', 'slurm'], tmp_path)
+    refused = cli([*RUN, '--set', 'models.student_model.dst_ckpt=gone/s.pt', '--launcher', 'slurm', '--slurm',
+                   'partition=nosuch'], tmp_path)
     assert refused.returncode == 2 and 'ttm-distill: error: sbatch refused the job: ' in refused.stderr
+    assert 'invalid partition' in refused.stderr.lower(), refused.stderr
     assert not (tmp_path / 'gone').exists()
 
 
