@@ -176,7 +176,7 @@ def test_scancel_leaves_no_process_and_no_lock_and_max_requeues_stops_a_job(tmp_
 @pytest.mark.parametrize('flags, message', [
     (['--nodes', '0'], 'ttm-distill: error: --nodes 0: expected at least 1'),
     (['--slurm', 'partitio=debug'], 'ttm-distill: error: --slurm partitio: not a submitit SlurmExecutor parameter'),
-    (['--slurm', 'nodes=2'], 'ttm-distill: error: --slurm nodes: set by --nodes; give it there'),
+    (['--slurm', 'nodes=2'], 'ttm-distill: error: --slurm nodes: set by --nodes'),
     (['--slurm', 'time'], "ttm-distill: error: --slurm 'time': expected KEY=VALUE"),
     (['--slurm', 'max_requeues=-1'], 'ttm-distill: error: --slurm max_requeues=-1: expected an integer >= 0'),
     (['--gpus-per-node', '1'], 'ttm-distill: error: --gpus-per-node 1: partition debug has no GPUs'),

@@ -30,7 +30,7 @@ def submitit_module():
 
 def parse_parameters(pairs: list[str], reserved: dict[str, str] | None = None) -> dict:
     """``--slurm KEY=VALUE`` options to submitit SlurmExecutor parameters (VALUE is YAML); ``reserved``: keys that a
-    flag of the command sets (key -> flag), refused here."""
+    flag of the command or the launcher sets (key -> why), refused here."""
     valid = set(submitit_module().SlurmExecutor._valid_parameters()) | set(OWN_KEYS)
     params = {}
     for pair in pairs:
@@ -42,7 +42,7 @@ def parse_parameters(pairs: list[str], reserved: dict[str, str] | None = None) -
             raise UsageError(f'--slurm {key}: not a submitit SlurmExecutor parameter (accepted: '
                              f'{", ".join(sorted(valid))})')
         if reserved and key in reserved:
-            raise UsageError(f'--slurm {key}: set by {reserved[key]}; give it there')
+            raise UsageError(f'--slurm {key}: {reserved[key]}')
         try:
             params[key] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
@@ -111,10 +111,13 @@ class JobRequest:
         return f'{self.gpus_per_node} GPU(s) a node, NCCL' if self.gpus_per_node else 'CPU ranks, Gloo'
 
     def reserved(self) -> dict[str, str]:
-        """submitit parameters that these flags set (key -> flag)."""
-        return {'nodes': '--nodes', 'ntasks_per_node': '--tasks-per-node / --gpus-per-node',
-                'tasks_per_node': '--tasks-per-node / --gpus-per-node', 'ntasks': '--nodes x --tasks-per-node',
-                'gpus_per_node': '--gpus-per-node', 'gpus_per_task': '--gpus-per-node (one rank per GPU)'}
+        """submitit parameters that these flags (or the launcher) set: key -> why ``--slurm`` cannot."""
+        return {'nodes': 'set by --nodes', 'ntasks': 'set by --nodes x --tasks-per-node',
+                **dict.fromkeys(('ntasks_per_node', 'tasks_per_node'), 'set by --tasks-per-node (CPU ranks) or '
+                                '--gpus-per-node (a rank per GPU)'),
+                **dict.fromkeys(('gpus_per_node', 'num_gpus', 'gpus_per_task'), 'set by --gpus-per-node (a rank per '
+                                'GPU)'),
+                'use_srun': 'the launcher starts each rank with srun; it stays on'}
 
     def parameters(self) -> dict:
         """submitit parameters for the job's shape (the ``--slurm`` ones come on top)."""

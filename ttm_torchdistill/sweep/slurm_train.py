@@ -126,7 +126,8 @@ def _command(opts: RunDescription, request: JobRequest) -> str:
 
 def submit_training(opts: RunDescription, request: JobRequest) -> int:
     """Check everything, then submit the job (or print it, ``request.dry_run``); follow it with ``request.wait``."""
-    params = parse_parameters(list(request.pairs), reserved=request.reserved())
+    own = {'array_parallelism': 'a training run is one job, not an array'}
+    params = parse_parameters(list(request.pairs), reserved={**request.reserved(), **own})
     max_requeues = params.pop('max_requeues', MAX_REQUEUES)
     if not isinstance(max_requeues, int) or isinstance(max_requeues, bool) or max_requeues < 0:
         raise UsageError(f'--slurm max_requeues={max_requeues!r}: expected an integer >= 0')
