@@ -228,7 +228,7 @@ def test_wait_ends_with_the_runs_own_error_line_and_exit_code(tmp_path, slurm_cl
     """A run that fails inside the job (its loss diverges on NaN images): --wait prints the run's one error line and
     exits with its code."""
     nan = ['--set', 'datasets.blobs/train.init.kwargs={size: 32, seed: 0, nan_from: 0}']
-    result = _submit(slurm_cluster, tmp_path / 'run', '--tasks-per-node', '2', wait=True, extra=nan)
+    result = _submit(slurm_cluster, tmp_path / 'run', wait=True, extra=nan)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith('ttm-distill: error:')]
     assert len(lines) == 1 and 'non-finite loss' in lines[0] and 'at epoch 1, iteration 1' in lines[0], lines

@@ -122,15 +122,16 @@ def test_a_lockstep_sweep_is_one_task_per_group_and_a_requeued_group_resumes_eve
     assert 'lockstep group seed0: gamma0.5, gamma0.8' in table and 'lockstep group seed1: gamma0.5, gamma0.8' in table
 
 
-def test_a_grid_point_can_be_a_distributed_job_over_two_nodes(tmp_path, slurm_cluster):
+def test_a_grid_point_can_be_a_distributed_job_over_two_nodes(tmp_path, slurm_cluster, monkeypatch):
     """--nodes 2: each array task is a job of two ranks, one a node, trained as `train --launcher slurm` trains."""
     args = ['sweep', TINY, '--grid', 'gamma=0.8', '--seeds', '0', '-o', 'out', '--set', 'train.num_epochs=2', *SLURM,
             '--nodes', '2']
     env = _env(slurm_cluster)
-    dry = ok(run_cli([*args, '--dry-run'], tmp_path, env=env))
+    monkeypatch.setenv('SLURM_CONF', str(slurm_cluster.conf))
+    dry = ok(cli([*args, '--dry-run'], tmp_path))
     assert 'one job array of 1 task(s), each 2 ranks (2 node(s) x 1, CPU ranks, Gloo)' in dry.stdout
     assert 'nodes=2 ntasks_per_node=1' in dry.stdout
-    refused = run_cli([*args, '--lockstep'], tmp_path, env=env)
+    refused = cli([*args, '--lockstep'], tmp_path)
     assert refused.returncode == 2 and '--lockstep with jobs of 2 ranks' in refused.stderr, refused.stderr
     result = ok(run_cli([*args, '--wait'], tmp_path, env=env, timeout=300))
     assert '[1/1] gamma=0.8 seed 0: best val top-1' in result.stdout
