@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from conftest import SAME_IN_CHECKPOINTS, TINY, _records, cli_env, ok, run_cli, same_values
+from conftest import FAST, SAME_IN_CHECKPOINTS, TINY, _records, cli_env, ok, run_cli, same_values
 
 LAST = 'ckpt/tiny/wttm/student.last.pt'
 EPOCHS = ['--set', 'train.num_epochs=3']
@@ -36,7 +36,7 @@ def _assert_same_training(a, b) -> None:
         json.loads((b / 'summary.json').read_text())['best_val_top1']
 
 
-@pytest.mark.parametrize('workers', [0, 2])
+@pytest.mark.parametrize('workers', [0])
 def test_a_run_stopped_inside_an_epoch_resumes_bit_exactly(tmp_path, workers):
     """4 iterations an epoch. Without workers the signal comes as iteration 2 of epoch 2 loads (sample 45), so the
     run stops after it. Two workers (new ones each epoch) load 16 samples each an epoch: each sends the signal to the
@@ -90,3 +90,28 @@ def test_a_signal_between_steps_of_validation_stops_at_the_next_epoch_start(tmp_
     assert 'position' not in torch.load(stopped / LAST, map_location='cpu', weights_only=False)
     ok(_train(stopped, '--resume'))
     _assert_same_training(tmp_path / 'straight', stopped)
+
+
+def test_a_shipped_recipe_stopped_inside_an_epoch_with_loader_workers_resumes_bit_exactly(tmp_path, cifar100_env,
+                                                                                          teacher_ckpts):
+    """cifar100/wttm/resnet20_from_resnet56 on generated CIFAR-100 files, 2 loader workers through its real random
+    crop and flip: SIGUSR2 at epoch 2's start (a pre-epoch probe) stops it after that epoch's first step; the resumed
+    run replays that batch through fresh workers and ends with the uninterrupted run's weights, optimizer and
+    generators."""
+    args = ['train', 'cifar100/wttm/resnet20_from_resnet56', '--device', 'cpu', '--seed', '0',
+            *[a for o in FAST for a in ('--set', o)], '--set', 'train.num_epochs=2',
+            '--set', 'train.train_data_loader.kwargs.num_workers=2', '--no-test',
+            '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}',
+            '--set', 'train.pre_epoch_process=probe_epoch',
+            '--set', 'dependencies=[{name: ttm_torchdistill}, {name: epoch_probe}]']
+    last = 'resource/ckpt/cifar100/wttm/cifar100-resnet20_from_resnet56.last.pt'
+    for folder in ('straight', 'stopped'):
+        (tmp_path / folder).mkdir()
+    ok(run_cli(args, tmp_path / 'straight'))
+    line = _stopped_line(run_cli(args, tmp_path / 'stopped', env=cli_env(PROBE_SIGNAL_AT_EPOCH=2)))
+    assert 'stopped by SIGUSR2 inside epoch 2, after iteration 1 of 2' in line, line
+    ok(run_cli([*args, '--resume'], tmp_path / 'stopped'))
+    straight, resumed = (torch.load(tmp_path / f / last, map_location='cpu', weights_only=False)
+                         for f in ('straight', 'stopped'))
+    for key in SAME_IN_CHECKPOINTS:
+        assert same_values(straight.get(key), resumed.get(key)), key
