@@ -36,9 +36,7 @@ class RunOutputs:
     def claim(self, ctx: DistContext, fingerprint: dict[str, str]) -> None:
         """Check the paths, take the run lock (not with --check), then refuse what an earlier run left here, or, with
         --resume, read its last checkpoint and refuse another experiment's."""
-        key = f'models.{self.student_key}.dst_ckpt'
-        self._check_distinct({f'{key} (the best checkpoint)': self.best, 'the last checkpoint': self.last,
-                              'the metrics file': self.metrics, 'the run lock': lock_path(self.best)})
+        self._check_distinct()
         if not self.opts.check:
             self.lock = acquire_run_lock(self.best, ctx)
             if ctx.is_main:
@@ -65,8 +63,7 @@ class RunOutputs:
     def check_free(self) -> None:
         """Before a job that will claim them is submitted: the paths are distinct, no run holds the lock, and without
         --resume no earlier run's file is here (with it, its last checkpoint is)."""
-        self._check_distinct({'the best checkpoint': self.best, 'the last checkpoint': self.last,
-                              'the metrics file': self.metrics, 'the run lock': lock_path(self.best)})
+        self._check_distinct()
         path = lock_path(self.best)
         if path.exists():
             RunLock(path).release()  # held: one line naming the holder; a killed run's file: taken over and removed
@@ -75,9 +72,12 @@ class RunOutputs:
         elif not self.last.is_file():
             raise UsageError(f'--resume: no checkpoint to resume from at {self.last}')
 
-    def _check_distinct(self, outputs: dict[str, Path]) -> None:
+    def _check_distinct(self) -> None:
         """Every output of the run has a path of its own: one file would replace another's (--summary on the
         checkpoint, --run-log on the summary, ...)."""
+        outputs = {f'models.{self.student_key}.dst_ckpt (the best checkpoint)': self.best,
+                   'the last checkpoint': self.last, 'the metrics file': self.metrics,
+                   'the run lock': lock_path(self.best)}
         opts = self.opts
         given = {'--run-log': opts.run_log, '--summary': opts.summary, '--tensorboard': opts.tensorboard}
         paths = {**outputs, **{flag: Path(p) for flag, p in given.items() if p}}

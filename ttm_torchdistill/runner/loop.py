@@ -222,9 +222,9 @@ class Group:
     def _say_ranks(self, member: Member) -> None:
         """With several processes: the world size, the global batch and where each rank runs."""
         ctx = self.ctx
-        places = all_gather_objects(f'{socket.gethostname()}:{ctx.device}')
         if not ctx.distributed:
             return
+        places = all_gather_objects(f'{socket.gethostname()}:{ctx.device}')
         batch = member.trainer.box.train_data_loader.batch_size
         hosts = len(dict.fromkeys(place.rsplit(':', 2)[0] for place in places))
         logger.info('world size %d on %d host(s); global batch %s = %s per process x %d; devices: %s',

@@ -20,10 +20,13 @@ from ..outputs import write_json
 from ..stopping import stop_signal
 from .runs import child_setup
 
-__all__ = ['RDZV_WAIT_S', 'Rank', 'RankProcess', 'RendezvousError', 'rank_env', 'rendezvous', 'this_rank']
+__all__ = ['RDZV_WAIT_S', 'STOP_WAIT_S', 'Rank', 'RankProcess', 'RendezvousError', 'rank_env', 'rendezvous',
+           'this_rank']
 
 RDZV_WAIT_S = 300.0
 """how long a rank waits for rank 0 to publish the rendezvous"""
+STOP_WAIT_S = 75.0
+"""how long a task waits for its rank to stop after SLURM's warning (submitit asks for it 90 s before the end)"""
 
 
 class RendezvousError(RuntimeError):
@@ -113,7 +116,7 @@ class RankProcess:
             time.sleep(0.5)
         return self.proc.returncode
 
-    def stop(self, wait_s: float) -> int | None:
+    def stop(self, wait_s: float = STOP_WAIT_S) -> int | None:
         """Ask the child to stop after its step (the stop signal; it writes its resume checkpoint) and wait for it;
         kill it after ``wait_s``. Its exit code (None: there was no child)."""
         proc = self.proc

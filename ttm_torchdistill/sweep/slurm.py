@@ -21,16 +21,12 @@ from .jobs import Job, plan_jobs
 from .plan import Sweep
 from .ranks import RankProcess, rank_env, rendezvous, this_rank
 from .results import sweep_table
+from .slurm_follow import POLL_S, QUEUE_MISSES
 from .slurm_request import JobRequest, job_in_queue, parse_parameters, submitit_module
 
 __all__ = ['SlurmLauncher', 'SweepTask']
 
 DEFAULTS = {'job_name': 'ttm-sweep'}
-STOP_WAIT_S = 75
-"""how long a task waits for its run to stop after SLURM's warning (submitit asks for it 90 s before the end)"""
-POLL_S = 2.0
-QUEUE_MISSES = 3
-"""--wait stops following the array after this many polls in a row that do not find it in the queue"""
 
 
 class SweepTask:
@@ -68,7 +64,7 @@ class SweepTask:
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on SLURM's warning (rank 0's task): the job's runs stop after the step every rank agrees
         on, each writing its resume checkpoint; the requeued task resumes them."""
-        self._process.stop(STOP_WAIT_S)
+        self._process.stop()
         return submitit_module().helpers.DelayedSubmission(SweepTask(self.job))
 
 

@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 
 from ..description import RunDescription
-from ..errors import TrainingStopped, UsageError, one_line
+from ..errors import UsageError, one_line
 from ..outputs import LockFile, LockHeld, free_name, make_folders, remove_empty_folders, write_json
 from ..runner.claim import check_submission
 from .ranks import Rank, RankProcess, rank_env, rendezvous, this_rank
+from .runs import INTERRUPTED
 from .slurm_follow import follow_job
 from .slurm_request import JobRequest, job_in_queue, parse_parameters, submitit_module
 
@@ -30,10 +31,6 @@ __all__ = ['MAX_REQUEUES', 'TrainJob', 'job_folder', 'submit_training']
 
 MAX_REQUEUES = 20
 """default of ``--slurm max_requeues``: requeues (time limits, preemptions, scontrol requeue) before the job stops"""
-STOP_WAIT_S = 75
-"""how long rank 0's task waits for its rank to stop after SLURM's warning (submitit asks for it 90 s before the end)"""
-INTERRUPTED = frozenset({TrainingStopped.exit_code, 130, -2, -15})
-"""a rank's exit codes that a requeue continues: stopped with a resume checkpoint, or interrupted (SIGINT, SIGTERM)"""
 
 
 def job_folder(dst_ckpt: Path) -> Path:
@@ -95,7 +92,7 @@ class TrainJob:
         if code == 0:
             self._record(rank, 0, None)
             return 'finished'
-        if code in INTERRUPTED:
+        if code in INTERRUPTED:  # stopped with a resume checkpoint, or interrupted (SIGINT, SIGTERM)
             self._record(rank, code, None)
             return 'stopped'  # a requeue (rank 0's own, after SLURM's warning, or SLURM's) continues it
         line = None
@@ -108,7 +105,7 @@ class TrainJob:
     def checkpoint(self, *args, **kwargs):
         """Rank 0's task on SLURM's warning (submitit calls it): its rank stops after the step every rank agrees on,
         writing the resume checkpoint; then submitit requeues the job (None: max_requeues is reached)."""
-        code = self._process.stop(STOP_WAIT_S)
+        code = self._process.stop()
         rank = this_rank()
         if rank.restart >= self.max_requeues:
             self._record(rank, code, f'ttm-distill: error: SLURM job {rank.job_id} reached max_requeues='
