@@ -7,12 +7,23 @@ small ResNets and are not redefined here.
 
 :data:`FEATURES` names, per registry key, the parameter-free module whose output is the pooled penultimate
 feature and that feature's size: the ``input_module_path`` (``'model.' + path``) and ``in_features`` of
-torchdistill's ``Linear4CRD`` wrapper.
+torchdistill's ``Linear4CRD`` wrapper. :data:`FEATURE_LISTS` (module :mod:`.features`) says where forward hooks
+catch each entry of the benchmark's whole feature list (FitNet's hint, AT's and VID's maps, the embedding).
 """
 from __future__ import annotations
 
 from torchdistill.models.registry import register_model
 
+from .features import (
+    FEATURE_LISTS,
+    FeatureTap,
+    embedding_tap,
+    feature_list,
+    hint_regressor,
+    hint_tap,
+    map_tap_pairs,
+    map_taps,
+)
 from .mobilenetv2 import CifarMobileNetV2, mobilenetv2_cifar
 from .resnet import CifarResNet, resnet8x4, resnet32x4
 from .resnetv2 import CifarResNet50, resnet50_cifar
@@ -21,10 +32,11 @@ from .shufflenetv2 import CifarShuffleNetV2, shufflenetv2_cifar
 from .vgg import CifarVGG, vgg8_cifar, vgg13_cifar
 from .wrn import CifarWideResNet, wrn_16_2, wrn_40_1, wrn_40_2
 
-__all__ = ['BUILDERS', 'FEATURES', 'CifarMobileNetV2', 'CifarResNet', 'CifarResNet50', 'CifarShuffleNetV1',
-           'CifarShuffleNetV2', 'CifarVGG', 'CifarWideResNet', 'mobilenetv2_cifar', 'resnet8x4', 'resnet32x4',
-           'resnet50_cifar', 'shufflenetv1_cifar', 'shufflenetv2_cifar', 'vgg8_cifar', 'vgg13_cifar',
-           'wrn_16_2', 'wrn_40_1', 'wrn_40_2']
+__all__ = ['BUILDERS', 'FEATURES', 'FEATURE_LISTS', 'CifarMobileNetV2', 'CifarResNet', 'CifarResNet50',
+           'CifarShuffleNetV1', 'CifarShuffleNetV2', 'CifarVGG', 'CifarWideResNet', 'FeatureTap', 'embedding_tap',
+           'feature_list', 'hint_regressor', 'hint_tap', 'map_tap_pairs', 'map_taps', 'mobilenetv2_cifar',
+           'resnet8x4', 'resnet32x4', 'resnet50_cifar', 'shufflenetv1_cifar', 'shufflenetv2_cifar', 'vgg8_cifar',
+           'vgg13_cifar', 'wrn_16_2', 'wrn_40_1', 'wrn_40_2']
 
 # Registry key -> builder, for the models this package adds.
 BUILDERS = {
