@@ -1,9 +1,11 @@
 """The rules a recipe's runner keys follow, checked on the recipe document before anything is built.
 
 RULES maps key paths to what they accept; each part of a path is a pattern (``*`` matches any key
-of a mapping, ``*_module_path`` any such key). :meth:`RecipeDocument.validate` checks the keys that are
-present; a value is constructed from its node alone, so datasets are never built there. The losses' own
-hyperparameters (gamma, beta, ...) are left to the losses, which check them when they are built.
+of a mapping or any index of a list, ``*_module_path`` any such key). :meth:`RecipeDocument.validate`
+checks the keys that are present; a value is constructed from its node alone, so datasets are never built
+there. The losses' own hyperparameters (gamma, beta, ...) are left to the losses, which check them when they
+are built; the feature methods' kwargs that torchdistill's own classes take unchecked (RKDLoss's factors, the
+feature pairs' paths and io) and the student wrappers' sizes are checked here.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ def _registered(kind: str, *tables: dict) -> Rule:
 
 
 MAPPING = Rule(lambda v: v is None or isinstance(v, dict), 'a mapping of keyword arguments (or null)')
+IO = _one_of('input', 'output')
 FRACTION = Rule(lambda v: _number(v) and 0 <= v <= 1, 'a number from 0 to 1')
 EPOCHS = Rule(lambda v: isinstance(v, list) and all(_int(e) and e >= 0 for e in v),
               'a list of integers >= 0, e.g. [30, 60, 90]')
@@ -79,6 +82,7 @@ LOADER_RULES = {
     'dataset_wrapper.kwargs.ratio': FRACTION,
 }
 TERM = 'train.criterion.kwargs.sub_terms.*'
+VID_REGRESSORS = 'train.*.auxiliary_model_wrapper.kwargs.regressors.*'
 LOADERS = ('train.train_data_loader', 'train.val_data_loader', 'test.test_data_loader')
 
 RULES: dict[str, Rule] = {
@@ -101,6 +105,15 @@ RULES: dict[str, Rule] = {
     'train.*.auxiliary_model_wrapper.kwargs.linear_kwargs.*_features': COUNT,
     'train.*.auxiliary_model_wrapper.kwargs.linear_kwargs.bias': FLAG,
     'train.*.auxiliary_model_wrapper.kwargs.power': POSITIVE,
+    'train.*.auxiliary_model_wrapper.kwargs.*_module_io': IO,
+    'train.*.auxiliary_model_wrapper.kwargs.*_channels': COUNT,
+    'train.*.auxiliary_model_wrapper.kwargs.*_size': COUNT,
+    'train.*.auxiliary_model_wrapper.kwargs.init_pred_var': POSITIVE,
+    'train.*.auxiliary_model_wrapper.kwargs.eps': POSITIVE,
+    f'{VID_REGRESSORS}.input_module_path': NAME,
+    f'{VID_REGRESSORS}.input_module_io': IO,
+    f'{VID_REGRESSORS}.*_channels': COUNT,
+    f'{VID_REGRESSORS}.out_size': COUNT,
     'train.optimizer.key': _registered('optimizer (torch.optim)', OPTIM_DICT),
     'train.optimizer.kwargs.lr': POSITIVE,
     'train.optimizer.kwargs.momentum': NON_NEGATIVE,
@@ -123,7 +136,14 @@ RULES: dict[str, Rule] = {
     f'{TERM}.criterion.key': _registered('loss', losses.MIDDLE_LEVEL_LOSS_DICT, losses.LOW_LEVEL_LOSS_DICT,
                                          losses.LOSS_DICT),
     f'{TERM}.criterion.kwargs.*_module_path': NAME,
-    f'{TERM}.criterion.kwargs.*_module_io': NAME,
+    f'{TERM}.criterion.kwargs.*_module_io': IO,
+    f'{TERM}.criterion.kwargs.*_output_path': NAME,
+    f'{TERM}.criterion.kwargs.*_pairs.*.*.path': NAME,
+    f'{TERM}.criterion.kwargs.*_pairs.*.*.io': IO,
+    f'{TERM}.criterion.kwargs.*_pairs.*.weight': NON_NEGATIVE,
+    f'{TERM}.criterion.kwargs.p': POSITIVE,
+    f'{TERM}.criterion.kwargs.dist_factor': NON_NEGATIVE,
+    f'{TERM}.criterion.kwargs.angle_factor': NON_NEGATIVE,
     f'{TERM}.criterion.kwargs.reduction': _one_of('mean', 'sum', 'batchmean', 'none'),
     f'{TERM}.criterion.kwargs.eps': POSITIVE,
     f'{TERM}.criterion.kwargs.momentum': FRACTION,

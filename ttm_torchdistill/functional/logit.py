@@ -1,13 +1,12 @@
-"""The math of TTM, WTTM, ITRD and the logit-based rivals DIST and DKD in plain PyTorch (no torchdistill import).
+"""The math of TTM, WTTM and the logit-based rivals DIST and DKD in plain PyTorch (no torchdistill import).
 
 Equation numbers refer to Zheng & Yang, "Knowledge Distillation Based on Transformed
 Teacher Matching", ICLR 2024 (arXiv 2402.11148). TTM and WTTM work on logits, in log space,
-over the last dimension; ITRD (Eq. 24) works on pooled features; DIST and DKD on logits, as their
-authors' code computes them. Teacher-side quantities never carry gradients.
+over the last dimension; DIST and DKD on logits, as their authors' code computes them.
+Teacher-side quantities never carry gradients.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -23,7 +22,6 @@ __all__ = [
     'distill_terms',
     'dkd_terms',
     'entropy_from_log_probs',
-    'itrd_terms',
     'loss_parts',
     'log_power_sum',
     'power_sum',
@@ -175,59 +173,6 @@ def wttm_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | 
               alpha: float = 1.0, beta: float = 1.0, reduction: str = 'batchmean') -> Tensor:
     """WTTM (Eq. 22): alpha * H(y, q) + beta * U_gamma(p_t) * D(p_hat_t || q), reduced over samples."""
     return combine(loss_parts(student_logits, teacher_logits, targets, gamma, True), alpha, beta, reduction)
-
-
-def _float32_or_wider(x: Tensor, dtype: torch.dtype) -> Tensor:
-    return x.to(torch.promote_types(dtype, torch.float32))
-
-
-def itrd_terms(z_s: Tensor, z_t: Tensor, embed: Callable[[Tensor], Tensor], alpha_it: float) -> tuple[Tensor, Tensor]:
-    """ITRD's correlation and mutual-information terms (Miles et al., BMVC 2022), as the paper's Eq. (24) uses them.
-
-    ``z_s`` (B, d_s) and ``z_t`` (B, d_t) are the student's and teacher's pooled penultimate features;
-    ``embed`` maps student features to the teacher's size (ITRD's trainable ``Linear(d_s, d_t)``) and is
-    called once, on ``z_s`` itself. With f_s = embed(z_s), returns (l_corr, l_mi):
-
-    * l_corr = log2( sum_x |1 - c_x|^(2 alpha_it) ), c_x = (1/B) sum_b fs_hat[b, x] * zt_hat[b, x], where each
-      dimension of f_s and z_t is standardised over the batch, (f - mean) / std, std with Bessel's correction
-      and no eps. The embedding is always applied here.
-    * l_mi = sum_ij (G_s^2 - G_st^2), G_s = Zs Zs^T / tr(Zs Zs^T), G_st = (G_s o G_t) / tr(G_s o G_t) (o:
-      elementwise), G_t = Zt Zt^T, with the rows of Zs and Zt L2-normalised (a zero row stays zero);
-      Zs = f_s when d_s != d_t, else z_s itself (the embedding is applied only when the sizes differ).
-
-    Everything after the embedding runs in float32 (float64 stays float64), also under autocast. ``z_t`` is
-    detached: no gradient reaches the teacher. A batch needs at least 2 samples (ValueError otherwise).
-    A dimension that is constant over the batch (e.g. a teacher channel that is 0 for every sample) has std 0,
-    so its standardised values are 0/0 = NaN and l_corr is NaN, exactly as in the reference code, which adds
-    no eps either; l_mi is unaffected.
-    """
-    if z_s.dim() != 2 or z_t.dim() != 2 or len(z_s) != len(z_t):
-        raise ValueError(f'itrd_terms: features must have shapes (B, d_s) and (B, d_t), got {tuple(z_s.shape)} '
-                         f'and {tuple(z_t.shape)}')
-    batch = len(z_s)
-    if batch < 2:
-        raise ValueError(f'itrd_terms: batch size {batch} is too small: the batch standard deviation needs at '
-                         'least 2 samples')
-    f_s = embed(z_s)
-    if tuple(f_s.shape) != tuple(z_t.shape):
-        raise ValueError(f'itrd_terms: the embedded student feature has shape {tuple(f_s.shape)}, but the teacher '
-                         f'feature has {tuple(z_t.shape)}')
-    dtype = torch.promote_types(torch.promote_types(z_s.dtype, f_s.dtype), z_t.dtype)
-    with torch.autocast(device_type=z_s.device.type, enabled=False):
-        zs, fs = _float32_or_wider(z_s, dtype), _float32_or_wider(f_s, dtype)
-        zt = _float32_or_wider(z_t.detach(), dtype)
-        fs_hat = (fs - fs.mean(dim=0)) / fs.std(dim=0)
-        zt_hat = (zt - zt.mean(dim=0)) / zt.std(dim=0)
-        c = (fs_hat * zt_hat).sum(dim=0) / batch
-        l_corr = torch.log2((1.0 - c).abs().pow(2.0 * alpha_it).sum())
-        rows_s = torch.nn.functional.normalize(fs if z_s.shape[1] != z_t.shape[1] else zs, dim=1)
-        rows_t = torch.nn.functional.normalize(zt, dim=1)
-        g_s = rows_s @ rows_s.T
-        g_s = g_s / g_s.trace()
-        g_st = g_s * (rows_t @ rows_t.T)
-        g_st = g_st / g_st.trace()
-        l_mi = (g_s.square() - g_st.square()).sum()
-    return l_corr, l_mi
 
 
 def _pearson_rows(a: Tensor, b: Tensor, eps: float) -> Tensor:

@@ -1,0 +1,89 @@
+"""ExactATLoss: attention transfer (Zagoruyko & Komodakis, ICLR 2017) as the CRD benchmark computes it, maps of
+different sizes pooled; and the method AT declared."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchdistill.losses.registry import register_mid_level_loss
+
+from .. import functional as F
+from ..methods import LossHooks, Method, register_method
+from .checks import number
+from .pairs import checked_pairs, weighted_sum
+
+__all__ = ['ExactATLoss']
+
+
+@register_method(Method('at', 'ExactATLoss', logit=False,
+                        short_names={'p': "the exponent p of AT's attention maps mean_c |f|^p"}))
+@register_mid_level_loss
+class ExactATLoss(LossHooks):
+    """Attention transfer as the CRD benchmark's ``distiller_zoo/AT.py`` computes it, over the feature pairs
+    ``at_pairs`` in their mapping's order:
+
+    .. math::
+
+       L_{AT} = \\sum_k w_k \\operatorname{mean}_{b, j} \\left( a(f_s^k)_{bj} - a(f_t^k)_{bj} \\right)^2,
+       \\quad a(f) = \\frac{\\operatorname{vec}(\\operatorname{mean}_c |f|^p)}
+       {\\lVert \\operatorname{vec}(\\operatorname{mean}_c |f|^p) \\rVert_2}
+
+    (:func:`ttm_torchdistill.functional.at_terms`). Where a pair's two maps differ in spatial size, the larger is
+    adaptive-average-pooled to the smaller's size first, as the benchmark does; torchdistill's ``ATLoss`` (mode
+    'code', the same equation) does not pool, so it cannot pair a student's and a teacher's stages of different
+    resolutions (e.g. resnet32x4 -> ShuffleNetV1). On maps of equal sizes the two are equal. Maps must be square
+    (the benchmark compares heights only and pools to a square). A pair's ``weight`` (default 1, the benchmark's) is
+    honoured as torchdistill's ATLoss honours it. Computed in float32 (also under autocast); the teacher's maps are
+    detached. :meth:`diagnostics` reports each pair's unweighted term, named by the pair.
+
+    :param at_pairs: ``{pair name: {student: {io, path}, teacher: {io, path}, weight}}``: where the maps are hooked
+        ('input' or 'output' of a module of each model), paired in the mapping's order.
+    :param p: the exponent p (> 0; the benchmark: 2).
+
+    .. code-block:: YAML
+       :caption: ExactATLoss for resnet32x4 -> resnet8x4 (the benchmark's beta 1000, beside CE with weight 1).
+
+        at:
+          criterion:
+            key: 'ExactATLoss'
+            kwargs:
+              at_pairs:
+                pair1:
+                  student: {io: 'output', path: 'layer1'}
+                  teacher: {io: 'output', path: 'layer1'}
+                pair2:
+                  student: {io: 'output', path: 'layer2'}
+                  teacher: {io: 'output', path: 'layer2'}
+                pair3:
+                  student: {io: 'output', path: 'layer3'}
+                  teacher: {io: 'output', path: 'layer3'}
+              p: 2.0
+          weight: 1000.0
+    """
+
+    def __init__(self, at_pairs: dict, p: float = 2.0) -> None:
+        super().__init__()
+        self.pairs = checked_pairs('ExactATLoss: at_pairs', at_pairs)
+        self.p = number('p', p, 'a finite number > 0 (the benchmark uses 2)', lambda v: v > 0, 'ExactATLoss')
+        self.diagnostic_names = tuple(pair.name for pair in self.pairs)
+        self._last: Tensor | None = None
+
+    def forward(self, student_io_dict: dict, teacher_io_dict: dict, *args, **kwargs) -> Tensor:
+        terms = []
+        for pair in self.pairs:
+            f_s, f_t = pair.student(student_io_dict), pair.teacher(teacher_io_dict)
+            try:
+                terms.extend(F.at_terms([f_s], [f_t], self.p))
+            except ValueError as exc:
+                raise ValueError(f'{pair.owner}: {exc}') from None
+        self._last = torch.stack([term.detach() for term in terms])
+        return weighted_sum(self.pairs, terms)
+
+    def diagnostics(self) -> Tensor | None:
+        """The last forward's per-pair terms (unweighted), in ``at_pairs`` order; None before the first forward."""
+        return self._last
+
+    def extra_repr(self) -> str:
+        return f'pairs={len(self.pairs)}, p={self.p:g}'
+
+    def __str__(self) -> str:
+        return f'{type(self).__name__}({self.extra_repr()})'
