@@ -1,7 +1,8 @@
 """FEATURE_LISTS against the CRD benchmark's feature lists: for each of the 15 CIFAR-100 models, what torchdistill's
 forward hooks catch at the listed taps equals, bit for bit, the entries of a reference forward written here from
 the benchmark's ``forward(x, is_feat=True, preact=False)`` (HobbitLong/RepDistiller, models/), in train and eval
-mode; plus the helpers that pick FitNet's, AT's / VID's and the embedding's entries.
+mode; the pooled map whose flattening is the embedding; the pairing of AT's and VID's maps; FitNet's regressor
+for the paper's pairs.
 
 The reference forwards transcribe the benchmark's top-level sequence of operations onto our models' submodules,
 cloning each entry when it is made, so that a later in-place change of a hooked tensor would show.
@@ -18,17 +19,9 @@ from torch import Tensor, nn
 from torchdistill.core.util import extract_io_dict, set_hooks
 from torchdistill.models.registry import get_model
 
-from ttm_torchdistill.models.cifar import (
-    FEATURE_LISTS,
-    FEATURES,
-    FeatureTap,
-    embedding_tap,
-    feature_list,
-    hint_regressor,
-    hint_tap,
-    map_tap_pairs,
-    map_taps,
-)
+from ttm_torchdistill.losses.fitnet import hint_regressor
+from ttm_torchdistill.methods import paired_maps
+from ttm_torchdistill.models.cifar import FEATURE_LISTS, FEATURES, FeatureTap, feature_list, model_features
 from ttm_torchdistill.paper.cifar100_table import PAIRS
 
 Reference = Callable[[nn.Module, Tensor], tuple[list[Tensor], Tensor]]
@@ -167,22 +160,25 @@ def test_taps_catch_the_benchmark_entries(key):
             assert torch.equal(got, want), f'{key} entry {index} ({tap}), training={training}'
             shape = (tap.channels,) if index == len(taps) - 1 else (tap.channels, tap.size, tap.size)
             assert tuple(got.shape) == (x.size(0), *shape), f'{key} entry {index}'
-        assert embedding_tap(key).size == 1 and embedding_tap(key).channels == FEATURES[key][1]
+        assert taps[-1].size == 1 and taps[-1].channels == FEATURES[key][1]
+        pooled = model_features(key).pooled  # RKD's: the module whose output, flattened, is the embedding
+        caught_pooled, _ = _hooked_forward(model, [pooled], x)
+        assert torch.equal(caught_pooled[0].flatten(1), expected[-1])
         assert torch.equal(logits, reference_logits) and torch.equal(plain_logits, logits)
 
 
-def test_helpers_pick_the_benchmark_entries():
+def test_model_features_and_the_benchmarks_pairing():
     for key, taps in FEATURE_LISTS.items():
-        assert feature_list(key) == taps
-        assert hint_tap(key) == taps[2]
-        assert map_taps(key) == taps[1:-1] and all(tap.size > 1 for tap in map_taps(key))
-        assert embedding_tap(key) == taps[-1]
-    assert [len(map_taps(key)) for key in ('resnet20', 'wrn_40_2', 'vgg8_cifar', 'mobilenetv2_cifar',
-                                           'shufflenetv2_cifar', 'resnet50_cifar')] == [3, 3, 4, 4, 3, 4]
-    pairs = map_tap_pairs('resnet50_cifar', 'shufflenetv1_cifar')  # 4 maps against 3: zip keeps the first 3
-    assert pairs == tuple(zip(map_taps('resnet50_cifar')[:3], map_taps('shufflenetv1_cifar'), strict=True))
+        features = model_features(key)
+        assert feature_list(key) == features.entries == taps
+        assert features.pooled == FeatureTap(FEATURES[key][0], 'output', FEATURES[key][1], 1)
+        assert all(tap.size > 1 for tap in taps[1:-1])
+    assert [len(FEATURE_LISTS[key]) - 2 for key in ('resnet20', 'wrn_40_2', 'vgg8_cifar', 'mobilenetv2_cifar',
+                                                    'shufflenetv2_cifar', 'resnet50_cifar')] == [3, 3, 4, 4, 3, 4]
+    teacher, student = paired_maps(model_features('resnet50_cifar'), model_features('shufflenetv1_cifar'))
+    assert teacher == FEATURE_LISTS['resnet50_cifar'][1:4] and student == FEATURE_LISTS['shufflenetv1_cifar'][1:4]
     with pytest.raises(ValueError, match=r"^key='resnet18': no CRD feature list; expected one of \['mobilenetv2"):
-        hint_tap('resnet18')
+        model_features('resnet18')
     with pytest.raises(ValueError, match=r"^FeatureTap io='both': expected 'input' or 'output'$"):
         FeatureTap('layer1', 'both', 16, 32)
     with pytest.raises(ValueError, match=r'^FeatureTap channels=16, size=0: both must be >= 1$'):
@@ -192,23 +188,23 @@ def test_helpers_pick_the_benchmark_entries():
 # FitNet's regressor for the paper's 13 pairs: equal hint sizes (a 1x1 conv) within a family; the students of the
 # different-architecture pairs hint at 8x8 where their teachers do at 16x16 (a transposed conv), except VGG-13's.
 HINT_REGRESSORS = {
-    ('wrn_40_2', 'wrn_16_2'): ('conv_valid', 1), ('wrn_40_2', 'wrn_40_1'): ('conv_valid', 1),
-    ('resnet56', 'resnet20'): ('conv_valid', 1), ('resnet110', 'resnet20'): ('conv_valid', 1),
-    ('resnet110', 'resnet32'): ('conv_valid', 1), ('resnet32x4', 'resnet8x4'): ('conv_valid', 1),
-    ('vgg13_cifar', 'vgg8_cifar'): ('conv_valid', 1), ('vgg13_cifar', 'mobilenetv2_cifar'): ('conv_valid', 1),
-    ('resnet50_cifar', 'mobilenetv2_cifar'): ('conv_transpose_stride2', 4),
-    ('resnet50_cifar', 'vgg8_cifar'): ('conv_transpose_stride2', 4),
-    ('resnet32x4', 'shufflenetv1_cifar'): ('conv_transpose_stride2', 4),
-    ('resnet32x4', 'shufflenetv2_cifar'): ('conv_transpose_stride2', 4),
-    ('wrn_40_2', 'shufflenetv1_cifar'): ('conv_transpose_stride2', 4),
+    ('wrn_40_2', 'wrn_16_2'): ('Conv2d', 1), ('wrn_40_2', 'wrn_40_1'): ('Conv2d', 1),
+    ('resnet56', 'resnet20'): ('Conv2d', 1), ('resnet110', 'resnet20'): ('Conv2d', 1),
+    ('resnet110', 'resnet32'): ('Conv2d', 1), ('resnet32x4', 'resnet8x4'): ('Conv2d', 1),
+    ('vgg13_cifar', 'vgg8_cifar'): ('Conv2d', 1), ('vgg13_cifar', 'mobilenetv2_cifar'): ('Conv2d', 1),
+    ('resnet50_cifar', 'mobilenetv2_cifar'): ('ConvTranspose2d', 4),
+    ('resnet50_cifar', 'vgg8_cifar'): ('ConvTranspose2d', 4),
+    ('resnet32x4', 'shufflenetv1_cifar'): ('ConvTranspose2d', 4),
+    ('resnet32x4', 'shufflenetv2_cifar'): ('ConvTranspose2d', 4),
+    ('wrn_40_2', 'shufflenetv1_cifar'): ('ConvTranspose2d', 4),
 }
 
 
-def test_hint_regressor_of_the_paper_pairs(monkeypatch):
-    assert {(pair.teacher, pair.student): hint_regressor(pair.teacher, pair.student) for pair in PAIRS} \
-        == HINT_REGRESSORS
-    assert hint_regressor('mobilenetv2_cifar', 'resnet20') == ('conv_stride2', 3)  # 16x16 hint onto 8x8
-    monkeypatch.setitem(FEATURE_LISTS, 'tiny', (*FEATURE_LISTS['resnet20'][:2], FeatureTap('layer2', 'output', 32, 4),
-                                                 *FEATURE_LISTS['resnet20'][3:]))
-    with pytest.raises(ValueError, match=r"^student='tiny' \(hint size 4\) from teacher='resnet20' \(hint size 16\)"):
-        hint_regressor('resnet20', 'tiny')
+def test_hint_regressor_of_the_paper_pairs():
+    found = {}
+    for pair in PAIRS:
+        s, t = FEATURE_LISTS[pair.student][2], FEATURE_LISTS[pair.teacher][2]
+        conv = hint_regressor(s.channels, t.channels, s.size, t.size).conv
+        found[(pair.teacher, pair.student)] = (type(conv).__name__, conv.kernel_size[0])
+        assert conv(torch.zeros(1, s.channels, s.size, s.size)).shape == (1, t.channels, t.size, t.size)
+    assert found == HINT_REGRESSORS

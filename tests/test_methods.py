@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY, cli, ok, run_cli
 
-from ttm_torchdistill.methods import LossHooks, hooked, logit_methods, methods, short_names
+from ttm_torchdistill.methods import LossHooks, feature_methods, hooked, logit_methods, methods, short_names
 
 WTTM_TERM = ("        wttm:\n          criterion:\n            key: 'WTTMLoss'\n            kwargs:\n"
              '              gamma: 0.8\n              beta: 1.6\n              alpha: 1.0\n')
@@ -23,9 +23,14 @@ def test_every_method_of_the_package_is_declared_with_its_loss():
     for method in methods():
         assert method.loss_class is None or method.loss_class.method is method  # the metadata on the entry
         assert method.logit == (method.recipe_kwargs is not None)
-    assert [m.name for m in methods() if m.separate_ce] == ['dist', 'dkd']
+    features = ['fitnet', 'at', 'vid', 'rkd', 'pkt']
+    assert [m.name for m in methods() if m.separate_ce] == ['dist', 'dkd', *features]
+    assert [m.name for m in feature_methods()] == features
+    assert [m.default_weight for m in feature_methods()] == [100.0, 1000.0, 1.0, 1.0, 30000.0]  # the benchmark's -b
     assert short_names()['gamma'] == ('TTMLoss', 'WTTMLoss', 'ExactDISTLoss')
-    assert short_names()['beta'] == ('TTMLoss', 'WTTMLoss', 'KDLoss', 'ExactDISTLoss', 'DKDLoss')
+    # a feature method's beta is its term's weight (the benchmark's -b)
+    assert short_names()['beta'] == ('TTMLoss', 'WTTMLoss', 'KDLoss', 'ExactDISTLoss', 'DKDLoss', 'HintLoss',
+                                     'ExactATLoss', 'ExactVIDLoss', 'RKDLoss', 'PKTLoss')
 
 
 def test_the_runner_asks_every_loss_through_one_protocol():

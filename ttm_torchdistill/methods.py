@@ -19,8 +19,9 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-__all__ = ['CROSS_ENTROPY_ENTRY', 'BaseTerm', 'Knob', 'LossHooks', 'Method', 'hooked', 'logit_entry',
-           'logit_methods', 'method_by_loss', 'method_named', 'methods', 'register_method', 'short_names']
+__all__ = ['CROSS_ENTROPY_ENTRY', 'BaseTerm', 'FeatureRecipe', 'FeatureTap', 'Knob', 'LossHooks', 'Method',
+           'ModelFeatures', 'feature_methods', 'hooked', 'logit_entry', 'logit_methods', 'method_by_loss',
+           'method_named', 'methods', 'paired_maps', 'register_method', 'short_names', 'tap_pairs']
 
 KnobKind = Literal['exponent', 'inverse_temperature', 'weight']
 """what a `new-recipe --gamma` value is: TTM's power exponent (temperature on the teacher only), 1 / the temperature
@@ -74,6 +75,91 @@ class BaseTerm:
 
 
 @dataclass(frozen=True)
+class FeatureTap:
+    """Where a torchdistill ``forward_hook`` catches a feature: ``io`` (``'input'`` or ``'output'``) of the module at
+    ``path`` inside the model, with the feature's ``channels`` and square spatial ``size`` at the recipe's input size
+    (1 for a flattened embedding)."""
+
+    path: str
+    io: str
+    channels: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.io not in ('input', 'output'):
+            raise ValueError(f"FeatureTap io={self.io!r}: expected 'input' or 'output'")
+        if self.channels < 1 or self.size < 1:
+            raise ValueError(f'FeatureTap channels={self.channels}, size={self.size}: both must be >= 1')
+
+
+@dataclass(frozen=True)
+class ModelFeatures:
+    """What a feature method may hook in one model: the CRD benchmark's feature list (``forward(x, is_feat=True)``:
+    stem, stages, flattened embedding last) and the module whose output, flattened, is the embedding."""
+
+    entries: tuple[FeatureTap, ...]
+    pooled: FeatureTap
+
+
+@dataclass(frozen=True)
+class FeatureRecipe:
+    """A feature method's recipe parts for one pair: what each model's ``forward_hook`` catches, the student's
+    auxiliary model wrapper (its YAML lines, none: the student is wrapped in DDP), the wrapper's modules whose outputs
+    the loss reads, and the loss's kwargs (YAML lines)."""
+
+    teacher_hooks: tuple[FeatureTap, ...]
+    student_hooks: tuple[FeatureTap, ...]
+    kwargs: list[str]
+    wrapper: list[str] = field(default_factory=list)
+    wrapper_outputs: tuple[str, ...] = ()
+
+    @staticmethod
+    def _hook(paths: list[tuple[str, str]]) -> list[str]:
+        listed = {io: '[' + ', '.join(f"'{p}'" for i, p in paths if i == io) + ']' for io in ('input', 'output')}
+        return ['forward_hook:', f'  input: {listed["input"]}', f'  output: {listed["output"]}']
+
+    def teacher_lines(self) -> list[str]:
+        """The ``train.teacher`` entry: frozen, its features hooked."""
+        return ['teacher:', "  forward_proc: 'forward_batch_only'", '  sequential: []',
+                *(f'  {line}' for line in self._hook([(t.io, t.path) for t in self.teacher_hooks])),
+                '  requires_grad: False']
+
+    def student_lines(self) -> list[str]:
+        """The ``train.student`` entry: hooked (under ``model.`` inside the wrapper, which wraps the student in DDP
+        itself), else wrapped in DDP."""
+        prefix = 'model.' if self.wrapper else ''
+        hooks = [(t.io, prefix + t.path) for t in self.student_hooks] + [('output', o) for o in self.wrapper_outputs]
+        wrapper = ['auxiliary_model_wrapper:', *(f'  {line}' for line in self.wrapper)] if self.wrapper else []
+        return ['student:', "  forward_proc: 'forward_batch_only'", '  adaptations:', '  sequential: []',
+                *(f'  {line}' for line in wrapper + self._hook(hooks)),
+                '  wrapper:' if self.wrapper else "  wrapper: 'DistributedDataParallel'", '  requires_grad: True',
+                '  frozen_modules: []']
+
+    def term_lines(self, name: str, key: str, weight: float) -> list[str]:
+        """Term ``name``: loss ``key`` with these kwargs, at ``weight``."""
+        return [f'{name}:', '  criterion:', f"    key: '{key}'", '    kwargs:',
+                *(f'      {line}' for line in self.kwargs), f'  weight: {float(weight)!r}']
+
+
+def tap_pairs(name: str, teacher: tuple[FeatureTap, ...], student: list[tuple[str, str]]) -> list[str]:
+    """A loss kwarg ``name`` of numbered feature pairs (torchdistill's ATLoss schema): the student's (path, io) with
+    the teacher's tap of the same index."""
+    lines = [f'{name}:']
+    for index, (tap, (path, io)) in enumerate(zip(teacher, student, strict=True), start=1):
+        lines += [f'  pair{index}:', '    student:', f"      path: '{path}'", f"      io: '{io}'", '    teacher:',
+                  f"      path: '{tap.path}'", f"      io: '{tap.io}'"]
+    return lines
+
+
+def paired_maps(teacher: ModelFeatures, student: ModelFeatures) -> tuple[tuple[FeatureTap, ...], ...]:
+    """The entries 1..-2 of both lists, paired in order (the longer list cut, as the benchmark's zip does): (teacher's,
+    student's)."""
+    t, s = teacher.entries[1:-1], student.entries[1:-1]
+    n = min(len(t), len(s))
+    return t[:n], s[:n]
+
+
+@dataclass(frozen=True)
 class Method:
     """A distillation method: one declaration, next to its loss."""
 
@@ -83,6 +169,9 @@ class Method:
     """its loss in torchdistill's mid-level loss registry (``WTTMLoss``)"""
     short_names: dict[str, str] = field(default_factory=dict)
     """`sweep --grid` short names -> what each parameter of the loss means"""
+    weight_name: str | None = None
+    """the `sweep --grid` short name of the term's ``weight`` (the feature methods' ``beta``: the CRD benchmark's
+    ``-b``), None: the weight has no short name"""
     logit: bool = True
     """a loss on both models' logits: the term `new-recipe` writes and replaces"""
     separate_ce: bool = False
@@ -96,6 +185,11 @@ class Method:
     recipe_kwargs: Callable[[Method, float | None, float | None, BaseTerm], dict[str, object]] | None = None
     """`new-recipe`'s kwargs for the method's term (values as written in YAML): from the method, --gamma, --beta
     (None: not given) and the base's term"""
+    recipe: Callable[[ModelFeatures, ModelFeatures], FeatureRecipe] | None = None
+    """a feature method: its recipe parts from the teacher's and the student's features (`new-recipe` and the paper's
+    recipes write them); its term sits beside a cross-entropy term"""
+    default_weight: float = 1.0
+    """the term's weight where nothing else sets it (a feature method's: the CRD benchmark's ``-b``)"""
     loss_class: type | None = None
     """the package's loss class (set by :func:`register_method`); None for a loss of torchdistill's own"""
 
@@ -103,6 +197,11 @@ class Method:
     def entry(self) -> str:
         """The name of the loss-term entry it writes under ``sub_terms``."""
         return self.name
+
+    def sets(self, name: str, kwargs: dict) -> bool:
+        """Whether a term of this method whose loss has ``kwargs`` sets the short name ``name`` (a loss parameter it
+        gives, or its weight)."""
+        return name in kwargs or name == self.weight_name
 
     def lines(self, values: dict[str, object]) -> list[str]:
         """The method's term, ``values`` as its kwargs, as the lines of a ``sub_terms`` entry."""
@@ -138,6 +237,11 @@ def logit_methods() -> list[Method]:
     return [m for m in _METHODS.values() if m.logit]
 
 
+def feature_methods() -> list[Method]:
+    """The methods whose recipes hook the models' features (:attr:`Method.recipe`)."""
+    return [m for m in _METHODS.values() if m.recipe is not None]
+
+
 def method_named(name: str) -> Method | None:
     """The method registered as ``name``, or None."""
     return _METHODS.get(name)
@@ -153,7 +257,7 @@ def short_names() -> dict[str, tuple[str, ...]]:
     that sets it), names in the order methods declare them."""
     names: dict[str, list[str]] = {}
     for method in _METHODS.values():
-        for name in method.short_names:
+        for name in (*method.short_names, *([method.weight_name] if method.weight_name else [])):
             names.setdefault(name, []).append(method.loss_key)
     return {name: tuple(keys) for name, keys in names.items()}
 

@@ -7,15 +7,23 @@ from torch import Tensor
 from torchdistill.losses.registry import register_mid_level_loss
 
 from .. import functional as F
-from ..methods import LossHooks, Method, register_method
+from ..methods import FeatureRecipe, Knob, LossHooks, Method, ModelFeatures, paired_maps, register_method, tap_pairs
 from .checks import number
 from .pairs import checked_pairs, weighted_sum
 
 __all__ = ['ExactATLoss']
 
 
-@register_method(Method('at', 'ExactATLoss', logit=False,
-                        short_names={'p': "the exponent p of AT's attention maps mean_c |f|^p"}))
+def _recipe(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
+    """The entries 1..-2 of both feature lists, paired in order."""
+    t, s = paired_maps(teacher, student)
+    return FeatureRecipe(t, s, [*tap_pairs('at_pairs', t, [(tap.path, tap.io) for tap in s]), 'p: 2.0'])
+
+
+@register_method(Method('at', 'ExactATLoss', short_names={'p': "the exponent p of AT's attention maps mean_c |f|^p"},
+                        logit=False, separate_ce=True, recipe=_recipe, default_weight=1000.0,
+                        weight_name='beta', beta=Knob('weight', "the weight of the AT term (the CRD benchmark's -b)"),
+                        beta_carries=True))
 @register_mid_level_loss
 class ExactATLoss(LossHooks):
     """Attention transfer as the CRD benchmark's ``distiller_zoo/AT.py`` computes it, over the feature pairs

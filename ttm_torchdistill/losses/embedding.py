@@ -41,10 +41,32 @@ functional forms compute in float32.
 """
 from __future__ import annotations
 
-from ..methods import Method, register_method
+from ..methods import FeatureRecipe, Knob, Method, ModelFeatures, register_method
 
 __all__: list[str] = []
 
-register_method(Method('rkd', 'RKDLoss', logit=False, short_names={
-    'dist_factor': "the weight of RKD's distance term", 'angle_factor': "the weight of RKD's angle term"}))(None)
-register_method(Method('pkt', 'PKTLoss', logit=False))(None)
+
+
+def _rkd(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
+    """The pooled maps (RKDLoss flattens them: the embeddings)."""
+    t, s = teacher.pooled, student.pooled
+    return FeatureRecipe((t,), (s,), [f"student_output_path: '{s.path}'", f"teacher_output_path: '{t.path}'",
+                                      'dist_factor: 25.0', 'angle_factor: 50.0', "reduction: 'mean'"])
+
+
+def _pkt(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
+    """The last entries of the feature lists (the flattened embeddings)."""
+    t, s = teacher.entries[-1], student.entries[-1]
+    return FeatureRecipe((t,), (s,), [f"student_module_path: '{s.path}'", f"student_module_io: '{s.io}'",
+                                      f"teacher_module_path: '{t.path}'", f"teacher_module_io: '{t.io}'",
+                                      'eps: 0.0000001'])
+
+
+register_method(Method('rkd', 'RKDLoss', short_names={'dist_factor': "the weight of RKD's distance term",
+                                                      'angle_factor': "the weight of RKD's angle term"},
+                       logit=False, separate_ce=True, recipe=_rkd, default_weight=1.0,
+                       weight_name='beta', beta=Knob('weight', "the weight of the RKD term (the CRD benchmark's -b)"),
+                       beta_carries=True))(None)
+register_method(Method('pkt', 'PKTLoss', logit=False, separate_ce=True, recipe=_pkt, default_weight=30000.0,
+                       weight_name='beta', beta=Knob('weight', "the weight of the PKT term (the CRD benchmark's -b)"),
+                       beta_carries=True))(None)

@@ -12,7 +12,7 @@ from torchdistill.models.util import wrap_if_distributed
 from torchdistill.models.wrapper import AuxiliaryModelWrapper
 
 from .. import functional as F
-from ..methods import LossHooks, Method, register_method
+from ..methods import FeatureRecipe, Knob, LossHooks, Method, ModelFeatures, register_method
 from .checks import count
 
 __all__ = ['HintLoss', 'Regressor4FitNet', 'hint_regressor']
@@ -106,7 +106,20 @@ class Regressor4FitNet(AuxiliaryModelWrapper):
         self.regressor(feature)
 
 
-@register_method(Method('fitnet', 'HintLoss', logit=False))
+def _recipe(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
+    """Entry 2 of each feature list (the benchmark's hint layer), the student's through :class:`Regressor4FitNet`."""
+    t, s = teacher.entries[2], student.entries[2]
+    wrapper = ["key: 'Regressor4FitNet'", 'kwargs:', f"  input_module_path: 'model.{s.path}'",
+               f"  input_module_io: '{s.io}'", f'  in_channels: {s.channels}', f'  out_channels: {t.channels}',
+               f'  in_size: {s.size}', f'  out_size: {t.size}']
+    kwargs = ["student_module_path: 'regressor'", "student_module_io: 'output'", f"teacher_module_path: '{t.path}'",
+              f"teacher_module_io: '{t.io}'"]
+    return FeatureRecipe((t,), (s,), kwargs, wrapper, ('regressor',))
+
+
+@register_method(Method('fitnet', 'HintLoss', logit=False, separate_ce=True, recipe=_recipe, default_weight=100.0,
+                        weight_name='beta', beta_carries=True,
+                        beta=Knob('weight', "the weight of the FitNet term (the CRD benchmark's -b)")))
 @register_mid_level_loss
 class HintLoss(LossHooks):
     """FitNet's hint loss as the CRD benchmark's ``distiller_zoo/FitNet.py`` computes it: the mean squared error over

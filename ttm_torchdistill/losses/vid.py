@@ -11,7 +11,7 @@ from torchdistill.models.util import wrap_if_distributed
 from torchdistill.models.wrapper import AuxiliaryModelWrapper
 
 from .. import functional as F
-from ..methods import LossHooks, Method, register_method
+from ..methods import FeatureRecipe, Knob, LossHooks, Method, ModelFeatures, paired_maps, register_method, tap_pairs
 from .checks import count, number
 from .pairs import FeaturePair, checked_pairs, weighted_sum
 
@@ -136,7 +136,24 @@ class Regressors4ExactVID(AuxiliaryModelWrapper):
             regressor(feature)
 
 
-@register_method(Method('vid', 'ExactVIDLoss', logit=False))
+def _recipe(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
+    """The entries 1..-2 of both feature lists, paired in order: for each pair a regressor of
+    :class:`Regressors4ExactVID` (the benchmark's ``VIDLoss(s, t, t)``: middle channels = the teacher's)."""
+    t, s = paired_maps(teacher, student)
+    regressors = [line for tt, st in zip(t, s, strict=True) for line in (
+        f"  - input_module_path: 'model.{st.path}'", f"    input_module_io: '{st.io}'",
+        f'    in_channels: {st.channels}', f'    mid_channels: {tt.channels}', f'    out_channels: {tt.channels}',
+        f'    out_size: {tt.size}')]
+    wrapper = ["key: 'Regressors4ExactVID'", 'kwargs:', '  regressors:', *regressors, '  init_pred_var: 5.0',
+               '  eps: 0.00001']
+    outputs = tuple(f'regressors.{i}' for i in range(len(t)))
+    kwargs = [*tap_pairs('feature_pairs', t, [(o, 'output') for o in outputs]), 'eps: 0.00001']
+    return FeatureRecipe(t, s, kwargs, wrapper, outputs)
+
+
+@register_method(Method('vid', 'ExactVIDLoss', logit=False, separate_ce=True, recipe=_recipe, default_weight=1.0,
+                        weight_name='beta', beta=Knob('weight', "the weight of the VID term (the CRD benchmark's -b)"),
+                        beta_carries=True))
 @register_mid_level_loss
 class ExactVIDLoss(LossHooks):
     """Variational information distillation as the CRD benchmark's ``distiller_zoo/VID.py`` computes it: over the

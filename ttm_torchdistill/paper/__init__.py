@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import cifar100, deit, imagenet
+from . import cifar100, cifar100_feature, deit, imagenet
 
 __all__ = ['DATASETS', 'render_all', 'write_recipes']
 
@@ -20,7 +20,7 @@ DATASETS = ('cifar100', 'ilsvrc2012')  # the folders under recipes/ that hold on
 def render_all() -> dict[str, str]:
     """Every rendered recipe: path relative to ``recipes/`` (e.g. ``'cifar100/kd/resnet8x4_from_resnet32x4.yaml'``)
     -> YAML text."""
-    return {**cifar100.render_all(), **imagenet.render_all(), **deit.render_all()}
+    return {**cifar100.render_all(), **cifar100_feature.render_all(), **imagenet.render_all(), **deit.render_all()}
 
 
 def write_recipes(root: Path, check: bool = False) -> list[str]:

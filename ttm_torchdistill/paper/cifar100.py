@@ -26,27 +26,43 @@ from .cifar100_blocks import (
     TEST,
     logit_term,
 )
-from .cifar100_table import ARCHS, DIST_SETTING, DKD_SETTING, ITRD_BETA_CORR, NUM_TRAIN, PAIRS, Arch, Pair
+from .cifar100_table import (
+    ARCHS,
+    DIST_SETTING,
+    DKD_SETTING,
+    FEATURE_METHODS,
+    FEATURE_TOP1,
+    ITRD_BETA_CORR,
+    NUM_TRAIN,
+    PAIRS,
+    Arch,
+    Pair,
+)
 
-__all__ = ['render_all', 'render_ce', 'render_distill']
+__all__ = ['LABELS', 'distill_body', 'num', 'paper_block', 'render_all', 'render_ce', 'render_distill', 'run_lines',
+           'source', 'top1']
 
-_LABELS = {'kd': 'KD', 'ttm': 'TTM', 'wttm': 'WTTM', 'wttm_crd': 'WTTM + CRD', 'wttm_wo_ce': 'WTTM without CE',
-           'crd': 'CRD', 'itrd': 'ITRD', 'wttm_itrd': 'WTTM + ITRD', 'dist': 'DIST', 'dkd': 'DKD'}
+LABELS = {'kd': 'KD', 'ttm': 'TTM', 'wttm': 'WTTM', 'wttm_crd': 'WTTM + CRD', 'wttm_wo_ce': 'WTTM without CE',
+           'crd': 'CRD', 'itrd': 'ITRD', 'wttm_itrd': 'WTTM + ITRD', 'dist': 'DIST', 'dkd': 'DKD', 'fitnet': 'FitNet',
+          'at': 'AT', 'vid': 'VID', 'rkd': 'RKD', 'pkt': 'PKT'}
+"""each method's name in the tables"""
 _CRD_SETTINGS = ['# feature dimension 128, NCE temperature 0.07, momentum 0.5, with torchdistill\'s',
                  '# CRDDatasetWrapper and Linear4CRD embeddings on the models\' penultimate features.']
 
 
-def _num(value: float) -> str:
+def num(value: float) -> str:
     """A YAML float that reads back as the same number (``4`` -> ``4.0``)."""
     return repr(float(value))
 
 
-def _source(pair: Pair, method: str) -> str:
+def source(pair: Pair, method: str) -> str:
     """Where the paper reports ``method`` on ``pair``: Tables 1, 2, 6 (same architecture) or 3, 4. ITRD and
     WTTM + ITRD are means of 3 runs also on same-architecture pairs (Table 2, following ITRD's paper). DIST's and
     DKD's rows of Tables 1/3 are the numbers of their own papers."""
     if method in ('dist', 'dkd'):
-        return f'Table {1 if pair.same_arch else 3}, {_LABELS[method]} row, from the {_LABELS[method]} paper'
+        return f'Table {1 if pair.same_arch else 3}, {LABELS[method]} row, from the {LABELS[method]} paper'
+    if method in FEATURE_METHODS:
+        return f'Table {1 if pair.same_arch else 3}, {LABELS[method]} row, from the CRD benchmark'
     itrd = method in ('itrd', 'wttm_itrd')
     if pair.same_arch:
         table, runs = {'wttm_crd': 2, 'wttm_wo_ce': 6, 'itrd': 2, 'wttm_itrd': 2}.get(method, 1), 3 if itrd else 5
@@ -55,16 +71,23 @@ def _source(pair: Pair, method: str) -> str:
     return f'Table {table}, mean of {runs} runs'
 
 
+def top1(pair: Pair, method: str) -> float:
+    """The paper's top-1 of ``method`` on ``pair``."""
+    if method not in FEATURE_METHODS:
+        return pair.top1[method]
+    return FEATURE_TOP1[method][[(p.teacher, p.student) for p in PAIRS].index((pair.teacher, pair.student))]
+
+
 def _hyper_table(pair: Pair) -> str:
     return 'Table 8' if pair.same_arch else 'Table 9'
 
 
-def _paper_block(top1: float, source: str) -> str:
+def paper_block(top1: float, source: str) -> str:
     """The machine-readable reported top-1 (``ttm-distill table`` compares runs with it)."""
-    return f"paper:\n  top1: {_num(top1)}\n  source: 'Zheng & Yang, ICLR 2024, {source}'\n"
+    return f"paper:\n  top1: {num(top1)}\n  source: 'Zheng & Yang, ICLR 2024, {source}'\n"
 
 
-def _run_lines(name: str) -> str:
+def run_lines(name: str) -> str:
     return (f'# Run:   ttm-distill train {name}\n'
             '#   or, with torchdistill\'s example runner (unmodified; `dependencies` imports this plugin):\n'
             f'#        python examples/torchvision/image_classification.py --config recipes/{name}.yaml \\\n'
@@ -77,9 +100,9 @@ def render_ce(arch: Arch) -> str:
     header = (f'# Cross entropy only: {arch.name} (`{arch.key}`) trained alone on CIFAR-100.\n'
               f'# Makes the teachers of the distillation recipes (they load this recipe\'s dst_ckpt) and the\n'
               f'# students\' CE baselines. The benchmark reports {arch.ce_top1} top-1 (Tables 1/3).\n#\n'
-              + PROTOCOL.format(lr=arch.lr) + '#\n' + _run_lines(name) + FOOTER)
+              + PROTOCOL.format(lr=arch.lr) + '#\n' + run_lines(name) + FOOTER)
     body = f"""
-{_paper_block(arch.ce_top1, 'Tables 1/3, CE baseline of the CRD benchmark')}
+{paper_block(arch.ce_top1, 'Tables 1/3, CE baseline of the CRD benchmark')}
 dependencies:
   - name: 'ttm_torchdistill'
 
@@ -122,9 +145,9 @@ def _ttm_term(loss_key: str, gamma: float, beta: float, alpha: float) -> str:
               student_module_io: 'output'
               teacher_module_path: '.'
               teacher_module_io: 'output'
-              gamma: {_num(gamma)}
-              beta: {_num(beta)}
-              alpha: {_num(alpha)}
+              gamma: {num(gamma)}
+              beta: {num(beta)}
+              alpha: {num(alpha)}
               reduction: 'batchmean'
           weight: 1.0
 """
@@ -179,14 +202,14 @@ def _itrd(pair: Pair) -> dict[str, object]:
     """The fields of ITRD_ROLES and ITRD_TERM for ``pair``."""
     (t_path, t_size), (s_path, s_size) = FEATURES[pair.teacher], FEATURES[pair.student]
     return {'teacher_path': t_path, 'teacher_size': t_size, 'student_path': s_path, 'student_size': s_size,
-            'alpha_it': _num(pair.itrd_alpha), 'beta_corr': _num(ITRD_BETA_CORR), 'beta_mi': _num(pair.itrd_beta_mi)}
+            'alpha_it': num(pair.itrd_alpha), 'beta_corr': num(ITRD_BETA_CORR), 'beta_mi': num(pair.itrd_beta_mi)}
 
 
 def _method_header(pair: Pair, method: str) -> str:
     t, s = ARCHS[pair.teacher], ARCHS[pair.student]
-    top1, source = pair.top1[method], _source(pair, method)
+    reported, where = top1(pair, method), source(pair, method)
     hyper = _hyper_table(pair)
-    lines = [f'# {_LABELS[method]}: {t.key} -> {s.key} on CIFAR-100 (CRD benchmark names: {t.name} -> {s.name}).']
+    lines = [f'# {LABELS[method]}: {t.key} -> {s.key} on CIFAR-100 (CRD benchmark names: {t.name} -> {s.name}).']
     if method == 'crd':
         lines += ['# CRD alone (the paper\'s comparison row): cross entropy plus torchdistill\'s CRDLoss with',
                   '# weight 0.8, CRD\'s own settings (as in the WTTM + CRD recipes): 16384 negatives,', *_CRD_SETTINGS]
@@ -228,7 +251,7 @@ def _method_header(pair: Pair, method: str) -> str:
                       *_CRD_SETTINGS]
         elif method == 'wttm_itrd':
             lines += ['# Plus ITRD with weight mu = 1 (Eq. 23):', *_itrd_lines(pair)]
-    lines.append(f'# Reported student top-1: {top1} ({source}).')
+    lines.append(f'# Reported student top-1: {reported} ({where}).')
     lines += ['#', f'# Teacher: the checkpoint that `ttm-distill train cifar100/ce/{t.key}` writes. To use the CRD',
               '# benchmark\'s released teacher instead (a dict with the state dict under "model"), without editing:',
               f'#   --set models.teacher_model.src_ckpt=/path/to/{t.name}_vanilla/ckpt_epoch_240.pth',
@@ -240,7 +263,7 @@ def render_distill(pair: Pair, method: str) -> str:
     """A distillation recipe of ``pair`` with ``method`` (one of :data:`.cifar100_table.METHODS`)."""
     t, s = ARCHS[pair.teacher], ARCHS[pair.student]
     name = f'cifar100/{method}/{s.key}_from_{t.key}'
-    header = _method_header(pair, method) + PROTOCOL.format(lr=s.lr) + '#\n' + _run_lines(name) + FOOTER
+    header = _method_header(pair, method) + PROTOCOL.format(lr=s.lr) + '#\n' + run_lines(name) + FOOTER
     crd, itrd = method in ('wttm_crd', 'crd'), method in ('itrd', 'wttm_itrd')
     if method == 'kd':
         terms = KD_TERM
@@ -251,10 +274,10 @@ def render_distill(pair: Pair, method: str) -> str:
     elif method in ('crd', 'itrd'):
         terms = CE_TERM
     elif method == 'dist':
-        terms = CE_TERM + logit_term('dist', 'ExactDISTLoss', {k: _num(v) for k, v in DIST_SETTING.items()})
+        terms = CE_TERM + logit_term('dist', 'ExactDISTLoss', {k: num(v) for k, v in DIST_SETTING.items()})
     elif method == 'dkd':
-        values = {'alpha': _num(DKD_SETTING['alpha']), 'beta': _num(pair.dkd_beta),
-                  'temperature': _num(DKD_SETTING['temperature']), 'warmup_epochs': DKD_SETTING['warmup_epochs']}
+        values = {'alpha': num(DKD_SETTING['alpha']), 'beta': num(pair.dkd_beta),
+                  'temperature': num(DKD_SETTING['temperature']), 'warmup_epochs': DKD_SETTING['warmup_epochs']}
         terms = CE_TERM + logit_term('dkd', 'DKDLoss', values)
     else:
         terms = _ttm_term('WTTMLoss', *getattr(pair, method), 1.0)
@@ -263,8 +286,16 @@ def render_distill(pair: Pair, method: str) -> str:
     if itrd:
         terms += ITRD_TERM.format(**_itrd(pair))
     roles = _crd_roles(t, s) if crd else ITRD_ROLES.format(**_itrd(pair)) if itrd else PLAIN_ROLES
-    body = f"""
-{_paper_block(pair.top1[method], _source(pair, method))}
+    return header + distill_body(pair, method, roles, terms, CRD_WRAPPER if crd else '')
+
+
+def distill_body(pair: Pair, method: str, roles: str, terms: str, wrapper: str = '') -> str:
+    """A distillation recipe's YAML (after its header comment): ``pair``'s models, the benchmark's data, loaders and
+    schedule, ``roles`` (``train.teacher`` and ``train.student``), ``terms`` (under ``sub_terms``) and the train
+    loader's dataset ``wrapper`` (CRD's)."""
+    t, s = ARCHS[pair.teacher], ARCHS[pair.student]
+    return f"""
+{paper_block(top1(pair, method), source(pair, method))}
 dependencies:
   - name: 'ttm_torchdistill'
 
@@ -287,14 +318,13 @@ train:
   log_freq: 200
   num_epochs: 240
   pre_epoch_process: 'pre_epoch_process_with_frozen_teacher'
-{LOADERS.format(wrapper=CRD_WRAPPER if crd else '')}{roles}\
+{LOADERS.format(wrapper=wrapper)}{roles}\
 {SCHEDULE.format(lr=s.lr)}  criterion:
     key: 'WeightedSumLoss'
     kwargs:
       sub_terms:
 {terms}
 {TEST}"""
-    return header + body
 
 
 def render_all() -> dict[str, str]:

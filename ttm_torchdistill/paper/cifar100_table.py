@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ['ARCHS', 'DIST_SETTING', 'DKD_SETTING', 'ITRD_BETA_CORR', 'METHODS', 'NUM_TRAIN', 'PAIRS',
-           'Arch', 'Pair']
+__all__ = ['ARCHS', 'DIST_SETTING', 'DKD_SETTING', 'FEATURE_METHODS', 'FEATURE_TOP1',
+           'ITRD_BETA_CORR', 'METHODS', 'NUM_TRAIN', 'PAIRS', 'Arch', 'Pair']
 
 METHODS = ('kd', 'ttm', 'wttm', 'wttm_crd', 'wttm_wo_ce', 'crd', 'itrd', 'wttm_itrd', 'dist', 'dkd')
 NUM_TRAIN = 50_000  # CIFAR-100 training images: CRD's memory bank size
@@ -138,3 +138,16 @@ PAIRS = (
          _top1(74.83, 75.39, 75.42, 76.86, crd=76.05, itrd=77.35, wttm_itrd=77.44,
                dist=76.40, dkd=76.70), itrd_beta_mi=0.0, dkd_beta=8),
 )
+
+# The feature-based rivals of Tables 1 and 3, trained as the CRD benchmark trains them: cross entropy (weight 1), no KD
+# term, and the feature loss with the benchmark's weight (its `-b`); the paper copies their rows from the benchmark.
+FEATURE_METHODS = ('fitnet', 'at', 'vid', 'rkd', 'pkt')  # their weights: the methods' default_weight
+# Reported top-1 per method, one number per pair in the order of PAIRS (Table 1: the 7 same-architecture pairs, then
+# Table 3: the 6 others).
+FEATURE_TOP1 = {
+    'fitnet': (73.58, 72.24, 69.21, 68.99, 71.06, 73.50, 71.02, 64.14, 63.16, 70.69, 73.59, 73.54, 73.73),
+    'at': (74.08, 72.77, 70.55, 70.22, 72.31, 73.44, 71.43, 59.40, 58.58, 71.84, 71.73, 72.73, 73.32),
+    'vid': (74.11, 73.30, 70.38, 70.16, 72.61, 73.09, 71.23, 65.56, 67.57, 70.30, 73.38, 73.40, 73.61),
+    'rkd': (73.35, 72.22, 69.61, 69.25, 71.82, 71.90, 71.48, 64.52, 64.43, 71.50, 72.28, 73.21, 72.21),
+    'pkt': (74.54, 73.45, 70.34, 70.25, 72.61, 73.64, 72.88, 67.13, 66.52, 73.01, 74.10, 74.69, 73.89),
+}

@@ -84,8 +84,8 @@ class Sweep:
 
 def _resolve_key(name: str, doc: RecipeDocument) -> str:
     """A short name's full key: the parameter of the one term of the losses that have it (in a WTTM + ITRD recipe
-    ``gamma`` and ``beta`` reach the WTTM term, ``beta_corr`` the ITRD term; the methods say which names they have:
-    ``ttm_torchdistill.methods``)."""
+    ``gamma`` and ``beta`` reach the WTTM term, ``beta_corr`` the ITRD term; a feature method's ``beta`` is its term's
+    ``weight``; the methods say which names they have: ``ttm_torchdistill.methods``)."""
     names = short_names()
     if name not in names:
         return name
@@ -95,7 +95,7 @@ def _resolve_key(name: str, doc: RecipeDocument) -> str:
         raise UsageError(f'--grid {name}: {path} has no {", ".join(owners[:-1])}{" or " if owners[1:] else ""}'
                          f'{owners[-1]} term under {SUB_TERMS} ({name} is a parameter of '
                          f'{"/".join(owners)}); give the full key of the value to sweep instead')
-    setting = [t for t in terms if name in t.kwargs]
+    setting = [t for t in terms if method_by_loss(t.key).sets(name, t.kwargs)]
     if len(setting) > 1:
         names = ', '.join(f'{t.name} ({t.key})' for t in setting)
         raise UsageError(f'--grid {name}: {path} has several loss terms that set it ({names}); give the full key, '
@@ -104,7 +104,8 @@ def _resolve_key(name: str, doc: RecipeDocument) -> str:
         sets = '; '.join(f'the {t.key} term {t.name!r} does not set {name!r} (it sets: '
                          f'{", ".join(t.kwargs) or "nothing"})' for t in terms)
         raise UsageError(f'--grid {name}: {sets}; add it to that term in {path} or give another name')
-    return setting[0].param_path(name)
+    term = setting[0]
+    return f'{term.path}.weight' if name == method_by_loss(term.key).weight_name else term.param_path(name)
 
 
 def parse_grid(specs: list[str]) -> list[Axis]:

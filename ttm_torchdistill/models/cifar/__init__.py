@@ -5,25 +5,16 @@ teachers (``<model>_vanilla/ckpt_epoch_240.pth``, whose ``'model'`` entry is the
 ``strict=True`` and give the same logits. torchdistill's own ``resnet20/32/56/110`` are the benchmark's
 small ResNets and are not redefined here.
 
-:data:`FEATURES` names, per registry key, the parameter-free module whose output is the pooled penultimate
-feature and that feature's size: the ``input_module_path`` (``'model.' + path``) and ``in_features`` of
-torchdistill's ``Linear4CRD`` wrapper. :data:`FEATURE_LISTS` (module :mod:`.features`) says where forward hooks
-catch each entry of the benchmark's whole feature list (FitNet's hint, AT's and VID's maps, the embedding).
+:data:`FEATURES` (module :mod:`.features`) names, per registry key, the parameter-free module whose output is
+the pooled penultimate feature and that feature's size: the ``input_module_path`` (``'model.' + path``) and
+``in_features`` of torchdistill's ``Linear4CRD`` wrapper. :data:`FEATURE_LISTS` says where forward hooks catch each
+entry of the benchmark's whole feature list (FitNet's hint, AT's and VID's maps, the embedding).
 """
 from __future__ import annotations
 
 from torchdistill.models.registry import register_model
 
-from .features import (
-    FEATURE_LISTS,
-    FeatureTap,
-    embedding_tap,
-    feature_list,
-    hint_regressor,
-    hint_tap,
-    map_tap_pairs,
-    map_taps,
-)
+from .features import FEATURE_LISTS, FEATURES, FeatureTap, feature_list, model_features
 from .mobilenetv2 import CifarMobileNetV2, mobilenetv2_cifar
 from .resnet import CifarResNet, resnet8x4, resnet32x4
 from .resnetv2 import CifarResNet50, resnet50_cifar
@@ -33,8 +24,8 @@ from .vgg import CifarVGG, vgg8_cifar, vgg13_cifar
 from .wrn import CifarWideResNet, wrn_16_2, wrn_40_1, wrn_40_2
 
 __all__ = ['BUILDERS', 'FEATURES', 'FEATURE_LISTS', 'CifarMobileNetV2', 'CifarResNet', 'CifarResNet50',
-           'CifarShuffleNetV1', 'CifarShuffleNetV2', 'CifarVGG', 'CifarWideResNet', 'FeatureTap', 'embedding_tap',
-           'feature_list', 'hint_regressor', 'hint_tap', 'map_tap_pairs', 'map_taps', 'mobilenetv2_cifar',
+           'CifarShuffleNetV1', 'CifarShuffleNetV2', 'CifarVGG', 'CifarWideResNet', 'FeatureTap', 'feature_list',
+           'model_features', 'mobilenetv2_cifar',
            'resnet8x4', 'resnet32x4', 'resnet50_cifar', 'shufflenetv1_cifar', 'shufflenetv2_cifar', 'vgg8_cifar',
            'vgg13_cifar', 'wrn_16_2', 'wrn_40_1', 'wrn_40_2']
 
@@ -54,23 +45,3 @@ BUILDERS = {
 }
 for _key, _builder in BUILDERS.items():
     register_model(key=_key)(_builder)
-
-# Registry key -> (path of the pooled-feature module inside the model, flattened feature size), for all
-# 15 CIFAR models of the benchmark, torchdistill's resnet20/32/56/110 included.
-FEATURES: dict[str, tuple[str, int]] = {
-    'resnet20': ('avgpool', 64),
-    'resnet32': ('avgpool', 64),
-    'resnet56': ('avgpool', 64),
-    'resnet110': ('avgpool', 64),
-    'resnet8x4': ('avgpool', 256),
-    'resnet32x4': ('avgpool', 256),
-    'wrn_16_2': ('avgpool', 128),
-    'wrn_40_1': ('avgpool', 64),
-    'wrn_40_2': ('avgpool', 128),
-    'vgg8_cifar': ('pool4', 512),
-    'vgg13_cifar': ('pool4', 512),
-    'mobilenetv2_cifar': ('avgpool', 1280),
-    'shufflenetv1_cifar': ('avgpool', 960),
-    'shufflenetv2_cifar': ('avgpool', 1024),
-    'resnet50_cifar': ('avgpool', 2048),
-}

@@ -25,29 +25,29 @@ Choices, by family:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ...methods import FeatureTap, ModelFeatures
 
-__all__ = ['FEATURE_LISTS', 'FeatureTap', 'embedding_tap', 'feature_list', 'hint_regressor', 'hint_tap',
-           'map_tap_pairs', 'map_taps']
+__all__ = ['FEATURES', 'FEATURE_LISTS', 'FeatureTap', 'feature_list', 'model_features']
 
-IO_KINDS = ('input', 'output')
-
-
-@dataclass(frozen=True)
-class FeatureTap:
-    """One entry of the benchmark's feature list: ``io`` (``'input'`` or ``'output'``) of the module at ``path``
-    inside the model; ``channels`` and square spatial ``size`` for a 32x32 input (1 for the flattened embedding)."""
-
-    path: str
-    io: str
-    channels: int
-    size: int
-
-    def __post_init__(self) -> None:
-        if self.io not in IO_KINDS:
-            raise ValueError(f"FeatureTap io={self.io!r}: expected 'input' or 'output'")
-        if self.channels < 1 or self.size < 1:
-            raise ValueError(f'FeatureTap channels={self.channels}, size={self.size}: both must be >= 1')
+# Registry key -> (path of the pooled-feature module inside the model, flattened feature size), for all
+# 15 CIFAR models of the benchmark, torchdistill's resnet20/32/56/110 included.
+FEATURES: dict[str, tuple[str, int]] = {
+    'resnet20': ('avgpool', 64),
+    'resnet32': ('avgpool', 64),
+    'resnet56': ('avgpool', 64),
+    'resnet110': ('avgpool', 64),
+    'resnet8x4': ('avgpool', 256),
+    'resnet32x4': ('avgpool', 256),
+    'wrn_16_2': ('avgpool', 128),
+    'wrn_40_1': ('avgpool', 64),
+    'wrn_40_2': ('avgpool', 128),
+    'vgg8_cifar': ('pool4', 512),
+    'vgg13_cifar': ('pool4', 512),
+    'mobilenetv2_cifar': ('avgpool', 1280),
+    'shufflenetv1_cifar': ('avgpool', 960),
+    'shufflenetv2_cifar': ('avgpool', 1024),
+    'resnet50_cifar': ('avgpool', 2048),
+}
 
 
 def _out(path: str, channels: int, size: int) -> FeatureTap:
@@ -108,38 +108,8 @@ def feature_list(key: str) -> tuple[FeatureTap, ...]:
     return FEATURE_LISTS[key]
 
 
-def hint_tap(key: str) -> FeatureTap:
-    """Entry 2, the benchmark's FitNet hint (``--hint_layer 2``)."""
-    return feature_list(key)[2]
-
-
-def map_taps(key: str) -> tuple[FeatureTap, ...]:
-    """Entries 1 to -2, the feature maps that AT and VID distil."""
-    return feature_list(key)[1:-1]
-
-
-def embedding_tap(key: str) -> FeatureTap:
-    """Entry -1, the flattened pooled embedding that RKD, PKT and CRD read."""
-    return feature_list(key)[-1]
-
-
-def map_tap_pairs(teacher: str, student: str) -> tuple[tuple[FeatureTap, FeatureTap], ...]:
-    """AT's and VID's (teacher, student) map pairs, in order and cut to the shorter list, as the benchmark's
-    ``zip`` pairs them. Sizes may differ within a pair (the losses then pool the larger map)."""
-    return tuple(zip(map_taps(teacher), map_taps(student), strict=False))
-
-
-def hint_regressor(teacher: str, student: str) -> tuple[str, int]:
-    """The benchmark's FitNet regressor from the student's hint (size s) to the teacher's (size t), as (kind,
-    kernel size): ``('conv_stride2', 3)`` when s = 2t, ``('conv_transpose_stride2', 4)`` when 2s = t, else
-    ``('conv_valid', 1 + s - t)`` (stride 1, no padding) when s >= t. ``ValueError`` where the benchmark has
-    none (s < t and 2s != t)."""
-    s, t = hint_tap(student).size, hint_tap(teacher).size
-    if s == 2 * t:
-        return 'conv_stride2', 3
-    if 2 * s == t:
-        return 'conv_transpose_stride2', 4
-    if s >= t:
-        return 'conv_valid', 1 + s - t
-    raise ValueError(f'student={student!r} (hint size {s}) from teacher={teacher!r} (hint size {t}): the FitNet '
-                     f"regressor needs a student hint at least as large as the teacher's, or half its size")
+def model_features(key: str) -> ModelFeatures:
+    """What a feature method may hook in ``key`` (its feature list and pooled map); ``ValueError`` for a key without
+    a feature list."""
+    path, size = FEATURES[key] if key in FEATURES else (None, 0)
+    return ModelFeatures(feature_list(key), FeatureTap(path, 'output', size, 1))
