@@ -113,7 +113,9 @@ def test_a_sweep_manifest_without_a_version_is_version_1_and_a_newer_or_foreign_
     del data['version']
     assert manifest.SweepManifest.from_json(data).version == 1
     foreign_run = json.dumps(dict(data, runs=[{'point': 'p'}]))
-    for text, problem in ((json.dumps(dict(data, version=2)), 'version=2: this ttm-distill reads versions up to 1'),
+    newer = manifest.VERSION + 1
+    for text, problem in ((json.dumps(dict(data, version=newer)),
+                           f'version={newer}: this ttm-distill reads versions up to {manifest.VERSION}'),
                           ('[1, 2]', 'the top level is list, not an object'),
                           (foreign_run, 'runs[0].values is missing or not an object')):
         planned.manifest_path.write_text(text)

@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 from conftest import TINY, assert_same_run, ckpt_weights, cli, cli_env, ok, run_cli, train_alone
+from test_sweep_row import tiny_recipe
 
 pytest.importorskip('submitit')
 
@@ -138,6 +139,19 @@ def test_a_grid_point_can_be_a_distributed_job_over_two_nodes(tmp_path, slurm_cl
     run_dir = tmp_path / 'out/gamma0.8/seed0'
     assert json.loads((run_dir / 'summary.json').read_text())['world_size'] == 2
     assert 'world size 2 on 1 host(s); global batch 16 = 8 per process x 2' in (run_dir / 'run.log').read_text()
+
+
+def test_several_recipes_are_one_array_with_a_task_per_run(tmp_path, slurm_cluster):
+    kd = tiny_recipe(tmp_path / 'recipes', 'kd', 50.0, kd=True)
+    args = ['sweep', TINY, kd, '--seeds', '0', '-o', 'out', '--set', 'train.num_epochs=1', *SLURM,
+            '--slurm', f'partition={slurm_cluster.partition}', '--wait']
+    result = ok(run_cli(args, tmp_path, env=_env(slurm_cluster), timeout=300))
+    manifest = json.loads((tmp_path / 'out/sweep.json').read_text())
+    job_id = manifest['slurm']['job_id']
+    assert manifest['slurm']['tasks'] == {f'{job_id}_0': 'tiny_recipe/seed0', f'{job_id}_1': 'kd/seed0'}
+    assert [(e['dir'], e['state']) for e in manifest['runs']] == [('tiny_recipe/seed0', 'finished'),
+                                                                  ('kd/seed0', 'finished')]
+    assert '| kd | 1/1 | 0 |' in result.stdout and '| 50.00 |' in result.stdout
 
 
 def test_without_submitit_the_slurm_launcher_says_how_to_install_it(tmp_path):

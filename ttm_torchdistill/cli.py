@@ -120,7 +120,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from .sweep.command import run_sweep
 
-    return run_sweep(args.recipe, args.grid, args.seeds, args.overrides, args.output, launcher=args.launcher,
+    return run_sweep(args.recipes, args.grid, args.seeds, args.overrides, args.output, launcher=args.launcher,
                      parallel=args.parallel, slurm=args.slurm, dry_run=args.dry_run, wait=args.wait,
                      runs_per_gpu=args.runs_per_gpu, lockstep=args.lockstep, group_size=args.group_size,
                      nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node)
@@ -250,17 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument('--debug', action='store_true', help='full tracebacks')
     plot.set_defaults(func=_plot)
     table = sub.add_parser('table', help='mean +- std of runs per recipe from --summary JSONs, beside the paper\'s '
-                                         'top-1; or a sweep folder by grid point')
+                                         'top-1; or a sweep folder by recipe and grid point')
     table.add_argument('paths', nargs='+', metavar='PATH', help='--summary JSON files, or folders searched recursively')
     table.add_argument('--format', choices=('markdown', 'csv', 'json'), default='markdown')
     table.add_argument('-o', '--output', metavar='FILE', help='write the table here instead of printing it')
     table.add_argument('--debug', action='store_true', help='full tracebacks')
     table.set_defaults(func=_table)
-    sweep = sub.add_parser('sweep', help='grid search over recipe values x seeds, locally or as a SLURM job array')
-    sweep.add_argument('recipe', metavar='RECIPE', help='recipe file, or a shipped recipe name')
+    sweep = sub.add_parser('sweep', help='grid search over recipe values x seeds, or several recipes of one pair (a '
+                                         'table row) x seeds, locally or as a SLURM job array')
+    sweep.add_argument('recipes', nargs='+', metavar='RECIPE',
+                       help='recipe file, or a shipped recipe name; several: recipes of one teacher-student pair and '
+                            'dataset, each in DIR/<label>/ (its method folder or file stem), each one point without '
+                            '--grid')
     sweep.add_argument('--grid', action='append', default=[], metavar='NAME=V1,V2,...',
                        help=f'a short name ({", ".join(short_names())}: the parameter of the recipe\'s loss term that '
-                            'has it) or a full --set key; repeatable: the grid is the cross product')
+                            'has it) or a full --set key; repeatable: the grid is the cross product (required with '
+                            'one recipe)')
     sweep.add_argument('--seeds', type=int, nargs='+', default=[0, 1], metavar='N', help='seeds per point (0 1)')
     sweep.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
                        help='override a recipe value in every run (VALUE is YAML); repeatable')
@@ -272,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                             'note, on CPU')
     sweep.add_argument('--lockstep', action='store_true',
                        help="train each seed's points together in one process: one data loader and one teacher "
-                            'forward per batch feed every student (the grid may vary loss parameters only). Each '
+                            'forward per batch feed every student (the grid may vary loss parameters only; recipes '
+                            'that differ in more than train.criterion train in groups of their own). Each '
                             "point's files and, on the CPU, its weights are what it would get alone, dropout "
                             'included; memory grows by one student, its optimizer and its loss state per point')
     sweep.add_argument('--group-size', type=int, metavar='N',
@@ -286,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     lockstep = sub.add_parser('lockstep', help='train runs of a sweep folder in lockstep (what `sweep --lockstep` '
                                                'starts for each group)')
     lockstep.add_argument('directory', metavar='DIR', help='the sweep folder (its sweep.json lists the runs)')
-    lockstep.add_argument('runs', nargs='+', metavar='RUN', help='runs of the sweep, named POINT/seedK')
+    lockstep.add_argument('runs', nargs='+', metavar='RUN',
+                          help='runs of the sweep, named POINT/seedK (several recipes: LABEL/POINT/seedK, LABEL/seedK)')
     lockstep.add_argument('--debug', action='store_true', help='full tracebacks')
     lockstep.set_defaults(func=_lockstep)
     return parser

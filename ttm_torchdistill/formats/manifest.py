@@ -1,12 +1,17 @@
 """The sweep manifest (``DIR/sweep.json``): its record, version, writing, reading and checking.
 
-`ttm-distill sweep` writes it as a :class:`SweepManifest`: what makes the sweep itself (``identity``: recipe, --set
-overrides, grid names), the recipe, overrides, grid (name, --set key, label, values) and seeds, and per run
-(:class:`RunEntry`) its grid point, values, seed, folder, checkpoint name, description (``run``: what runs it, see
+`ttm-distill sweep` writes it as a :class:`SweepManifest`: what makes the sweep itself (``identity``: recipes, --set
+overrides, grid names), the (first) recipe, overrides, grid (name, --set key, label, values) and seeds, the recipes
+(:class:`RecipeRecord`: label, recipe, path, grid keys, the paper's top-1), and per run (:class:`RunEntry`) its
+recipe's label, grid point, values, seed, folder, checkpoint name, description (``run``: what runs it, see
 ``ttm_torchdistill.description``), command line, state, best validation top-1, error and lockstep group (``group``:
 the runs of one group trained together; null: alone); with ``--launcher slurm`` also the array's record. `sweep` (to
 continue or grow it), `table` and `plot` read it. Files without a ``version`` are version 1; keys this version does
 not know are not read.
+
+Version 2 added ``recipes`` (a sweep of several recipes of one pair), ``identity.recipes`` and a run's ``recipe``;
+a version-1 file is one recipe's sweep, read as such (its recipe record made from ``recipe``, ``recipe_path`` and the
+grid's keys, label ``''``: its runs lie directly under DIR).
 """
 from __future__ import annotations
 
@@ -18,11 +23,11 @@ from typing import Any
 from ..errors import UsageError, one_line
 from ..outputs import write_json
 
-__all__ = ['NAME', 'VERSION', 'GridAxis', 'RunEntry', 'SweepIdentity', 'SweepManifest', 'manifest_problem',
-           'read_manifest', 'write_manifest']
+__all__ = ['NAME', 'VERSION', 'GridAxis', 'RecipeRecord', 'RunEntry', 'SweepIdentity', 'SweepManifest',
+           'manifest_problem', 'read_manifest', 'write_manifest']
 
 NAME = 'sweep.json'
-VERSION = 1
+VERSION = 2
 _TYPES = {str: 'a string', list: 'a list', dict: 'an object', int: 'an integer'}
 TOP = (('identity', dict), ('recipe', str), ('overrides', list), ('grid', list), ('seeds', list), ('runs', list))
 RUN = (('point', str), ('values', dict), ('seed', int), ('dir', str), ('ckpt', str))
@@ -49,28 +54,39 @@ class _Record:
 
 @dataclass(frozen=True)
 class SweepIdentity(_Record):
-    """What makes two sweeps one sweep, which a re-run must match (it may add grid values and seeds). Older manifests
-    recorded the grid's values and the seeds here too; they are not read."""
+    """What makes two sweeps one sweep, which a re-run must match (it may add grid values and seeds, and give the
+    recipes in another order). Older manifests recorded the grid's values and the seeds here too; they are not
+    read."""
 
     recipe_path: str | None
+    """the first recipe's file"""
     overrides: list[str] | None
     grid: tuple[tuple[str | None, str | None], ...]
-    """each --grid option's name as given and its --set key"""
+    """each --grid option's name as given and its --set key (None with several recipes: each has its own)"""
+    recipes: tuple[str | None, ...] = ()
+    """every recipe's file (version 1: the one of ``recipe_path``)"""
 
     def to_json(self) -> dict:
         return {'recipe_path': self.recipe_path, 'overrides': self.overrides,
-                'grid': [{'name': name, 'key': key} for name, key in self.grid]}
+                'grid': [{'name': name, 'key': key} for name, key in self.grid], 'recipes': list(self.recipes)}
 
     @classmethod
     def from_json(cls, data: dict) -> SweepIdentity:
         grid = data.get('grid') if isinstance(data.get('grid'), list) else []
         axes = tuple((a.get('name'), a.get('key')) for a in grid if isinstance(a, dict))
-        return cls(data.get('recipe_path'), data.get('overrides'), axes)
+        recipes = data.get('recipes')
+        recipes = tuple(recipes) if isinstance(recipes, list) else (data.get('recipe_path'),)
+        return cls(data.get('recipe_path'), data.get('overrides'), axes, recipes)
 
     def differences(self, other: SweepIdentity) -> list[str]:
         """What of ``other`` differs from this, as the command line names it."""
-        parts = (('recipe', self.recipe_path, other.recipe_path), ('--set overrides', self.overrides, other.overrides),
-                 ('--grid names', self.grid, other.grid))
+        several = len(self.recipes) > 1 or len(other.recipes) > 1
+
+        def grid(identity: SweepIdentity) -> tuple:  # several recipes: each has its own keys
+            return tuple(name for name, _ in identity.grid) if several else identity.grid
+
+        parts = (('recipes' if several else 'recipe', sorted(map(str, self.recipes)), sorted(map(str, other.recipes))),
+                 ('--set overrides', self.overrides, other.overrides), ('--grid names', grid(self), grid(other)))
         return [what for what, mine, theirs in parts if mine != theirs]
 
 
@@ -83,6 +99,22 @@ class GridAxis(_Record):
     label: str
     values: tuple[str, ...]
     """YAML scalars as given"""
+
+
+@dataclass(frozen=True)
+class RecipeRecord(_Record):
+    """One recipe of the sweep."""
+
+    label: str
+    """the folder of its runs under DIR, and its name in the table; '' in a one-recipe sweep (its runs lie directly
+    under DIR)"""
+    recipe: str
+    """as given (a file or a shipped name)"""
+    recipe_path: str | None
+    keys: tuple[str, ...]
+    """each grid axis's --set key in this recipe, in the grid's order"""
+    paper_top1: float | None = None
+    """the top-1 the paper reports (the recipe's ``paper.top1``), if any"""
 
 
 @dataclass(frozen=True)
@@ -108,6 +140,8 @@ class RunEntry(_Record):
     error: str | None = None
     group: str | None = None
     """the lockstep group it trains in; None: alone"""
+    recipe: str | None = None
+    """its recipe's label (:attr:`RecipeRecord.label`); None in a one-recipe sweep"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,8 +157,18 @@ class SweepManifest(_Record):
     grid: tuple[GridAxis, ...]
     seeds: tuple[int, ...]
     runs: tuple[RunEntry, ...]
+    recipes: tuple[RecipeRecord, ...]
     slurm: dict | None = None
     """the SLURM array's record (``sweep.slurm``: job id, parameters, tasks)"""
+
+    @property
+    def several(self) -> bool:
+        """Whether the sweep has several recipes (their runs in a folder each)."""
+        return len(self.recipes) > 1
+
+    def recipe_record(self, label: str | None) -> RecipeRecord:
+        """The record of the recipe labelled ``label`` (a run's ``recipe``; None: the one recipe)."""
+        return next(r for r in self.recipes if r.label == (label or ''))
 
     def to_json(self) -> dict:
         data = super().to_json()
@@ -145,9 +189,14 @@ class SweepManifest(_Record):
             raise UsageError(f'not a {NAME} written by `ttm-distill sweep` ({problem})')
         axes = tuple(GridAxis(a.get('name'), a['key'], a['label'], tuple(a['values'])) for a in data['grid'])
         runs = tuple(RunEntry(**{f.name: entry.get(f.name) for f in fields(RunEntry)}) for entry in data['runs'])
+        if 'recipes' in data:
+            recipes = tuple(RecipeRecord(r['label'], r['recipe'], r.get('recipe_path'), tuple(r['keys']),
+                                         r.get('paper_top1')) for r in data['recipes'])
+        else:  # version 1: one recipe
+            recipes = (RecipeRecord('', data['recipe'], data.get('recipe_path'), tuple(a.key for a in axes)),)
         return cls(version=data.get('version', 1), identity=SweepIdentity.from_json(data['identity']),
                    recipe=data['recipe'], recipe_path=data.get('recipe_path'), overrides=tuple(data['overrides']),
-                   grid=axes, seeds=tuple(data['seeds']), runs=runs, slurm=data.get('slurm'))
+                   grid=axes, seeds=tuple(data['seeds']), runs=runs, recipes=recipes, slurm=data.get('slurm'))
 
 
 def manifest_problem(data: object) -> str | None:
@@ -171,6 +220,9 @@ def manifest_problem(data: object) -> str | None:
                 or not isinstance(axis.get('values'), list):
             return f'grid[{i}] is not an object with a string key and label and a list of values'
         labels.append(axis['label'])
+    recipes = _recipes_problem(data, len(labels))
+    if isinstance(recipes, str):
+        return recipes
     for i, run in enumerate(data['runs']):
         if not isinstance(run, dict):
             return f'runs[{i}] is not an object'
@@ -185,7 +237,30 @@ def manifest_problem(data: object) -> str | None:
         missing = [label for label in labels if label not in run['values']]
         if missing:
             return f'runs[{i}].values has no {missing[0]!r} (a grid label)'
+        if (run.get('recipe') or '') not in recipes:
+            return f'runs[{i}].recipe={run.get("recipe")!r} is not the label of one of the recipes'
     return None
+
+
+def _recipes_problem(data: dict, axes: int) -> str | set[str]:
+    """What in ``data['recipes']`` (version 2) differs from what `ttm-distill sweep` writes, else the labels (version
+    1: the one recipe's, '')."""
+    if 'recipes' not in data:
+        return {''}
+    recipes = data['recipes']
+    if not isinstance(recipes, list) or not recipes:
+        return "'recipes' is not a list of recipes"
+    labels = set()
+    for i, recipe in enumerate(recipes):
+        if not isinstance(recipe, dict) or not all(isinstance(recipe.get(k), str) for k in ('label', 'recipe')) \
+                or not isinstance(recipe.get('keys'), list) or len(recipe['keys']) != axes \
+                or not all(isinstance(k, str) for k in recipe['keys']):
+            return f'recipes[{i}] is not an object with a string label and recipe and a key per grid axis'
+        label = recipe['label']
+        if label in labels or (label == '') != (len(recipes) == 1) or '/' in label or label in ('.', '..'):
+            return f"recipes[{i}].label={label!r}: expected a folder name of its own ('' for a sweep's one recipe)"
+        labels.add(label)
+    return labels
 
 
 def read_manifest(directory: Path) -> SweepManifest:

@@ -1,5 +1,7 @@
 """Runs that differ only in their loss, trained in lockstep in one process (`ttm-distill lockstep`, what `sweep
---lockstep` starts for each group): which runs may share a group, and the group's command. The group itself is
+--lockstep` starts for each group): which runs may share a group (the same recipe with other loss values, or recipes
+that differ only in ``train.criterion``, e.g. KD, TTM and WTTM recipes of one pair), and the group's command. Each
+member builds its own loss from its own recipe; the group itself is
 :mod:`.loop`'s: one training loader and one teacher forward per batch feed every run's student, each run keeping what
 it would have alone (its model, optimizer, scheduler, loss and its state, checks, checkpoints, metrics, run log,
 summary and curves) and stopping alone when it fails.
@@ -14,23 +16,29 @@ from .distributed import setup_distributed, teardown
 from .logs import log_to_file, setup_logging
 from .loop import Group, Member
 
-__all__ = ['LOSS_SECTION', 'SHARED_OPTIONS', 'group_difference', 'run_lockstep']
+__all__ = ['LOSS_SECTION', 'NOTES_SECTION', 'SHARED_OPTIONS', 'group_difference', 'run_lockstep']
 
 LOSS_SECTION = 'train.criterion'
-"""the recipe part in which the members of a group may differ: the loss terms' kwargs and weights"""
+"""the recipe part in which the members of a group may differ: their loss (its terms, their kwargs and weights)"""
+NOTES_SECTION = 'paper'
+"""the recipe part that does not change training either (what the paper reports), in which members may differ"""
 SHARED_OPTIONS = ('command', 'device', 'seed', 'amp', 'channels_last', 'compile', 'test', 'check')
 """the run options every member of a group must share"""
 
 
+def _shared(key: str) -> bool:
+    """Whether a recipe key is one that the members of a group share (outside the loss and the paper's notes)."""
+    return not any(key == section or key.startswith(section + '.') for section in (LOSS_SECTION, NOTES_SECTION))
+
+
 def group_difference(docs: list[RecipeDocument]) -> tuple[int, str] | None:
-    """(index, key) of the first recipe that differs from the first outside the loss (its output path aside), or
-    None: the recipes may train in lockstep."""
+    """(index, key) of the first recipe that differs from the first outside the loss (its output path and the paper's
+    notes aside), or None: the recipes may train in lockstep."""
     first = docs[0].scalars(ignores=('dst_ckpt',))
     for index, doc in enumerate(docs[1:], 1):
         other = doc.scalars(ignores=('dst_ckpt',))
         for key in [*first, *(k for k in other if k not in first)]:
-            in_loss = key == LOSS_SECTION or key.startswith(LOSS_SECTION + '.')
-            if not in_loss and first.get(key) != other.get(key):
+            if _shared(key) and first.get(key) != other.get(key):
                 return index, key.removesuffix('.!')
     return None
 
@@ -51,7 +59,7 @@ def _check_group(descriptions: list[RunDescription], names: list[str]) -> None:
         index, key = found
         raise UsageError(f'lockstep: runs {names[0]} and {names[index]} differ at {key}, outside {LOSS_SECTION}: '
                          'a lockstep group shares its model, data, batch size, optimizer, schedule and seed, and its '
-                         "runs may differ only in the loss terms' kwargs and weights")
+                         f'runs may differ only in their loss ({LOSS_SECTION})')
 
 
 def run_lockstep(descriptions: list[RunDescription], names: list[str], consoles: list[str | None]) -> int:

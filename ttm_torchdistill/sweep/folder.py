@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError
-from ..formats.manifest import NAME, GridAxis, RunEntry, SweepManifest, read_manifest, write_manifest
+from ..formats.manifest import NAME, GridAxis, RecipeRecord, RunEntry, SweepManifest, read_manifest, write_manifest
 from ..outputs import LockFile, LockHeld, check_output_folder, make_folders
 from .plan import Sweep
 
@@ -28,7 +28,7 @@ def check_directory(sweep: Sweep) -> SweepManifest | None:
         differ = sweep.identity().differences(old.identity)
         if differ:
             raise UsageError(f'-o {directory} holds another sweep (different {", ".join(differ)}); '
-                             'give another DIR, or the same recipe, --set and --grid names to continue or grow that '
+                             'give another DIR, or the same recipe(s), --set and --grid names to continue or grow that '
                              'one')
         return old
     if directory.is_dir() and any(p.name != LOCK for p in directory.iterdir()):
@@ -53,7 +53,8 @@ def sweep_lock(directory: Path) -> Iterator[None]:
 
 
 def save_manifest(sweep: Sweep) -> None:
-    """sweep.json with every run's description, command, current state and lockstep group, and the SLURM record."""
+    """sweep.json with the recipes, every run's description, command, current state and lockstep group, and the SLURM
+    record."""
     runs = []
     for run in sweep.runs:
         state, best, error = run.state()
@@ -61,8 +62,10 @@ def save_manifest(sweep: Sweep) -> None:
         runs.append(RunEntry(
             point=run.point, values=run.values, seed=run.seed, dir=folder, ckpt=run.ckpt_name,
             run=run.description.to_json(), command=shlex.join(['ttm-distill', *run.description.argv()]), state=state,
-            best_val_top1=best, error=error, group=run.group))
-    grid = tuple(GridAxis(a.name, a.key, a.label, tuple(a.values)) for a in sweep.axes)
+            best_val_top1=best, error=error, group=run.group, recipe=run.recipe))
+    first = sweep.recipes[0]
+    grid = tuple(GridAxis(a.name, key, a.label, tuple(a.values)) for a, key in zip(sweep.axes, first.keys, strict=True))
+    recipes = tuple(RecipeRecord(r.label, r.given, str(r.path), tuple(r.keys), r.paper_top1) for r in sweep.recipes)
     write_manifest(sweep.directory, SweepManifest(
-        identity=sweep.identity(), recipe=sweep.recipe, recipe_path=str(sweep.recipe_path),
-        overrides=tuple(sweep.overrides), grid=grid, seeds=tuple(sweep.seeds), runs=tuple(runs), slurm=sweep.slurm))
+        identity=sweep.identity(), recipe=first.given, recipe_path=str(first.path), overrides=tuple(sweep.overrides),
+        grid=grid, seeds=tuple(sweep.seeds), runs=tuple(runs), recipes=recipes, slurm=sweep.slurm))

@@ -1,12 +1,12 @@
-"""A sweep's plan: the grid of recipe values x seeds, checked on the recipe, and one run description per point and
-seed, each run in its folder ``DIR/<point>/seed<k>/`` (:mod:`.runfolder`). Runs skip the test pass: points are chosen
-on validation only."""
+"""A sweep's plan: its recipes (:mod:`.recipes`) x the grid of recipe values x seeds, checked on each recipe, and one
+run description per recipe, point and seed, each run in its folder (:mod:`.runfolder`): ``DIR/<point>/seed<k>/`` for a
+sweep of one recipe, ``DIR/<recipe label>/<point>/seed<k>/`` (without a grid ``DIR/<recipe label>/seed<k>/``) for one
+of several. Runs skip the test pass: points are chosen on validation only."""
 from __future__ import annotations
 
 import itertools
 import os
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +15,9 @@ from ..errors import UsageError, one_line
 from ..formats.manifest import NAME as MANIFEST
 from ..formats.manifest import SweepIdentity, SweepManifest
 from ..methods import method_by_loss, short_names
-from ..recipe import SUB_TERMS, RecipeDocument, RecipeView, compose_scalar, parse_overrides, resolve_recipe
+from ..recipe import SUB_TERMS, RecipeDocument, compose_scalar
 from ..runner import tensorboard
+from .recipes import SweepRecipe, check_one_pair, folder_name, label_recipes, open_recipes
 from .runfolder import OUTPUT_KEY, RunFolder
 
 __all__ = ['Axis', 'Sweep', 'SweepRun', 'parse_grid', 'plan_sweep']
@@ -25,9 +26,7 @@ __all__ = ['Axis', 'Sweep', 'SweepRun', 'parse_grid', 'plan_sweep']
 @dataclass
 class Axis:
     name: str
-    """as given: a short name or a full key"""
-    key: str
-    """the full --set key"""
+    """as given: a short name or a full key (each recipe's full key: :attr:`SweepRecipe.keys`)"""
     values: list[str]
     """YAML scalars as given"""
     nodes: list = field(default_factory=list)
@@ -57,17 +56,13 @@ class SweepRun(RunFolder):
 
 @dataclass
 class Sweep:
-    recipe: str
-    """as given (a file or a shipped name)"""
-    recipe_path: Path
+    recipes: list[SweepRecipe]
+    """one, or several of one teacher-student pair"""
     overrides: list[str]
     axes: list[Axis]
     seeds: list[int]
     directory: Path
     runs: list[SweepRun]
-    val_is_test: bool
-    dst_key: str
-    """the key of the student's dst_ckpt, which the sweep sets per run"""
     slurm: dict | None = None
     """the SLURM array record kept in sweep.json (job id, parameters, tasks)"""
     earlier: SweepManifest | None = None
@@ -77,9 +72,16 @@ class Sweep:
     def manifest_path(self) -> Path:
         return self.directory / MANIFEST
 
+    @property
+    def several(self) -> bool:
+        """Whether the sweep has several recipes (their runs in a folder each)."""
+        return len(self.recipes) > 1
+
     def identity(self) -> SweepIdentity:
         """What makes two sweeps the same sweep (a re-run must match it: more values and seeds may be added)."""
-        return SweepIdentity(str(self.recipe_path), self.overrides, tuple((a.name, a.key) for a in self.axes))
+        first = self.recipes[0]
+        grid = tuple((a.name, None if self.several else key) for a, key in zip(self.axes, first.keys, strict=True))
+        return SweepIdentity(str(first.path), self.overrides, grid, tuple(str(r.path) for r in self.recipes))
 
 
 def _resolve_key(name: str, doc: RecipeDocument) -> str:
@@ -108,9 +110,10 @@ def _resolve_key(name: str, doc: RecipeDocument) -> str:
     return f'{term.path}.weight' if name == method_by_loss(term.key).weight_name else term.param_path(name)
 
 
-def parse_grid(specs: list[str]) -> list[Axis]:
-    """``NAME=V1,V2,...`` options to axes (values are YAML scalars, composed here once)."""
-    if not specs:
+def parse_grid(specs: list[str], required: bool = True) -> list[Axis]:
+    """``NAME=V1,V2,...`` options to axes (values are YAML scalars, composed here once); none: a UsageError where
+    ``required`` (a sweep of one recipe)."""
+    if not specs and required:
         raise UsageError('sweep: no --grid given: add at least one --grid NAME=V1,V2,... (e.g. --grid gamma=0.1,0.2)')
     axes = []
     for spec in specs:
@@ -127,23 +130,20 @@ def parse_grid(specs: list[str]) -> list[Axis]:
             raise UsageError(f'--grid {spec!r}: a value is repeated')
         if any(a.name == name for a in axes):
             raise UsageError(f'--grid {name}: given twice; list all its values in one --grid')
-        axes.append(Axis(name, name, values, nodes))
+        axes.append(Axis(name, values, nodes))
     return axes
 
 
 def _labels(axes: list[Axis]) -> None:
     """Short names stay; a full key is named by its last part unless two axes would share it."""
-    last = [a.key.split('.')[-1] for a in axes]
+    last = [a.name.split('.')[-1] for a in axes]
     for axis, tail in zip(axes, last, strict=True):
-        axis.label = axis.name if axis.name in short_names() else (tail if last.count(tail) == 1 else axis.key)
-
-
-def _folder(label: str, value: str) -> str:
-    return re.sub(r'[^A-Za-z0-9._+-]', '-', f'{label}{value}')
+        axis.label = axis.name if axis.name in short_names() else (tail if last.count(tail) == 1 else axis.name)
 
 
 def _check_losses(doc: RecipeDocument, point: str) -> None:
-    """Build the point's loss terms of this package so a value out of range is refused before anything runs."""
+    """Build the point's loss terms of this package so a value out of range is refused before anything runs
+    (``point``: how the refusal names the point, e.g. ``--grid gamma=0.5``)."""
     for term in doc.loss_terms():
         method = method_by_loss(term.key)
         cls = method.loss_class if method is not None else None
@@ -152,7 +152,7 @@ def _check_losses(doc: RecipeDocument, point: str) -> None:
         try:
             cls(**term.kwargs)
         except (TypeError, ValueError) as exc:
-            raise UsageError(f'--grid {point}: {term.key} term {term.name!r}: {one_line(exc)}') from None
+            raise UsageError(f'{point}: {term.key} term {term.name!r}: {one_line(exc)}') from None
 
 
 def _refuse_outputs(keys: str, flag: str) -> None:
@@ -162,13 +162,19 @@ def _refuse_outputs(keys: str, flag: str) -> None:
                          f'(DIR/<point>/seed<k>/), so it sets {OUTPUT_KEY} itself; leave it out')
 
 
-def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], output: str | os.PathLike,
-               earlier: Callable[[Sweep], SweepManifest | None] | None = None) -> Sweep:
-    """Check everything and list the runs; touches nothing on disk. ``earlier``: DIR's manifest for the sweep before
-    its runs are listed (``folder.check_directory``, which refuses another sweep), or None: over an earlier sweep of
-    the same recipe, --set and --grid names the plan is the union of both (its values and seeds first, then the new
-    ones), and its runs keep their lockstep groups. The recipe and the grid are read once."""
-    axes = parse_grid(grid)
+def plan_sweep(recipes: str | Sequence[str], grid: list[str], seeds: list[int], overrides: list[str],
+               output: str | os.PathLike, earlier: Callable[[Sweep], SweepManifest | None] | None = None) -> Sweep:
+    """Check everything and list the runs; touches nothing on disk. ``recipes``: one (a file or a shipped name, alone
+    or in a list; it needs a grid), or several of one teacher-student pair (without a grid each is one point; with
+    one, each recipe has the grid's points; a short name must reach a term in each). ``earlier``: DIR's manifest for
+    the sweep before its runs are listed (``folder.check_directory``, which refuses another sweep), or None: over an
+    earlier sweep of the same recipes, --set and --grid names the plan is the union of both (its recipes' order,
+    values and seeds first, then the new ones), and its runs keep their lockstep groups. The recipes and the grid are
+    read once."""
+    specs = [recipes] if isinstance(recipes, str) else list(recipes)
+    if not specs:
+        raise UsageError('sweep: give at least one recipe')
+    axes = parse_grid(grid, required=len(specs) == 1)
     if not seeds:
         raise UsageError('--seeds: give at least one seed')
     if len(set(seeds)) < len(seeds):
@@ -178,63 +184,72 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
         _refuse_outputs(override.key, '--set')
     for axis in axes:
         _refuse_outputs(axis.name, '--grid')
-    path = resolve_recipe(recipe).resolve()
-    doc = RecipeDocument.open(path, parse_overrides(given))
-    doc.import_dependencies()  # a plugin's methods, and their short names
-    view = RecipeView(doc)
-    for axis in axes:
-        axis.key = _resolve_key(axis.name, doc)
-    if len({a.key for a in axes}) < len(axes):
-        raise UsageError('--grid: two names resolve to the same key ' + ', '.join(a.key for a in axes))
+    chosen = open_recipes(specs, given)
+    check_one_pair(chosen)
+    for recipe in chosen:
+        recipe.keys = [_resolve_key(axis.name, recipe.doc) for axis in axes]
+        if len(set(recipe.keys)) < len(axes):
+            raise UsageError('--grid: two names resolve to the same key ' + ', '.join(recipe.keys))
     _labels(axes)
-    dst_key = f'models.{view.student_key}.{OUTPUT_KEY}'
-    if not isinstance(view.dst_ckpt, str) or not view.dst_ckpt:
-        raise UsageError(f'{path}: {dst_key} is required')
-    ckpt_name = Path(view.dst_ckpt).name
-    directory = Path(output).expanduser().resolve()
-    sweep = Sweep(recipe, path, list(overrides), axes, list(seeds), directory, [], view.val_is_test, dst_key)
+    label_recipes(chosen)
+    sweep = Sweep(chosen, list(overrides), axes, list(seeds), Path(output).expanduser().resolve(), [])
     sweep.earlier = earlier(sweep) if earlier is not None else None
     if sweep.earlier is not None:
         _grow(sweep, sweep.earlier)
-    seeds = sweep.seeds
     tensorboard_curves = tensorboard.available()
-    runs, folders = [], set()
-    for point_values in itertools.product(*(zip(a.values, a.nodes, strict=True) for a in axes)):
-        values = [value for value, _ in point_values]
-        for axis, (_, node) in zip(axes, point_values, strict=True):
-            try:
-                doc.set(axis.key, node)
-            except UsageError as exc:
-                raise UsageError(str(exc).replace('--set ', '--grid ', 1)) from None
-        point = '_'.join(_folder(a.label, v) for a, v in zip(axes, values, strict=True))
-        _check_losses(doc, ' '.join(f'{a.label}={v}' for a, v in zip(axes, values, strict=True)))
-        epochs = doc.value('train.num_epochs')
-        hparams = {a.label: _scalar(doc.construct(node), value)
-                   for a, (value, node) in zip(axes, point_values, strict=True)}
-        if point in folders:
-            raise UsageError(f'--grid: two points share the folder name {point!r}; use simpler values')
-        folders.add(point)
-        for seed in seeds:
-            tb_dir = directory / 'tensorboard' / point / f'seed{seed}' if tensorboard_curves else None
-            run = SweepRun(point, {a.label: v for a, v in zip(axes, values, strict=True)}, seed,
-                           directory / point / f'seed{seed}', ckpt_name, tensorboard_dir=tb_dir,
-                           epochs=epochs if isinstance(epochs, int) else None, hparams=hparams)
-            run.description = RunDescription(
-                recipe=str(path), seed=seed, run_log=str(run.log_path), summary=str(run.summary_path), test=False,
-                error_record=str(run.error_path),
-                tensorboard=str(tb_dir) if tb_dir is not None else None,
-                overrides=(Override(dst_key, str(run.directory / ckpt_name)), *given,
-                           *(Override(a.key, v) for a, v in zip(axes, values, strict=True))))
-            runs.append(run)
+    sweep.runs = [run for recipe in sweep.recipes for run in _recipe_runs(sweep, recipe, given, tensorboard_curves)]
     groups = {(e.point, e.seed): e.group for e in sweep.earlier.runs} if sweep.earlier is not None else {}
-    for run in runs:
+    for run in sweep.runs:
         run.group = groups.get((run.point, run.seed))
-    sweep.runs = runs
     return sweep
 
 
+def _recipe_runs(sweep: Sweep, recipe: SweepRecipe, given: list[Override], tensorboard_curves: bool) -> list[SweepRun]:
+    """The runs of one recipe: a point of the grid (one, without a grid) x the seeds, each in
+    ``DIR/[<recipe label>/][<point>/]seed<k>/``."""
+    axes, doc, directory = sweep.axes, recipe.doc, sweep.directory
+    runs, folders = [], set()
+    for point_values in itertools.product(*(zip(a.values, a.nodes, strict=True) for a in axes)):
+        values = [value for value, _ in point_values]
+        for key, (_, node) in zip(recipe.keys, point_values, strict=True):
+            try:
+                doc.set(key, node)
+            except UsageError as exc:
+                raise UsageError(str(exc).replace('--set ', '--grid ', 1)) from None
+        point = '_'.join(folder_name(f'{a.label}{v}') for a, v in zip(axes, values, strict=True))
+        if axes:
+            named = ' '.join(f'{a.label}={v}' for a, v in zip(axes, values, strict=True))
+            _check_losses(doc, f'--grid {named}' + (f' in {recipe.given}' if sweep.several else ''))
+        epochs = doc.value('train.num_epochs')
+        hparams = {a.label: _scalar(doc.construct(node), value)
+                   for a, (value, node) in zip(axes, point_values, strict=True)}
+        if sweep.several:
+            hparams = {'recipe': recipe.label, **hparams}
+        if point in folders:
+            raise UsageError(f'--grid: two points share the folder name {point!r}; use simpler values')
+        folders.add(point)
+        where = '/'.join(part for part in (recipe.label, point) if part)
+        for seed in sweep.seeds:
+            tb_dir = directory / 'tensorboard' / where / f'seed{seed}' if tensorboard_curves else None
+            run = SweepRun(where, {a.label: v for a, v in zip(axes, values, strict=True)}, seed,
+                           directory / where / f'seed{seed}', recipe.ckpt_name, recipe.label or None,
+                           tensorboard_dir=tb_dir, epochs=epochs if isinstance(epochs, int) else None, hparams=hparams)
+            run.description = RunDescription(
+                recipe=str(recipe.path), seed=seed, run_log=str(run.log_path), summary=str(run.summary_path),
+                test=False, error_record=str(run.error_path), tensorboard=str(tb_dir) if tb_dir is not None else None,
+                overrides=(Override(recipe.dst_key, str(run.directory / recipe.ckpt_name)), *given,
+                           *(Override(key, v) for key, v in zip(recipe.keys, values, strict=True))))
+            runs.append(run)
+    return runs
+
+
 def _grow(sweep: Sweep, earlier: SweepManifest) -> None:
-    """The earlier sweep's grid values and seeds first, then the new ones (composed once)."""
+    """The earlier sweep's recipes (in its order, with its labels), grid values and seeds first, then the new ones
+    (composed once)."""
+    places = {r.recipe_path: (i, r.label) for i, r in enumerate(earlier.recipes)}
+    for recipe in sweep.recipes:
+        recipe.label = places.get(str(recipe.path), (0, recipe.label))[1]
+    sweep.recipes.sort(key=lambda r: places.get(str(r.path), (len(places), ''))[0])
     for axis, recorded in zip(sweep.axes, earlier.grid, strict=True):
         new = [(v, n) for v, n in zip(axis.values, axis.nodes, strict=True) if v not in recorded.values]
         axis.nodes = [compose_scalar(v, f'--grid {axis.name}') for v in recorded.values] + [n for _, n in new]

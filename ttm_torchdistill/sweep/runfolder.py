@@ -1,4 +1,5 @@
-"""One run of a sweep as a folder, ``DIR/<point>/seed<k>/``: its files and the state they tell.
+"""One run of a sweep as a folder, ``DIR/<point>/seed<k>/`` (in a sweep of several recipes, ``<point>`` begins with
+its recipe's label: ``DIR/kd/gamma0.5/seed0/``, ``DIR/kd/seed0/``): its files and the state they tell.
 
 ``summary.json`` (finished, when it is one), ``error.txt`` (failed), a ``.last.pt`` checkpoint (interrupted: the next
 call resumes it), else pending. `table` and `plot` read a sweep's runs this way from its manifest.
@@ -30,12 +31,14 @@ OUTPUT_KEY = 'dst_ckpt'
 @dataclass
 class RunFolder:
     point: str
-    """the grid point's folder name"""
+    """the grid point's folder (below its recipe's, in a sweep of several recipes)"""
     values: dict[str, str]
     """axis label -> value as given"""
     seed: int
     directory: Path
     ckpt_name: str
+    recipe: str | None = None
+    """its recipe's label in a sweep of several recipes, else None"""
 
     @property
     def name(self) -> str:
@@ -70,7 +73,9 @@ class RunFolder:
         return count_records(self.metrics_path)
 
     def describe(self) -> str:
-        return ' '.join(f'{k}={v}' for k, v in self.values.items()) + f' seed {self.seed}'
+        """The recipe's label, the grid values and the seed: ``kd gamma=0.5 seed 0``."""
+        return ' '.join([*([self.recipe] if self.recipe else []), *(f'{k}={v}' for k, v in self.values.items()),
+                         f'seed {self.seed}'])
 
     def read_summary(self) -> tuple[RunSummary | None, str | None]:
         """(the run's summary, when it has one of a finished training run, as `table` reads summaries with
@@ -104,7 +109,7 @@ class RunFolder:
 
 def runs_in(directory: Path, manifest: SweepManifest) -> list[RunFolder]:
     """The runs a manifest (``formats.manifest.read_manifest``) lists, as folders of ``directory``."""
-    return [RunFolder(e.point, e.values, e.seed, directory / e.dir, e.ckpt) for e in manifest.runs]
+    return [RunFolder(e.point, e.values, e.seed, directory / e.dir, e.ckpt, e.recipe) for e in manifest.runs]
 
 
 def _inside(path: Path, folder: Path) -> bool:

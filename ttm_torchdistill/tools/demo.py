@@ -175,7 +175,7 @@ def run_grid(out: str | Path = 'demo_runs/grid', seeds: tuple[int, ...] = (0, 1)
     for method, grid in GRID.items():
         axes = [f'{name}={",".join(map(str, values))}' for name, values in grid.items()]
         _say(f'{method}: ttm-distill sweep demo/{method} ' + ' '.join(f'--grid {a}' for a in axes))
-        if run_sweep(f'demo/{method}', axes, list(seeds), _student_overrides(method, teacher_ckpt, epochs),
+        if run_sweep([f'demo/{method}'], axes, list(seeds), _student_overrides(method, teacher_ckpt, epochs),
                      str(out / method)) == 130:
             raise KeyboardInterrupt  # the sweep stopped its runs; `demo --grid` again resumes them
         for row in sweep_rows(out / method):

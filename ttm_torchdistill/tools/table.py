@@ -1,4 +1,5 @@
-"""`ttm-distill table`: the table of run summaries, or of a sweep folder by grid point; sweep.json checked first."""
+"""`ttm-distill table`: the table of run summaries, or of a sweep folder by grid point (and recipe); sweep.json checked
+first."""
 from __future__ import annotations
 
 import sys
