@@ -248,3 +248,18 @@ def test_fitnet_interrupted_after_one_epoch_and_resumed_equals_an_uninterrupted_
     runs = straight_and_resumed(tmp_path, train)
     _resume_checks(*runs.load(last), runs.results['interrupted'])
     assert 'regressor.bn.running_mean' in runs.load(last)[0]['aux']['student_wrapper']
+
+
+@pytest.mark.parametrize('recipe, grid, key', [
+    ('cifar100/fitnet/resnet20_from_resnet56', 'beta=50,200', 'train.criterion.kwargs.sub_terms.fitnet.weight'),
+    ('cifar100/pkt/resnet20_from_resnet56', 'beta=1e4,3e4', 'train.criterion.kwargs.sub_terms.pkt.weight'),
+    ('cifar100/at/resnet20_from_resnet56', 'p=1.0,2.0', 'train.criterion.kwargs.sub_terms.at.criterion.kwargs.p'),
+    ('cifar100/rkd/resnet20_from_resnet56', 'angle_factor=0,50',
+     'train.criterion.kwargs.sub_terms.rkd.criterion.kwargs.angle_factor'),
+])
+def test_sweep_short_names_reach_the_feature_terms(recipe, grid, key, tmp_path, cifar100_env):
+    """A feature method's `beta` is its term's weight (the benchmark's -b); its loss parameters have their names."""
+    from ttm_torchdistill.sweep.plan import plan_sweep
+    sweep = plan_sweep([recipe], [grid], [0], [], tmp_path / 'sweep')
+    values = grid.split('=')[1].split(',')
+    assert [o.value for run in sweep.runs for o in run.description.overrides if o.key == key] == values

@@ -15,7 +15,7 @@ from ..errors import UsageError, one_line
 from ..formats.manifest import NAME as MANIFEST
 from ..formats.manifest import SweepIdentity, SweepManifest
 from ..methods import method_by_loss, short_names
-from ..recipe import SUB_TERMS, RecipeDocument, compose_scalar
+from ..recipe import SUB_TERMS, LossTerm, RecipeDocument, compose_scalar
 from ..runner import tensorboard
 from .recipes import SweepRecipe, check_one_pair, folder_name, label_recipes, open_recipes
 from .runfolder import OUTPUT_KEY, RunFolder
@@ -101,12 +101,16 @@ def _resolve_key(name: str, doc: RecipeDocument) -> str:
     if len(setting) > 1:
         names = ', '.join(f'{t.name} ({t.key})' for t in setting)
         raise UsageError(f'--grid {name}: {path} has several loss terms that set it ({names}); give the full key, '
-                         f'e.g. {setting[0].param_path(name)}')
+                         f'e.g. {_term_key(setting[0], name)}')
     if not setting:
         sets = '; '.join(f'the {t.key} term {t.name!r} does not set {name!r} (it sets: '
                          f'{", ".join(t.kwargs) or "nothing"})' for t in terms)
         raise UsageError(f'--grid {name}: {sets}; add it to that term in {path} or give another name')
-    term = setting[0]
+    return _term_key(setting[0], name)
+
+
+def _term_key(term: LossTerm, name: str) -> str:
+    """The full key that short name ``name`` reaches in ``term``: its weight or a parameter of its loss."""
     return f'{term.path}.weight' if name == method_by_loss(term.key).weight_name else term.param_path(name)
 
 
