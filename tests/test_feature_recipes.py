@@ -263,3 +263,44 @@ def test_sweep_short_names_reach_the_feature_terms(recipe, grid, key, tmp_path, 
     sweep = plan_sweep([recipe], [grid], [0], [], tmp_path / 'sweep')
     values = grid.split('=')[1].split(',')
     assert [o.value for run in sweep.runs for o in run.description.overrides if o.key == key] == values
+
+
+def _load_train(path):
+    train = load_yaml_file(str(path))['train']
+    return train['teacher'], train['student'], train['criterion'], train['train_data_loader']
+
+
+def test_new_recipe_writes_a_feature_method_as_the_shipped_recipes_do(tmp_path, cifar100_env, teacher_ckpts):
+    """From a WTTM + CRD base (CRD's dataset wrapper, embeddings and term go) to another pair: the hooks, wrapper and
+    terms are the shipped recipe's of that pair; --beta sets the term's weight."""
+    teacher = teacher_ckpts('wrn_40_2')
+    base = 'cifar100/wttm_crd/resnet20_from_resnet56'
+    for method, beta in (('fitnet', None), ('vid', 2.0)):
+        out = tmp_path / f'{method}.yaml'
+        ok(run_cli(['new-recipe', '--from', base, '--teacher', f'wrn_40_2:{teacher}', '--student', 'wrn_16_2',
+                    '--method', method, '-o', str(out), *(['--beta', str(beta)] if beta else [])], tmp_path))
+        written = _load_train(out)
+        shipped = _load_train(RECIPES / f'cifar100/{method}/wrn_16_2_from_wrn_40_2.yaml')
+        assert written[:2] == shipped[:2] and 'dataset_wrapper' not in written[3]
+        terms = written[2]['kwargs']['sub_terms']
+        expected = shipped[2]['kwargs']['sub_terms']
+        assert list(terms) == ['ce', method] and terms['ce'] == expected['ce']
+        assert terms[method]['criterion'] == expected[method]['criterion']
+        assert terms[method]['weight'] == (beta or WEIGHTS[method])
+        text = out.read_text()
+        assert f"'./resource/ckpt/cifar100/{method}/'" in text and '\npaper:' not in text
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--student', 'resnet18'], "--method at: --student resnet18 has no known feature list (at hooks the entries of "
+                                "the CRD benchmark's feature lists"),
+    (['--student', 'resnet20', '--gamma', '0.5'], '--gamma: --method at has no parameter it sets'),
+    (['--student', 'resnet20', '--beta', '-1'], "--beta -1: expected a finite number >= 0 (at: the weight of its "
+                                                "feature term"),
+])
+def test_new_recipe_refuses_a_feature_method_it_cannot_write(args, message, tmp_path, teacher_ckpts):
+    teacher = teacher_ckpts('resnet56')
+    result = run_cli(['new-recipe', '--from', 'cifar100/kd/resnet20_from_resnet56', '--teacher',
+                      f'resnet56:{teacher}', '--method', 'at', *args], tmp_path)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob('*.yaml'))

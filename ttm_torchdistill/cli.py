@@ -8,7 +8,7 @@ import warnings
 
 from .description import RunDescription
 from .errors import COMMAND_ERRORS, TrainingStopped, UsageError
-from .methods import logit_methods, short_names
+from .methods import feature_methods, logit_methods, short_names
 from .outputs import record_error
 from .stopping import catch_stop_signal, restore_signals
 
@@ -164,9 +164,9 @@ def _new_recipe(args: argparse.Namespace) -> int:
 
 
 def _meanings(knob: str) -> str:
-    """What `new-recipe --gamma` or `--beta` sets, per logit method (the registry's declarations)."""
+    """What `new-recipe --gamma` or `--beta` sets, per method (the registry's declarations)."""
     by_meaning: dict[str, list[str]] = {}
-    for method in logit_methods():
+    for method in logit_methods() + feature_methods():
         meaning = method.gamma if knob == 'gamma' else method.beta
         if meaning is not None:
             by_meaning.setdefault(meaning.meaning, []).append(method.name)
@@ -233,13 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help='torchvision key[:weights name, default DEFAULT] or registry key:checkpoint file')
     new.add_argument('--student', required=True, metavar='KEY')
     new.add_argument('--method', required=True, metavar='METHOD',
-                     help=f'{", ".join(m.name for m in logit_methods())}, or a logit method that a plugin of the '
-                          "base recipe's dependencies registers")
+                     help=f'{", ".join(m.name for m in logit_methods())}; a feature method '
+                          f'({", ".join(m.name for m in feature_methods())}: a CIFAR-100 base and pair, cross entropy '
+                          "plus its term); or a method that a plugin of the base recipe's dependencies registers")
     new.add_argument('--gamma', type=float, help=f'{_meanings("gamma")}; default: the base recipe\'s where it means '
                                                  "the same, else the method's own")
+    carries = ', '.join(m.name for m in logit_methods() + feature_methods() if m.beta_carries)
     new.add_argument('--beta', type=float, help=f'{_meanings("beta")}; default: the base recipe\'s for the same '
-                                                'method; needed when the method changes, except for '
-                                                f'{", ".join(m.name for m in logit_methods() if m.beta_carries)}')
+                                                f'method; needed when the method changes, except for {carries}')
     new.add_argument('-o', '--output', metavar='PATH', help='default: STUDENT_from_TEACHER.METHOD.yaml')
     new.add_argument('--force', action='store_true', help='overwrite PATH if it exists')
     new.add_argument('--debug', action='store_true', help='full tracebacks')

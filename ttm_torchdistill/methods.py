@@ -19,8 +19,8 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-__all__ = ['CROSS_ENTROPY_ENTRY', 'BaseTerm', 'FeatureRecipe', 'FeatureTap', 'Knob', 'LossHooks', 'Method',
-           'ModelFeatures', 'feature_methods', 'hooked', 'logit_entry', 'logit_methods', 'method_by_loss',
+__all__ = ['CROSS_ENTROPY_ENTRY', 'FEATURE_WEIGHT', 'BaseTerm', 'FeatureRecipe', 'FeatureTap', 'Knob', 'LossHooks',
+           'Method', 'ModelFeatures', 'feature_methods', 'hooked', 'logit_entry', 'logit_methods', 'method_by_loss',
            'method_named', 'methods', 'paired_maps', 'register_method', 'short_names', 'tap_pairs']
 
 KnobKind = Literal['exponent', 'inverse_temperature', 'weight']
@@ -43,6 +43,10 @@ class Knob:
             return None
         paper = ' (the paper uses 0 < gamma <= 1)' if self.kind == 'exponent' else ''
         return f'expected a finite number {">" if positive else ">="} 0 ({method}: {self.meaning}){paper}'
+
+
+FEATURE_WEIGHT = Knob('weight', "the weight of its feature term (the CRD benchmark's -b, its default)")
+"""what `new-recipe --beta` sets for a feature method"""
 
 
 @dataclass(frozen=True)

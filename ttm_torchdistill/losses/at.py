@@ -7,7 +7,16 @@ from torch import Tensor
 from torchdistill.losses.registry import register_mid_level_loss
 
 from .. import functional as F
-from ..methods import FeatureRecipe, Knob, LossHooks, Method, ModelFeatures, paired_maps, register_method, tap_pairs
+from ..methods import (
+    FEATURE_WEIGHT,
+    FeatureRecipe,
+    LossHooks,
+    Method,
+    ModelFeatures,
+    paired_maps,
+    register_method,
+    tap_pairs,
+)
 from .checks import number
 from .pairs import checked_pairs, weighted_sum
 
@@ -22,7 +31,7 @@ def _recipe(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
 
 @register_method(Method('at', 'ExactATLoss', short_names={'p': "the exponent p of AT's attention maps mean_c |f|^p"},
                         logit=False, separate_ce=True, recipe=_recipe, default_weight=1000.0,
-                        weight_name='beta', beta=Knob('weight', "the weight of the AT term (the CRD benchmark's -b)"),
+                        weight_name='beta', beta=FEATURE_WEIGHT,
                         beta_carries=True))
 @register_mid_level_loss
 class ExactATLoss(LossHooks):

@@ -41,7 +41,7 @@ functional forms compute in float32.
 """
 from __future__ import annotations
 
-from ..methods import FeatureRecipe, Knob, Method, ModelFeatures, register_method
+from ..methods import FEATURE_WEIGHT, FeatureRecipe, Method, ModelFeatures, register_method
 
 __all__: list[str] = []
 
@@ -65,8 +65,8 @@ def _pkt(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
 register_method(Method('rkd', 'RKDLoss', short_names={'dist_factor': "the weight of RKD's distance term",
                                                       'angle_factor': "the weight of RKD's angle term"},
                        logit=False, separate_ce=True, recipe=_rkd, default_weight=1.0,
-                       weight_name='beta', beta=Knob('weight', "the weight of the RKD term (the CRD benchmark's -b)"),
+                       weight_name='beta', beta=FEATURE_WEIGHT,
                        beta_carries=True))(None)
 register_method(Method('pkt', 'PKTLoss', logit=False, separate_ce=True, recipe=_pkt, default_weight=30000.0,
-                       weight_name='beta', beta=Knob('weight', "the weight of the PKT term (the CRD benchmark's -b)"),
+                       weight_name='beta', beta=FEATURE_WEIGHT,
                        beta_carries=True))(None)

@@ -12,7 +12,7 @@ from torchdistill.models.util import wrap_if_distributed
 from torchdistill.models.wrapper import AuxiliaryModelWrapper
 
 from .. import functional as F
-from ..methods import FeatureRecipe, Knob, LossHooks, Method, ModelFeatures, register_method
+from ..methods import FEATURE_WEIGHT, FeatureRecipe, LossHooks, Method, ModelFeatures, register_method
 from .checks import count
 
 __all__ = ['HintLoss', 'Regressor4FitNet', 'hint_regressor']
@@ -119,7 +119,7 @@ def _recipe(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
 
 @register_method(Method('fitnet', 'HintLoss', logit=False, separate_ce=True, recipe=_recipe, default_weight=100.0,
                         weight_name='beta', beta_carries=True,
-                        beta=Knob('weight', "the weight of the FitNet term (the CRD benchmark's -b)")))
+                        beta=FEATURE_WEIGHT))
 @register_mid_level_loss
 class HintLoss(LossHooks):
     """FitNet's hint loss as the CRD benchmark's ``distiller_zoo/FitNet.py`` computes it: the mean squared error over

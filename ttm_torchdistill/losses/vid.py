@@ -11,7 +11,16 @@ from torchdistill.models.util import wrap_if_distributed
 from torchdistill.models.wrapper import AuxiliaryModelWrapper
 
 from .. import functional as F
-from ..methods import FeatureRecipe, Knob, LossHooks, Method, ModelFeatures, paired_maps, register_method, tap_pairs
+from ..methods import (
+    FEATURE_WEIGHT,
+    FeatureRecipe,
+    LossHooks,
+    Method,
+    ModelFeatures,
+    paired_maps,
+    register_method,
+    tap_pairs,
+)
 from .checks import count, number
 from .pairs import FeaturePair, checked_pairs, weighted_sum
 
@@ -152,7 +161,7 @@ def _recipe(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
 
 
 @register_method(Method('vid', 'ExactVIDLoss', logit=False, separate_ce=True, recipe=_recipe, default_weight=1.0,
-                        weight_name='beta', beta=Knob('weight', "the weight of the VID term (the CRD benchmark's -b)"),
+                        weight_name='beta', beta=FEATURE_WEIGHT,
                         beta_carries=True))
 @register_mid_level_loss
 class ExactVIDLoss(LossHooks):

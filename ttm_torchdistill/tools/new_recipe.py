@@ -28,7 +28,15 @@ from torchdistill.models.registry import MODEL_DICT
 from ..data import MixupCutmixCollate
 from ..errors import UsageError
 from ..extras import MissingExtra, require_timm
-from ..methods import CROSS_ENTROPY_ENTRY, BaseTerm, Method, logit_methods, method_by_loss, method_named
+from ..methods import (
+    CROSS_ENTROPY_ENTRY,
+    BaseTerm,
+    Method,
+    feature_methods,
+    logit_methods,
+    method_by_loss,
+    method_named,
+)
 from ..outputs import check_output_file, write_text
 from ..recipe import (
     SUB_TERMS,
@@ -41,6 +49,7 @@ from ..recipe import (
     resolve_recipe,
 )
 from .new_recipe_check import TIMM_KEY, check_recipe, feature_edits, timm_kwargs
+from .new_recipe_feature import feature_method_edits
 
 __all__ = ['new_recipe']
 
@@ -141,12 +150,18 @@ class LossChoice:
         return ', '.join(f'{k} {v:g}' for k, v in self.params.items() if not isinstance(v, str))
 
 
+def _feature_choice(method: Method, beta: float | None) -> LossChoice:
+    """A feature method's term: its weight (--beta, else the method's default: the CRD benchmark's)."""
+    return LossChoice(method, {'weight': beta if beta is not None else method.default_weight})
+
+
 def _method(name: str, gamma: float | None, beta: float | None) -> Method:
     """The logit method ``name`` (a recipe's dependency may register more), its --gamma and --beta checked by what
     they mean for it."""
     method = method_named(name)
-    if method is None or not method.logit:
-        raise UsageError(f'--method {name!r}: accepted values are {", ".join(m.name for m in logit_methods())}')
+    if method is None or not (method.logit or method.recipe is not None):
+        accepted = [m.name for m in logit_methods() + feature_methods()]
+        raise UsageError(f'--method {name!r}: accepted values are {", ".join(accepted)}')
     for flag, value, knob in (('--gamma', gamma, method.gamma), ('--beta', beta, method.beta)):
         if value is None:
             continue
@@ -273,7 +288,8 @@ def _header(choice: LossChoice, teacher: Model, student: Model, note: str, base:
     lines = [f'# {choice.method.name.upper()}: {student.key} from {teacher.key} ({note}).',
              f'# Written by `ttm-distill new-recipe` on {datetime.date.today()} from {base}: same data, schedule,',
              f'# optimizer and transforms; {choice.method.loss_key} with {choice.summary()}{ce}.',
-             '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).',
+             ("# The weight is the CRD benchmark's for its CIFAR-100 pairs, untuned for this one." if choice.method.recipe
+              else '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).'),
              '# No `paper:` block: the paper reports no number for this pair.']
     lines += [f'# Feature sizes set for this pair: {", ".join(features)}.'] if features else []
     lines += [f'# Left out of the base\'s model kwargs: {", ".join(dropped)}.'] if dropped else []
@@ -308,13 +324,19 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
         raise UsageError(f'--method {method}: the base recipe uses {uses}, whose beta does not carry over '
                          f'({method.upper()}\'s beta has another scale: it is tuned per method and pair); give --beta')
     _check_targets(doc, chosen)
-    choice = LossChoice(chosen, chosen.recipe_kwargs(chosen, gamma, beta, base_term))
+    feature = chosen.recipe is not None
+    choice = (_feature_choice(chosen, beta) if feature
+              else LossChoice(chosen, chosen.recipe_kwargs(chosen, gamma, beta, base_term)))
 
     edits, dropped = RecipeEdits(doc), []
     note = _model_edits(doc, edits, teacher_model, student_model, dropped)
     edits.drop_top_entry('paper')  # the base pair's reported number is not the new pair's
-    _loss_edits(doc, edits, replaced, choice)
-    _method_folder(doc, edits, base, base_method.name if base_method else None, method)
+    if feature:
+        feature_method_edits(doc, edits, chosen, choice.params['weight'], teacher_model.key, student_model.key,
+                             base_term.cifar)
+    else:
+        _loss_edits(doc, edits, replaced, choice)
+    _method_folder(doc, edits, base, base_method.name if base_method else None, method, feature)
     text = re.sub(r'\A(?:#.*\n|\s*\n)*', '', edits.text())  # the base header describes the base pair
     text, features = feature_edits(text, {'teacher': teacher_model.flag, 'student': student_model.flag})
     new_text = _header(choice, teacher_model, student_model, note, base, dropped, features) + text
@@ -325,13 +347,17 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     return out
 
 
-def _method_folder(doc: RecipeDocument, edits: RecipeEdits, base: str, base_method: str | None, method: str) -> None:
+def _method_folder(doc: RecipeDocument, edits: RecipeEdits, base: str, base_method: str | None, method: str,
+                   alone: bool = False) -> None:
     """The checkpoint folder names the new recipe's method: the base's ``wttm_itrd/`` becomes ``ttm_itrd/`` for TTM,
-    a ``crd/`` base's (CE + CRD) becomes ``wttm_crd/`` for WTTM."""
+    a ``crd/`` base's (CE + CRD) becomes ``wttm_crd/`` for WTTM; ``alone`` (a feature method, whose recipe keeps no
+    other term): the base's method folder becomes the method's."""
     family = recipe_name(resolve_recipe(base)).split('/')
     family = family[1] if len(family) == 3 else None  # a shipped recipe's method folder
 
     def renamed(part: str) -> str:
+        if alone and part in (base_method, family):
+            return method
         if base_method and (part == base_method or part.startswith(f'{base_method}_')):
             suffix = part[len(base_method):]  # a feature term the new recipe keeps (_crd, _itrd), else none
             return method + (suffix if suffix in FEATURE_SUFFIXES else '')

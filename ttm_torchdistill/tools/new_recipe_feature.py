@@ -1,0 +1,51 @@
+"""`new-recipe --method` with a feature method (FitNet, AT, VID, RKD, PKT): cross entropy plus the method's term, and
+the hooks and student wrapper the method's declaration writes from the new pair's feature lists.
+
+The features are the CRD benchmark's feature lists (:mod:`ttm_torchdistill.models.cifar.features`), known for its 15
+CIFAR-100 architectures at 32 x 32; a pair or a base outside them is refused in one line. The base keeps its data,
+schedule, optimizer and checkpoint layout; its loss terms, its ``train.teacher``/``train.student`` entries and a
+dataset wrapper (CRD's) give way to the method's.
+"""
+from __future__ import annotations
+
+from ..errors import UsageError
+from ..methods import CROSS_ENTROPY_ENTRY, Method
+from ..models.cifar import FEATURE_LISTS, model_features
+from ..recipe import SUB_TERMS, RecipeDocument, RecipeEdits
+
+__all__ = ['feature_method_edits']
+
+TRAIN_WRAPPER = 'train.train_data_loader.dataset_wrapper'
+
+
+def _features_of(flag: str, key: str, method: Method):
+    if key not in FEATURE_LISTS:
+        raise UsageError(f'--method {method.name}: {flag} {key} has no known feature list ({method.name} hooks the '
+                         "entries of the CRD benchmark's feature lists, known for the CIFAR-100 architectures "
+                         f'{", ".join(sorted(FEATURE_LISTS))}); write the hooks of a {method.name} recipe for it by '
+                         f'hand, from a shipped cifar100/{method.name}/ recipe')
+    return model_features(key)
+
+
+def feature_method_edits(doc: RecipeDocument, edits: RecipeEdits, method: Method, weight: float, teacher: str,
+                         student: str, cifar: bool) -> None:
+    """Edit ``doc`` into a recipe of ``method`` (term weight ``weight``) for the registry models ``teacher`` ->
+    ``student``; ``cifar``: the base trains on CIFAR (the feature sizes are those of 32 x 32 inputs)."""
+    parts = method.recipe(_features_of('--teacher', teacher, method), _features_of('--student', student, method))
+    if not cifar:
+        raise UsageError(f'--method {method.name}: the base recipe {doc.source} does not train on CIFAR; the feature '
+                         'lists (and the sizes of the regressors) are those of 32 x 32 CIFAR inputs: start from a '
+                         'cifar100/ recipe')
+    terms = doc.loss_terms()
+    if not terms:
+        raise UsageError(f'--from {doc.source}: the base recipe has no loss term under {SUB_TERMS} to replace')
+    edits.set_entry(SUB_TERMS, terms[-1].name,  # the last: an entry edits can rewrite but not drop
+                    CROSS_ENTROPY_ENTRY + parts.term_lines(method.entry, method.loss_key, weight))
+    for term in terms[:-1]:
+        edits.drop_entry(SUB_TERMS, term.name)
+    for role, lines in (('teacher', parts.teacher_lines()), ('student', parts.student_lines())):
+        if not doc.has(f'train.{role}'):
+            raise UsageError(f'--from {doc.source}: train.{role} is missing in the base recipe')
+        edits.set_entry('train', role, lines)
+    if doc.has(TRAIN_WRAPPER):  # CRD's sampler of negatives: the feature methods read plain batches
+        edits.drop_entry('train.train_data_loader', 'dataset_wrapper')
