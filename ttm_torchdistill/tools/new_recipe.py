@@ -288,8 +288,9 @@ def _header(choice: LossChoice, teacher: Model, student: Model, note: str, base:
     lines = [f'# {choice.method.name.upper()}: {student.key} from {teacher.key} ({note}).',
              f'# Written by `ttm-distill new-recipe` on {datetime.date.today()} from {base}: same data, schedule,',
              f'# optimizer and transforms; {choice.method.loss_key} with {choice.summary()}{ce}.',
-             ("# The weight is the CRD benchmark's for its CIFAR-100 pairs, untuned for this one." if choice.method.recipe
-              else '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).'),
+             ("# The weight is the CRD benchmark's for its CIFAR-100 pairs, untuned for this one."
+              if choice.method.recipe else
+              '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).'),
              '# No `paper:` block: the paper reports no number for this pair.']
     lines += [f'# Feature sizes set for this pair: {", ".join(features)}.'] if features else []
     lines += [f'# Left out of the base\'s model kwargs: {", ".join(dropped)}.'] if dropped else []
