@@ -7,6 +7,7 @@ import torch
 from conftest import (
     FAST,
     RECIPES,
+    ROOT,
     assert_same_state,
     cli_env,
     ok,
@@ -304,3 +305,10 @@ def test_new_recipe_refuses_a_feature_method_it_cannot_write(args, message, tmp_
                       f'resnet56:{teacher}', '--method', 'at', *args], tmp_path)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob('*.yaml'))
+
+
+def test_readme_table_shows_the_five_methods_on_every_pair():
+    lines = (ROOT / 'README.md').read_text().splitlines()
+    for (t, s), top1 in ROWS.items():
+        (line,) = [x for x in lines if x.startswith(f'| `{s}_from_{t}` |') and x.count('|') == 3]
+        assert line.endswith(' | ' + ' · '.join(f'{top1[m]:.2f}' for m in METHODS) + ' |')

@@ -112,6 +112,25 @@ def test_cifar100_teacher_then_five_seeds_then_the_table(tmp_path, shell_env):
     assert '| 5 |' in row.replace('  ', ' ') and '76.06' in row  # five runs beside the paper's WTTM number
 
 
+def test_a_table_row_of_one_pair_is_one_sweep(tmp_path, shell_env):
+    """The CIFAR-100 section's row of five recipes with three seeds, after the teacher block: one lockstep group per
+    seed (the recipes differ only in their loss), and the table beside each recipe's paper number."""
+    text = section('CIFAR-100 recipes')
+    teacher = [b for b in blocks(text) if 'cifar100/ce/' in b]
+    row = [b for b in blocks(text) if re.search(r'ttm-distill sweep \S+\{', b)]
+    assert len(teacher) == 1 and len(row) == 1
+    work = tmp_path / 'work'
+    result = run_blocks([*teacher, *row], work, shell_env)
+    manifest = json.loads((work / 'row' / 'sweep.json').read_text())
+    assert [r['label'] for r in manifest['recipes']] == ['kd', 'ttm', 'wttm', 'dist', 'dkd']
+    assert len(manifest['runs']) == 15 and all(r['state'] == 'finished' for r in manifest['runs'])
+    assert len({r['group'] for r in manifest['runs']}) == 3  # one lockstep group per seed
+    table = result.stdout
+    for label, paper in (('kd', '73.33'), ('ttm', '76.17'), ('wttm', '76.06'), ('dist', '76.31'), ('dkd', '76.32')):
+        (line,) = [x for x in table.splitlines() if x.startswith(f'| {label} ')]
+        assert paper in line and '| 3 |' in line.replace('  ', ' '), line
+
+
 def test_tuning_a_new_pair_locally(tmp_path, shell_env):
     steps = [b for b in blocks(section('Tuning a new pair')) if '--launcher slurm' not in b]
     assert [next(w for w in shlex.split(b.split('#')[0]) if not w.startswith('[')) for b in steps] == \
