@@ -194,7 +194,8 @@ class RecipeDocument:
 
     def find(self, pattern: str) -> Iterator[tuple[str, yaml.Node]]:
         """(key path, node) of every node matching a dotted pattern; each part is an fnmatch pattern on the keys
-        of a mapping (``*`` any key, ``*_module_path`` any such key)."""
+        of a mapping (``*`` any key, ``*_module_path`` any such key) or on the indices of a sequence (``*`` any
+        item, as ``--set`` names them: ``abfs.1.io``)."""
         def walk(node: yaml.Node, parts: list[str], path: str) -> Iterator[tuple[str, yaml.Node]]:
             if not parts:
                 yield path, node
@@ -202,6 +203,10 @@ class RecipeDocument:
                 for k, v in node.value:
                     if isinstance(k, yaml.ScalarNode) and fnmatch.fnmatchcase(k.value, parts[0]):
                         yield from walk(v, parts[1:], f'{path}.{k.value}' if path else k.value)
+            elif isinstance(node, yaml.SequenceNode):
+                for index, item in enumerate(node.value):
+                    if fnmatch.fnmatchcase(str(index), parts[0]):
+                        yield from walk(item, parts[1:], f'{path}.{index}')
 
         yield from walk(self.root, pattern.split('.'), '')
 

@@ -3,7 +3,9 @@
 RULES maps key paths to what they accept; each part of a path is a pattern (``*`` matches any key
 of a mapping, ``*_module_path`` any such key). :meth:`RecipeDocument.validate` checks the keys that are
 present; a value is constructed from its node alone, so datasets are never built there. The losses' own
-hyperparameters (gamma, beta, ...) are left to the losses, which check them when they are built.
+hyperparameters (gamma, beta, ...) are left to the losses, which check them when they are built; the keys of
+torchdistill's losses and wrappers that the shipped recipes use (CRD's, knowledge review's), which check nothing,
+and a temperature, which is > 0 for every loss, are checked here.
 """
 from __future__ import annotations
 
@@ -60,6 +62,11 @@ MAPPING = Rule(lambda v: v is None or isinstance(v, dict), 'a mapping of keyword
 FRACTION = Rule(lambda v: _number(v) and 0 <= v <= 1, 'a number from 0 to 1')
 EPOCHS = Rule(lambda v: isinstance(v, list) and all(_int(e) and e >= 0 for e in v),
               'a list of integers >= 0, e.g. [30, 60, 90]')
+SIZES = Rule(lambda v: isinstance(v, list) and len(v) > 0 and all(_int(e) and e >= 1 for e in v),
+             'a non-empty list of integers >= 1, e.g. [1, 7, 14, 28, 56]')
+POOLED_SIZES = Rule(lambda v: isinstance(v, list) and all(_int(e) and e >= 1 for e in v),
+                    'a list of integers >= 1, e.g. [4, 2, 1]')
+
 
 LOADER_RULES = {
     'dataset_id': NAME,
@@ -101,6 +108,13 @@ RULES: dict[str, Rule] = {
     'train.*.auxiliary_model_wrapper.kwargs.linear_kwargs.*_features': COUNT,
     'train.*.auxiliary_model_wrapper.kwargs.linear_kwargs.bias': FLAG,
     'train.*.auxiliary_model_wrapper.kwargs.power': POSITIVE,
+    'train.*.auxiliary_model_wrapper.kwargs.*_features': COUNT,
+    'train.*.auxiliary_model_wrapper.kwargs.abfs': Rule(lambda v: isinstance(v, list) and len(v) > 0,
+                                                        'a non-empty list of fusion entries (path, io, kwargs)'),
+    'train.*.auxiliary_model_wrapper.kwargs.abfs.*.path': NAME,
+    'train.*.auxiliary_model_wrapper.kwargs.abfs.*.io': _one_of('input', 'output'),
+    'train.*.auxiliary_model_wrapper.kwargs.abfs.*.kwargs.*_channels': COUNT,
+    'train.*.auxiliary_model_wrapper.kwargs.sizes': SIZES,
     'train.optimizer.key': _registered('optimizer (torch.optim)', OPTIM_DICT),
     'train.optimizer.kwargs.lr': POSITIVE,
     'train.optimizer.kwargs.momentum': NON_NEGATIVE,
@@ -129,6 +143,8 @@ RULES: dict[str, Rule] = {
     f'{TERM}.criterion.kwargs.momentum': FRACTION,
     f'{TERM}.criterion.kwargs.*_size': COUNT,
     f'{TERM}.criterion.kwargs.num_*samples': COUNT,
+    f'{TERM}.criterion.kwargs.temperature': _optional(POSITIVE),
+    f'{TERM}.criterion.kwargs.output_sizes': POOLED_SIZES,
     f'{TERM}.criterion_wrapper.key': _registered('loss wrapper', losses.LOSS_WRAPPER_DICT),
     f'{TERM}.criterion_wrapper.kwargs.*.io': NAME,
     f'{TERM}.criterion_wrapper.kwargs.*.module_path': NAME,
