@@ -18,7 +18,7 @@ MSE_TERM = ("        mse:\n          criterion:\n            key: 'LogitMSELoss'
 
 def test_every_method_of_the_package_is_declared_with_its_loss():
     assert [m.name for m in methods()] == ['ttm', 'wttm', 'kd', 'dist', 'dkd', 'itrd', 'fitnet', 'at', 'vid', 'rkd',
-                                           'pkt']
+                                           'pkt', 'crd', 'reviewkd']
     assert [m.name for m in logit_methods()] == ['ttm', 'wttm', 'kd', 'dist', 'dkd']
     for method in methods():
         assert method.loss_class is None or method.loss_class.method is method  # the metadata on the entry

@@ -32,7 +32,8 @@ def test_the_command_checks_every_recipe(capsys):
 def test_every_cifar_and_imagenet_recipe_is_rendered_and_nothing_else():
     rendered = render_all()
     assert sorted(rel for rel in rendered if rel.startswith('ilsvrc2012/')) == _committed('ilsvrc2012')
-    assert len(_committed('ilsvrc2012')) == 9 + 4 + 3  # the ResNet/MobileNet experiments, DIST/DKD, the DeiT run
+    # the ResNet/MobileNet experiments, DIST/DKD, CRD/ReviewKD/ITRD, the DeiT run
+    assert len(_committed('ilsvrc2012')) == 9 + 4 + 5 + 3
     assert sorted(rendered) == sorted(_committed('cifar100') + _committed('ilsvrc2012'))
     assert not any(rel.startswith('demo/') for rel in rendered)
 

@@ -18,10 +18,13 @@ from ttm_torchdistill.description import RunDescription
 from ttm_torchdistill.runner import run_train
 
 ALL = sorted(p.relative_to(RECIPES).as_posix() for p in RECIPES.rglob('*.yaml'))
-# CIFAR-100: tests/test_cifar_recipes.py; the DeiT recipes (timm models, at reduced size): tests/test_deit_recipes.py
+# CIFAR-100: tests/test_cifar_recipes.py; the DeiT recipes (timm models, at reduced size): tests/test_deit_recipes.py;
+# the feature-based rivals CRD, ReviewKD and ITRD on ImageNet: tests/test_imagenet_rivals.py
 DEIT = [name for name in ALL if '/deit_tiny' in name]
-NOT_CIFAR = [name for name in ALL if not name.startswith('cifar100/') and name not in DEIT]
-IMAGENET = [name for name in ALL if name.startswith('ilsvrc2012/') and name not in DEIT]
+FEATURE_RIVALS = [name for name in ALL if name.startswith('ilsvrc2012/') and name.split('/')[1] in ('crd', 'reviewkd',
+                                                                                                     'itrd')]
+NOT_CIFAR = [name for name in ALL if not name.startswith('cifar100/') and name not in DEIT + FEATURE_RIVALS]
+IMAGENET = [name for name in ALL if name.startswith('ilsvrc2012/') and name not in DEIT + FEATURE_RIVALS]
 PAPER = {  # Table 10 hyperparameters; the TTM beta follows Eq. (19) with lambda = 0.5 (see the recipe header)
     'resnet18_from_resnet34': dict(teacher='resnet34', student='resnet18', gamma=0.8, beta=1.6, ttm_beta=1.25,
                                    weights=torchvision.models.ResNet34_Weights.IMAGENET1K_V1,

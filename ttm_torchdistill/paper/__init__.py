@@ -1,7 +1,8 @@
 """The paper's experiments as tables, and the shipped recipes rendered from them.
 
 Zheng & Yang (ICLR 2024): the CIFAR-100 suite (:mod:`.cifar100_table`, rendered by :mod:`.cifar100`), the
-ImageNet experiments (:mod:`.imagenet`) and the vision-transformer run on ImageNet (:mod:`.deit`). Every
+ImageNet experiments (:mod:`.imagenet`), their feature-based rivals (:mod:`.imagenet_rivals`) and the
+vision-transformer run on ImageNet (:mod:`.deit`). Every
 recipe under ``recipes/cifar100/`` and ``recipes/ilsvrc2012/`` is rendered from these tables; edit a table,
 then run ``python -m ttm_torchdistill.paper`` (``--check`` only compares). A test fails when a committed recipe
 differs from what this package renders. ``recipes/demo/`` is written by hand.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import cifar100, cifar100_feature, deit, imagenet
+from . import cifar100, cifar100_feature, deit, imagenet, imagenet_rivals
 
 __all__ = ['DATASETS', 'render_all', 'write_recipes']
 
@@ -20,7 +21,8 @@ DATASETS = ('cifar100', 'ilsvrc2012')  # the folders under recipes/ that hold on
 def render_all() -> dict[str, str]:
     """Every rendered recipe: path relative to ``recipes/`` (e.g. ``'cifar100/kd/resnet8x4_from_resnet32x4.yaml'``)
     -> YAML text."""
-    return {**cifar100.render_all(), **cifar100_feature.render_all(), **imagenet.render_all(), **deit.render_all()}
+    return {**cifar100.render_all(), **cifar100_feature.render_all(), **imagenet.render_all(),
+            **imagenet_rivals.render_all(), **deit.render_all()}
 
 
 def write_recipes(root: Path, check: bool = False) -> list[str]:

@@ -24,6 +24,7 @@ from .cifar100_blocks import (
     PROTOCOL,
     SCHEDULE,
     TEST,
+    crd_roles,
     logit_term,
 )
 from .cifar100_table import (
@@ -153,44 +154,6 @@ def _ttm_term(loss_key: str, gamma: float, beta: float, alpha: float) -> str:
 """
 
 
-def _crd_roles(teacher: Arch, student: Arch) -> str:
-    # CRD trains a linear embedding on each side: the teacher's network stays frozen, its embedding learns.
-    # Linear4CRD wraps the student and its embedding in DDP itself, so the student takes no wrapper here.
-    def aux(arch: Arch, anchor: str) -> str:
-        return f"""\
-    auxiliary_model_wrapper:
-      key: 'Linear4CRD'
-      kwargs:
-        input_module_path: 'model.{FEATURES[arch.key][0]}'
-        linear_kwargs:
-          in_features: {FEATURES[arch.key][1]}
-          out_features: {anchor}128
-          bias: True
-        power: 2
-"""
-    return f"""\
-  teacher:
-    forward_proc: 'forward_batch_supp_dict'
-    sequential: []
-{aux(teacher, '')}    forward_hook:
-      input: []
-      output: ['model.{FEATURES[teacher.key][0]}', 'normalizer']
-    wrapper:
-    requires_grad: True
-    frozen_modules: ['model']
-  student:
-    forward_proc: 'forward_batch_supp_dict'
-    adaptations:
-    sequential: []
-{aux(student, '&feature_dim ')}    forward_hook:
-      input: ['empty']
-      output: ['model.{FEATURES[student.key][0]}', 'normalizer']
-    wrapper:
-    requires_grad: True
-    frozen_modules: []
-"""
-
-
 def _itrd_lines(pair: Pair) -> list[str]:
     return [f'# ITRD (Miles et al., BMVC 2022; Eq. 24) with beta_corr {ITRD_BETA_CORR:g}, '
             f'beta_mi {pair.itrd_beta_mi:g} and alpha_it {pair.itrd_alpha:g}',
@@ -285,7 +248,8 @@ def render_distill(pair: Pair, method: str) -> str:
         terms += CRD_TERM.format(num_train=NUM_TRAIN)
     if itrd:
         terms += ITRD_TERM.format(**_itrd(pair))
-    roles = _crd_roles(t, s) if crd else ITRD_ROLES.format(**_itrd(pair)) if itrd else PLAIN_ROLES
+    roles = (crd_roles(FEATURES[t.key], FEATURES[s.key]) if crd else ITRD_ROLES.format(**_itrd(pair)) if itrd
+             else PLAIN_ROLES)
     return header + distill_body(pair, method, roles, terms, CRD_WRAPPER if crd else '')
 
 

@@ -1,7 +1,7 @@
 """The fixed YAML and comment blocks that every CIFAR-100 recipe shares.
 
 :mod:`ttm_torchdistill.paper.cifar100` fills in their fields (``{lr}``, ``{wrapper}``, ``{num_train}``, ITRD's
-feature paths, sizes and weights).
+feature paths, sizes and weights); the ImageNet recipes take their cross-entropy, plain-roles, CRD and ITRD blocks.
 The text is byte for byte what the committed recipes under ``recipes/cifar100/`` hold: a change here
 changes every recipe (``python -m ttm_torchdistill.paper`` rewrites them, ``--check`` only compares).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..methods import CROSS_ENTROPY_ENTRY, logit_entry
 
 __all__ = ['CE_TERM', 'CRD_TERM', 'CRD_WRAPPER', 'DATASETS', 'FOOTER', 'ITRD_ROLES', 'ITRD_TERM', 'KD_TERM', 'LOADERS',
-           'PLAIN_ROLES', 'PROTOCOL', 'SCHEDULE', 'TEST', 'logit_term']
+           'PLAIN_ROLES', 'PROTOCOL', 'SCHEDULE', 'TEST', 'crd_roles', 'logit_term']
 
 
 def _as_sub_term(lines: list[str]) -> str:
@@ -209,6 +209,46 @@ PLAIN_ROLES = """\
 """
 
 CE_TERM = _as_sub_term(CROSS_ENTROPY_ENTRY)
+
+
+def crd_roles(teacher: tuple[str, int], student: tuple[str, int]) -> str:
+    """The teacher and student entries of a CRD recipe: each model in torchdistill's Linear4CRD with a linear
+    embedding (to 128 dimensions) of its pooled feature, given as (module path, size). The teacher's network stays
+    frozen, its embedding learns; Linear4CRD wraps the student and its embedding in DDP itself, so neither entry
+    takes a wrapper."""
+    def aux(feature: tuple[str, int], anchor: str) -> str:
+        return f"""\
+    auxiliary_model_wrapper:
+      key: 'Linear4CRD'
+      kwargs:
+        input_module_path: 'model.{feature[0]}'
+        linear_kwargs:
+          in_features: {feature[1]}
+          out_features: {anchor}128
+          bias: True
+        power: 2
+"""
+    return f"""\
+  teacher:
+    forward_proc: 'forward_batch_supp_dict'
+    sequential: []
+{aux(teacher, '')}    forward_hook:
+      input: []
+      output: ['model.{teacher[0]}', 'normalizer']
+    wrapper:
+    requires_grad: True
+    frozen_modules: ['model']
+  student:
+    forward_proc: 'forward_batch_supp_dict'
+    adaptations:
+    sequential: []
+{aux(student, '&feature_dim ')}    forward_hook:
+      input: ['empty']
+      output: ['model.{student[0]}', 'normalizer']
+    wrapper:
+    requires_grad: True
+    frozen_modules: []
+"""
 
 
 def logit_term(name: str, key: str, values: dict[str, object]) -> str:

@@ -2,8 +2,9 @@
 
 Zheng & Yang (ICLR 2024) distil ResNet-34 -> ResNet-18 and ResNet-50 -> MobileNet v1 on ImageNet
 (Table 5, hyperparameters in Table 10) and ResNet-18 from better teachers (Table 7), beside the logit-based rivals
-DIST and DKD of Table 5 (with their authors' ImageNet loss settings). Every file under
-``recipes/ilsvrc2012/`` is rendered from :data:`EXPERIMENTS` and :data:`NETS`; edit the table, then run
+DIST and DKD of Table 5 (with their authors' ImageNet loss settings); :mod:`.imagenet_rivals` adds the
+feature-based rivals with :func:`render_recipe`. Every ResNet/MobileNet file under ``recipes/ilsvrc2012/`` is
+rendered from :data:`EXPERIMENTS` (or the rivals' table) and :data:`NETS`; edit the table, then run
 ``python -m ttm_torchdistill.paper`` (``--check`` only compares). A test fails when a committed recipe
 differs from what this module renders.
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..methods import method_named
-from .cifar100_blocks import CE_TERM, logit_term
+from .cifar100_blocks import CE_TERM, PLAIN_ROLES, logit_term
 
-__all__ = ['EXPERIMENTS', 'NETS', 'NOT_REPORTED', 'RIVAL_PARAMS', 'Experiment', 'Net', 'render', 'render_all']
+__all__ = ['EXPERIMENTS', 'NETS', 'NOT_REPORTED', 'RIVAL_PARAMS', 'Experiment', 'Net', 'header', 'render', 'render_all',
+           'render_recipe']
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,10 @@ class Net:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One recipe: ``method`` (kd, ttm, wttm, dist or dkd) on teacher -> student, the loss's values ((gamma, beta)
-    for TTM/WTTM, (temperature, alpha) for KD; TTM and WTTM keep alpha 1; :data:`RIVAL_PARAMS` names DIST's and
-    DKD's), the reported student top-1 and the table that reports it (:data:`NOT_REPORTED` and top-1 None where the
-    paper has none)."""
+    """One recipe: ``method`` (kd, ttm, wttm, dist or dkd; crd, reviewkd or itrd in :mod:`.imagenet_rivals`) on
+    teacher -> student, the loss's values ((gamma, beta) for TTM/WTTM, (temperature, alpha) for KD; TTM and WTTM keep
+    alpha 1; :data:`RIVAL_PARAMS` names DIST's and DKD's, ``imagenet_rivals.PARAMS`` the others'), the reported
+    student top-1 and the table that reports it (:data:`NOT_REPORTED` and top-1 None where the paper has none)."""
 
     method: str
     teacher: str
@@ -139,10 +141,12 @@ def _intro(exp: Experiment) -> str:
                    f'alpha 1;\n# reported student top-1 {exp.top1:.2f}.\n')
 
 
-def _header(exp: Experiment) -> str:
+def header(exp: Experiment, intro: str) -> str:
+    """The recipe's comment header: ``intro`` (what it runs, with which values, what the paper reports), then the
+    schedule, data, models and how to run it, which every ImageNet recipe shares."""
     t, s, name = NETS[exp.teacher], NETS[exp.student], exp.name
     weights = t.weights.rsplit('.', 1)[-1]  # the enum's class name, e.g. ResNet34_Weights
-    return _intro(exp) + f"""\
+    return intro + f"""\
 #
 # Standard torchdistill ImageNet settings: 100 epochs, SGD (momentum 0.9, weight decay 1e-4),
 # lr 0.1 for a GLOBAL batch of 256, MultiStepLR at epochs 30/60/90 (x0.1).
@@ -242,7 +246,7 @@ train:
   pre_epoch_process: 'pre_epoch_process_with_frozen_teacher'
   train_data_loader:
     dataset_id: *imagenet_train
-    sampler:
+{wrapper}    sampler:
       class_or_func: !import_get
         key: 'torch.utils.data.RandomSampler'
       kwargs:
@@ -263,18 +267,7 @@ train:
       num_workers: 8
       pin_memory: True
       drop_last: False
-  teacher:
-    forward_proc: 'forward_batch_only'
-    sequential: []
-    requires_grad: False
-  student:
-    forward_proc: 'forward_batch_only'
-    adaptations:
-    sequential: []
-    wrapper: 'DistributedDataParallel'
-    requires_grad: True
-    frozen_modules: []
-  optimizer:
+{roles}  optimizer:
     key: 'SGD'
     kwargs:
       lr: 0.1
@@ -316,10 +309,12 @@ def _term(exp: Experiment) -> str:
     return logit_term(exp.method, method_named(exp.method).loss_key, {**values, 'reduction': "'batchmean'"})
 
 
-def render(exp: Experiment) -> str:
-    """The recipe of one row of :data:`EXPERIMENTS`."""
+def render_recipe(exp: Experiment, intro: str, terms: str, roles: str = PLAIN_ROLES, wrapper: str = '') -> str:
+    """A recipe of ``exp``'s pair with the shared data, models, schedule and test: ``intro`` heads the comments
+    (:func:`header`), ``terms`` are the sub-terms of its WeightedSumLoss, ``roles`` the teacher and student entries
+    under ``train`` and ``wrapper`` the training loader's ``dataset_wrapper`` entry (none by default)."""
     t, s = NETS[exp.teacher], NETS[exp.student]
-    return f"""{_header(exp)}
+    return f"""{header(exp, intro)}
 {_paper_block(exp)}
 dependencies:
   - name: 'ttm_torchdistill'
@@ -342,8 +337,13 @@ models:
     src_ckpt:
     dst_ckpt: !join ['./resource/ckpt/ilsvrc2012/{exp.method}/', *student_experiment, '.pt']
 
-{_TRAIN}{_term(exp)}
+{_TRAIN.format(wrapper=wrapper, roles=roles)}{terms}
 {_TEST}"""
+
+
+def render(exp: Experiment) -> str:
+    """The recipe of one row of :data:`EXPERIMENTS`."""
+    return render_recipe(exp, _intro(exp), _term(exp))
 
 
 def render_all() -> dict[str, str]:

@@ -4,8 +4,9 @@ RULES maps key paths to what they accept; each part of a path is a pattern (``*`
 of a mapping or any index of a list, ``*_module_path`` any such key). :meth:`RecipeDocument.validate`
 checks the keys that are present; a value is constructed from its node alone, so datasets are never built
 there. The losses' own hyperparameters (gamma, beta, ...) are left to the losses, which check them when they
-are built; the feature methods' kwargs that torchdistill's own classes take unchecked (RKDLoss's factors, the
-feature pairs' paths and io) and the student wrappers' sizes are checked here.
+are built; the keys of torchdistill's losses and wrappers that the shipped recipes use and that check nothing
+(CRD's, knowledge review's, RKDLoss's factors, the feature pairs' paths and io), the student wrappers' sizes, and
+a temperature, which is > 0 for every loss, are checked here.
 """
 from __future__ import annotations
 
@@ -63,6 +64,11 @@ IO = _one_of('input', 'output')
 FRACTION = Rule(lambda v: _number(v) and 0 <= v <= 1, 'a number from 0 to 1')
 EPOCHS = Rule(lambda v: isinstance(v, list) and all(_int(e) and e >= 0 for e in v),
               'a list of integers >= 0, e.g. [30, 60, 90]')
+SIZES = Rule(lambda v: isinstance(v, list) and len(v) > 0 and all(_int(e) and e >= 1 for e in v),
+             'a non-empty list of integers >= 1, e.g. [1, 7, 14, 28, 56]')
+POOLED_SIZES = Rule(lambda v: isinstance(v, list) and all(_int(e) and e >= 1 for e in v),
+                    'a list of integers >= 1, e.g. [4, 2, 1]')
+
 
 LOADER_RULES = {
     'dataset_id': NAME,
@@ -114,6 +120,13 @@ RULES: dict[str, Rule] = {
     f'{VID_REGRESSORS}.input_module_io': IO,
     f'{VID_REGRESSORS}.*_channels': COUNT,
     f'{VID_REGRESSORS}.out_size': COUNT,
+    'train.*.auxiliary_model_wrapper.kwargs.*_features': COUNT,
+    'train.*.auxiliary_model_wrapper.kwargs.abfs': Rule(lambda v: isinstance(v, list) and len(v) > 0,
+                                                        'a non-empty list of fusion entries (path, io, kwargs)'),
+    'train.*.auxiliary_model_wrapper.kwargs.abfs.*.path': NAME,
+    'train.*.auxiliary_model_wrapper.kwargs.abfs.*.io': _one_of('input', 'output'),
+    'train.*.auxiliary_model_wrapper.kwargs.abfs.*.kwargs.*_channels': COUNT,
+    'train.*.auxiliary_model_wrapper.kwargs.sizes': SIZES,
     'train.optimizer.key': _registered('optimizer (torch.optim)', OPTIM_DICT),
     'train.optimizer.kwargs.lr': POSITIVE,
     'train.optimizer.kwargs.momentum': NON_NEGATIVE,
@@ -149,6 +162,8 @@ RULES: dict[str, Rule] = {
     f'{TERM}.criterion.kwargs.momentum': FRACTION,
     f'{TERM}.criterion.kwargs.*_size': COUNT,
     f'{TERM}.criterion.kwargs.num_*samples': COUNT,
+    f'{TERM}.criterion.kwargs.temperature': _optional(POSITIVE),
+    f'{TERM}.criterion.kwargs.output_sizes': POOLED_SIZES,
     f'{TERM}.criterion_wrapper.key': _registered('loss wrapper', losses.LOSS_WRAPPER_DICT),
     f'{TERM}.criterion_wrapper.kwargs.*.io': NAME,
     f'{TERM}.criterion_wrapper.kwargs.*.module_path': NAME,

@@ -1,6 +1,6 @@
 """Before the first training step (and for `--check`): the schedule, the model outputs the losses read, the smallest
-batch of an epoch, the targets, and one training step on a few samples (state restored); and a training step that
-fails, named by its recipe part in one line.
+batch of an epoch, the targets, CRD's memory banks, and one training step on a few samples (state restored); and a
+training step that fails, named by its recipe part in one line.
 
 A loss or model that cannot take what an epoch feeds it (ITRD's batch standard deviation on a last batch of one
 sample, a feature size that does not match the hooked module, batch norm on one sample) fails here, before anything
@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import default_collate
+from torchdistill.losses.mid_level import CRDLoss
 
 from ..data import MixupCutmixCollate
 from ..errors import DataFileError, TrainingDiverged, TrainingFailed, UsageError, one_line
@@ -27,8 +28,9 @@ from .iocheck import check_loss_io
 from .logs import logger
 from .schedule import check_schedule
 
-__all__ = ['STEP_ERRORS', 'check_epoch_followers', 'check_one_batch', 'check_passed', 'check_smallest_batch',
-           'check_targets', 'check_training', 'describe_step_failure', 'evaluation', 'probe_step', 'smallest_batch']
+__all__ = ['STEP_ERRORS', 'check_epoch_followers', 'check_memory_banks', 'check_one_batch', 'check_passed',
+           'check_smallest_batch', 'check_targets', 'check_training', 'describe_step_failure', 'evaluation',
+           'probe_step', 'smallest_batch']
 
 STEP_ERRORS = (RuntimeError, TypeError, ValueError, KeyError, IndexError)
 """what a model's forward or a loss raises for inputs it cannot take (CUDA's out-of-memory is a RuntimeError)"""
@@ -137,6 +139,18 @@ def check_epoch_followers(source: Path, box, view: RecipeView, process: object) 
     return False
 
 
+def check_memory_banks(source: Path, box, view: RecipeView, loader: object) -> None:
+    """Refuse a CRD loss term whose memory banks (one row per training sample, read and written at the sample's index
+    in the training data) hold fewer rows than the training data has samples: the first batch with a later sample
+    would index past them (on CUDA, a device-side assert that ends the process)."""
+    samples = len(loader.dataset)
+    for label, term in loss_terms(box, view):
+        rows = term.memory_v1.shape[0] if isinstance(term, CRDLoss) else samples
+        if rows < samples:
+            raise UsageError(f'{source}: {label}: its memory banks hold {rows} samples (output_size), but the '
+                             f'training data has {samples}: set the term\'s output_size and num_samples to {samples}')
+
+
 def check_targets(source: Path, box, view: RecipeView, loader: object) -> None:
     """Refuse a loss term that needs one class index per sample (``needs_class_indices``: DKD) where the training
     loader's collate gives soft targets (Mixup/CutMix)."""
@@ -204,12 +218,14 @@ def probe_step(run, box, loader: object, count: int, note: str = '') -> None:
 def check_training(run, box) -> None:
     """Everything an epoch would feed the loss and models, checked before any work (one UsageError line): the
     schedule against the epoch's iterations, the model outputs each loss term reads, the smallest batch, the targets,
-    the epoch a loss follows; then the training step's forward on two samples (one where the last batch holds one)."""
+    CRD's memory banks against the training data, the epoch a loss follows; then the training step's forward on two
+    samples (one where the last batch holds one)."""
     train_config, loader = run.config['train'], box.train_data_loader
     check_schedule(run.recipe_path, train_config, box, len(loader))
     check_loss_io(run.recipe_path, run.view)
     smallest = check_smallest_batch(run.recipe_path, box, run.view, loader)
     check_targets(run.recipe_path, box, run.view, loader)
+    check_memory_banks(run.recipe_path, box, run.view, loader)
     if check_epoch_followers(run.recipe_path, box, run.view, train_config.get('pre_epoch_process')):
         tell_epoch(box.criterion, 0)  # for the probe; each epoch's pre-epoch process tells it again
     one = smallest == 1  # a last batch of one sample: the probe takes one (batch norm refuses it)

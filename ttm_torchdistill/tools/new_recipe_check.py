@@ -1,5 +1,5 @@
 """What `new-recipe` measures on the new pair's models and checks before it writes: the kwargs a timm model takes,
-the feature sizes the base's feature terms (CRD, ITRD) need for the new models, and that the recipe builds.
+the feature sizes the base's feature terms (CRD, ITRD, ReviewKD) need for the new models, and that the recipe builds.
 
 The models are built without downloading anything (torchvision weights None, timm ``pretrained`` False; a timm
 teacher's weights file is loaded) and run on one blank input of the recipe's size (32 x 32 for CIFAR datasets, else
@@ -7,6 +7,7 @@ what the evaluation transform makes of an image).
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -104,46 +105,107 @@ def _feature_reads(doc: RecipeDocument) -> list[tuple[str, str, str, str]]:
     return reads
 
 
+Shapes = dict[tuple[str, str], tuple[int, ...]]
+"""(module path, 'input' | 'output') -> the shape it has on one input (its last call's, as a forward hook keeps it)"""
+
+
 @torch.no_grad()
-def _feature_size(model: nn.Module, path: str, io: str, shape: tuple[int, ...]) -> int | None:
-    """The flattened size of module ``path``'s input or output on one input; None when the model has no such
-    module."""
-    try:
-        module = model.get_submodule(path)
-    except AttributeError:
-        return None
-    found = []
-    handle = module.register_forward_hook(lambda m, args, out: found.append(args[0] if io == 'input' else out))
+def _module_shapes(model: nn.Module, shape: tuple[int, ...]) -> Shapes:
+    """The input and output shape of every module of ``model`` on one blank input of ``shape`` (one forward)."""
+    found: Shapes = {}
+
+    def keep(path: str) -> object:
+        def hook(module: nn.Module, args: tuple, out: object) -> None:
+            for io, value in (('input', args[0] if args else None), ('output', out)):
+                if isinstance(value, torch.Tensor):
+                    found[path, io] = tuple(value.shape)
+        return hook
+
+    handles = [module.register_forward_hook(keep(path)) for path, module in model.named_modules() if path]
     try:
         model.eval()(torch.zeros(1, *shape))
     finally:
-        handle.remove()
-    return torch.flatten(found[0], 1).shape[1]
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def _missing(flag: str, name: str, role: str, path: str, key: str) -> UsageError:
+    return UsageError(f'{flag} {name}: the base recipe\'s feature terms read the {role}\'s module {path!r} ({key}), '
+                      f'which {name} does not have; choose a base without CRD/ITRD/ReviewKD terms (e.g. a wttm '
+                      'recipe) or a model with that module')
+
+
+REVIEW = 'train.student.auxiliary_model_wrapper'
+REVIEW_PREFIX = 'student_model.'
+"""the prefix of the student's modules inside torchdistill's Student4KnowledgeReview"""
+
+
+def _review_values(doc: RecipeDocument, shapes: dict[str, Shapes],
+                   flags: dict[str, str]) -> list[tuple[str, object, str | None]]:
+    """(key path, value, note) of knowledge review's channels and sizes for the new models (one note for all): each
+    fusion module's in_channels (its student level's), out_channels (the teacher level an HierarchicalContextLoss term
+    compares it with) and the levels' spatial sizes, deepest first."""
+    abfs = doc.value(f'{REVIEW}.kwargs.abfs') or []
+    teacher_levels = {term.kwargs.get('student_module_path'): (term.kwargs.get('teacher_module_path'),
+                                                                term.kwargs.get('teacher_module_io', 'output'))
+                      for term in doc.loss_terms() if term.key == 'HierarchicalContextLoss'}
+    values, sizes, channels = [], [], []
+    for index, abf in enumerate(abfs):
+        key = f'{REVIEW}.kwargs.abfs.{index}'
+        path = abf['path'][len(REVIEW_PREFIX):] if abf['path'].startswith(REVIEW_PREFIX) else abf['path']
+        found = shapes['student'].get((path, abf['io']))
+        if found is None:
+            raise _missing(flags['student'], _name(doc, 'student'), 'student', path, f'{key}.path')
+        values.append((f'{key}.kwargs.in_channels', found[1], None))
+        sizes.insert(0, found[2] if len(found) > 2 else 1)
+        channels.append(str(found[1]))
+        teacher_path, io = teacher_levels.get(f'abf_modules.{len(abfs) - 1 - index}', (None, None))
+        if teacher_path is not None:
+            target = shapes['teacher'].get((teacher_path, io))
+            if target is None:
+                raise _missing(flags['teacher'], _name(doc, 'teacher'), 'teacher', teacher_path, 'teacher_module_path')
+            values.append((f'{key}.kwargs.out_channels', target[1], None))
+            channels[-1] += f' -> {target[1]}'
+    if doc.has(f'{REVIEW}.kwargs.sizes'):
+        values.append((f'{REVIEW}.kwargs.sizes', sizes, None))
+    note = (f'knowledge review\'s fusion channels (student -> teacher level) {", ".join(channels)}, level sizes '
+            f'{sizes}')
+    return [*values[:-1], (*values[-1][:2], note)] if values else []
+
+
+def _name(doc: RecipeDocument, role: str) -> str:
+    return doc.value(f'models.{ROLES[role]}.kwargs.name') or doc.value(f'models.{ROLES[role]}.key')
 
 
 def feature_edits(text: str, flags: dict[str, str]) -> tuple[str, list[str]]:
-    """``text`` with the feature sizes of its CRD / ITRD parts set to the new models' (``flags``: role -> the
-    command-line flag that chose the model), and one note per size set."""
+    """``text`` with the feature sizes of its CRD / ITRD / ReviewKD parts set to the new models' (``flags``: role ->
+    the command-line flag that chose the model), and one note per value set."""
     doc = RecipeDocument(text, Path('the new recipe'))
     reads = _feature_reads(doc)
-    if not reads:
+    review = doc.value(f'{REVIEW}.key') == 'Student4KnowledgeReview'
+    if not reads and not review:
         return text, []
-    models = {role: build_model(doc, label) for role, label in ROLES.items()}
     shape = input_shape(doc)
-    edits, notes, done = RecipeEdits(doc), [], set()
+    shapes = {role: _module_shapes(build_model(doc, label), shape) for role, label in ROLES.items()}
+    values = []
     for key, role, path, io in reads:
-        size = _feature_size(models[role], path, io, shape)
-        name = doc.value(f'models.{ROLES[role]}.kwargs.name') or doc.value(f'models.{ROLES[role]}.key')
-        if size is None:
-            raise UsageError(f'{flags[role]} {name}: the base recipe\'s feature terms read the {role}\'s module '
-                             f'{path!r} ({key}), which {name} does not have; choose a base without CRD/ITRD terms '
-                             '(e.g. a wttm recipe) or a model with that module')
+        found = shapes[role].get((path, io))
+        if found is None:
+            raise _missing(flags[role], _name(doc, role), role, path, key)
+        size = math.prod(found[1:])
+        values.append((key, size, f'{key.rsplit(".", 1)[-1]} {size} ({role} {path!r})'))
+    if review:
+        values += _review_values(doc, shapes, flags)
+    edits, notes, done = RecipeEdits(doc), [], set()
+    for key, value, note in values:
         node = doc.node(key)
         if id(node) not in done:  # an alias of an anchored size is the same node: set once
             done.add(id(node))
-            if doc.value(key) != size:
-                edits.set_value(node, str(size))
-            notes.append(f'{key.rsplit(".", 1)[-1]} {size} ({role} {path!r})')
+            if doc.value(key) != value:
+                edits.set_value(node, str(value))
+            if note is not None:
+                notes.append(note)
     return edits.text(), notes
 
 
