@@ -49,7 +49,7 @@ from ..recipe import (
     resolve_recipe,
 )
 from .new_recipe_check import TIMM_KEY, check_recipe, feature_edits, timm_kwargs
-from .new_recipe_feature import feature_method_edits
+from .new_recipe_feature import base_feature_term, feature_method_edits, plain_roles
 
 __all__ = ['new_recipe']
 
@@ -309,7 +309,8 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     if not (doc.has('models.teacher_model') and doc.has('models.student_model')):
         raise UsageError(f'--from {base}: the base recipe needs models.teacher_model and models.student_model')
     view = RecipeView(doc)
-    replaced = view.method_term() or next(iter(view.loss_terms((CROSS_ENTROPY,))), None)
+    feature_term = base_feature_term(doc)  # a FitNet/AT/... base: a logit method's term takes its place
+    replaced = view.method_term() or feature_term or next(iter(view.loss_terms((CROSS_ENTROPY,))), None)
     if replaced is None:
         raise UsageError(f'--from {base}: the base recipe needs a TTM/WTTM/KD/DIST/DKD or cross-entropy term under '
                          f'{SUB_TERMS} for the method\'s loss to replace')
@@ -336,6 +337,8 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
         feature_method_edits(doc, edits, chosen, choice.params['weight'], teacher_model.key, student_model.key,
                              base_term.cifar)
     else:
+        if feature_term is not None:
+            plain_roles(doc, edits)
         _loss_edits(doc, edits, replaced, choice)
     _method_folder(doc, edits, base, base_method.name if base_method else None, method, feature)
     text = re.sub(r'\A(?:#.*\n|\s*\n)*', '', edits.text())  # the base header describes the base pair

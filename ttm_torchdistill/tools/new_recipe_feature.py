@@ -4,16 +4,17 @@ the hooks and student wrapper the method's declaration writes from the new pair'
 The features are the CRD benchmark's feature lists (:mod:`ttm_torchdistill.models.cifar.features`), known for its 15
 CIFAR-100 architectures at 32 x 32; a pair or a base outside them is refused in one line. The base keeps its data,
 schedule, optimizer and checkpoint layout; its loss terms, its ``train.teacher``/``train.student`` entries and a
-dataset wrapper (CRD's) give way to the method's.
+dataset wrapper (CRD's) give way to the method's. The other way round, a logit method's recipe from a feature
+method's base takes the place of its feature term, and the models lose their hooks and wrappers.
 """
 from __future__ import annotations
 
 from ..errors import UsageError
-from ..methods import CROSS_ENTROPY_ENTRY, Method
+from ..methods import CROSS_ENTROPY_ENTRY, FeatureRecipe, Method, method_by_loss
 from ..models.cifar import FEATURE_LISTS, model_features
-from ..recipe import SUB_TERMS, RecipeDocument, RecipeEdits
+from ..recipe import SUB_TERMS, LossTerm, RecipeDocument, RecipeEdits
 
-__all__ = ['feature_method_edits']
+__all__ = ['base_feature_term', 'feature_method_edits', 'plain_roles']
 
 TRAIN_WRAPPER = 'train.train_data_loader.dataset_wrapper'
 
@@ -49,3 +50,17 @@ def feature_method_edits(doc: RecipeDocument, edits: RecipeEdits, method: Method
         edits.set_entry('train', role, lines)
     if doc.has(TRAIN_WRAPPER):  # CRD's sampler of negatives: the feature methods read plain batches
         edits.drop_entry('train.train_data_loader', 'dataset_wrapper')
+
+
+def base_feature_term(doc: RecipeDocument) -> LossTerm | None:
+    """The base's feature-method term (FitNet's, AT's, ...), or None."""
+    return next((t for t in doc.loss_terms() if (m := method_by_loss(t.key)) is not None and m.recipe), None)
+
+
+def plain_roles(doc: RecipeDocument, edits: RecipeEdits) -> None:
+    """``train.teacher`` and ``train.student`` without hooks or wrappers (the student in DDP): what a logit method
+    reads, the models' outputs."""
+    plain = FeatureRecipe((), (), [])
+    for role, lines in (('teacher', plain.teacher_lines()), ('student', plain.student_lines())):
+        if doc.has(f'train.{role}'):
+            edits.set_entry('train', role, lines)
