@@ -2,6 +2,8 @@
 benchmark's weights and features, the pair's schedule, every recipe checked; a sample that runs every pair and every
 method trains through the runner, one recipe per method takes a step in torchdistill's own pipeline, and the methods
 with trainable modules resume exactly."""
+import json
+
 import pytest
 import torch
 from conftest import (
@@ -212,14 +214,18 @@ def _resume_checks(straight, resumed, after_one):
                if v.is_floating_point())  # the regressors trained in epoch 2
 
 
-def test_vid_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path, cifar100_env, teacher_ckpts):
-    """VID's regressors and log-scales live in the student's auxiliary wrapper: .last.pt holds them, --resume
-    restores them, and the run killed (SIGKILL) at the start of epoch 2 ends as the uninterrupted one."""
-    name = 'cifar100/vid/resnet20_from_resnet56'
+@pytest.mark.parametrize('method, wrapped', [('fitnet', 'regressor.bn.running_mean'),
+                                             ('vid', 'regressors.0.log_scale')])
+def test_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(method, wrapped, tmp_path, cifar100_env,
+                                                                         teacher_ckpts):
+    """FitNet's regressor (conv, batch norm and its running statistics) and VID's regressors and log-scales live in
+    the student's auxiliary wrapper: .last.pt holds them, --resume restores them, and a run killed (SIGKILL) at the
+    start of epoch 2 ends as the uninterrupted one, bit for bit."""
+    name = f'cifar100/{method}/resnet20_from_resnet56'
     args = ['train', name, '--device', 'cpu', '--seed', '0', *[a for o in FAST for a in ('--set', o)],
             '--set', 'train.num_epochs=2', *PROBE,
             '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']
-    last = 'resource/ckpt/cifar100/vid/cifar100-resnet20_from_resnet56.last.pt'
+    last = f'resource/ckpt/cifar100/{method}/cifar100-resnet20_from_resnet56.last.pt'
 
     def train(stage, folder):
         if stage != 'interrupted':
@@ -229,26 +235,36 @@ def test_vid_killed_after_one_epoch_and_resumed_equals_an_uninterrupted_run(tmp_
         return torch.load(folder / last, weights_only=False)
 
     runs = straight_and_resumed(tmp_path, train, folders=('straight', 'killed'))
-    _resume_checks(*runs.load(last), runs.results['interrupted'])
-    assert 'log_scale' in ' '.join(runs.load(last)[0]['aux']['student_wrapper'])
+    straight, resumed = runs.load(last)
+    after_one = runs.results['interrupted']
+    assert straight['epoch'] == resumed['epoch'] == 2 and after_one['epoch'] == 1
+    assert set(straight['aux']) == {'student_wrapper'}
+    wrapper = straight['aux']['student_wrapper']
+    assert wrapped in wrapper
+    assert_same_state(straight['model'], resumed['model'])
+    assert_same_state(wrapper, resumed['aux']['student_wrapper'])
+    assert not torch.equal(wrapper[wrapped], after_one['aux']['student_wrapper'][wrapped])  # trained in epoch 2
 
 
-def test_fitnet_interrupted_after_one_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path, cifar100_env,
-                                                                                    teacher_ckpts):
-    """FitNet's regressor (conv, batch norm with its running statistics) is saved and restored with the run."""
-    name = 'cifar100/fitnet/resnet20_from_resnet56'
-    common = [*FAST, f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']
-    last = 'resource/ckpt/cifar100/fitnet/cifar100-resnet20_from_resnet56.last.pt'
-
-    def train(stage, folder):
-        epochs = 1 if stage == 'interrupted' else 2
-        run_train(RunDescription(recipe=name, overrides=[*common, f'train.num_epochs={epochs}'], device='cpu', seed=0,
-                                 quiet=True, resume=stage == 'resumed', test=False))
-        return torch.load(folder / last, weights_only=False)
-
-    runs = straight_and_resumed(tmp_path, train)
-    _resume_checks(*runs.load(last), runs.results['interrupted'])
-    assert 'regressor.bn.running_mean' in runs.load(last)[0]['aux']['student_wrapper']
+def test_vid_trains_on_two_cpu_ranks_with_one_set_of_regressors(tmp_path, cifar100_env, teacher_ckpts):
+    """Regressors4ExactVID wraps the student and each regressor in DDP itself: after an epoch on different shards,
+    both ranks hold the same student, regressors and log-scales (trained)."""
+    fast = [a for o in FAST for a in ('--set', o)]
+    probe = tmp_path / 'ranks'
+    result = run_cli(['train', 'cifar100/vid/resnet20_from_resnet56', '--device', 'cpu', '--seed', '0', *fast,
+                      '--set', 'train.num_epochs=2', *PROBE, '--summary', 's.json',
+                      '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}'],
+                     tmp_path, env=cli_env(PROBE_RANK_DIR=probe), torchrun_nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / 's.json').read_text())
+    assert summary['world_size'] == 2 and summary['epochs_run'] == 2
+    start, rank0, rank1 = (torch.load(probe / f, weights_only=False)  # the states before epochs 1 and 2
+                           for f in ('epoch0_rank0.pt', 'epoch1_rank0.pt', 'epoch1_rank1.pt'))
+    scales = [k for k in rank0 if k.endswith('log_scale')]
+    assert len(scales) == 3 and any(k.startswith('model.module.') for k in rank0)
+    weights = [k for k in rank0 if 'running_' not in k and 'num_batches_tracked' not in k]
+    assert_same_state({k: rank0[k] for k in weights}, {k: rank1[k] for k in weights})
+    assert all(not torch.equal(start[k], rank0[k]) for k in scales)
 
 
 @pytest.mark.parametrize('recipe, grid, key', [
