@@ -125,10 +125,10 @@ def test_a_table_row_of_one_pair_is_one_sweep(tmp_path, shell_env):
     assert [r['label'] for r in manifest['recipes']] == ['kd', 'ttm', 'wttm', 'dist', 'dkd']
     assert len(manifest['runs']) == 15 and all(r['state'] == 'finished' for r in manifest['runs'])
     assert len({r['group'] for r in manifest['runs']}) == 3  # one lockstep group per seed
-    table = result.stdout
+    table = result.stdout[result.stdout.rindex('sweep row (5 recipes of one pair, seeds 0 1 2)'):]  # `table row`
     for label, paper in (('kd', '73.33'), ('ttm', '76.17'), ('wttm', '76.06'), ('dist', '76.31'), ('dkd', '76.32')):
-        (line,) = [x for x in table.splitlines() if x.startswith(f'| {label} ')]
-        assert paper in line and '| 3 |' in line.replace('  ', ' '), line
+        (line,) = [x for x in table.splitlines() if x.startswith(f'| {label} |')]
+        assert line.startswith(f'| {label} | 3/3 | 0 |') and f'| {paper} |' in line, line
 
 
 def test_tuning_a_new_pair_locally(tmp_path, shell_env):
