@@ -2,7 +2,6 @@
 different sizes pooled; and the method AT declared."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torchdistill.losses.registry import register_mid_level_loss
 
@@ -10,7 +9,6 @@ from .. import functional as F
 from ..methods import (
     FEATURE_WEIGHT,
     FeatureRecipe,
-    LossHooks,
     Method,
     ModelFeatures,
     paired_maps,
@@ -18,7 +16,7 @@ from ..methods import (
     tap_pairs,
 )
 from .checks import number
-from .pairs import checked_pairs, weighted_sum
+from .pairs import FeaturePair, PairedFeatureLoss
 
 __all__ = ['ExactATLoss']
 
@@ -34,7 +32,7 @@ def _recipe(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
                         weight_name='beta', beta=FEATURE_WEIGHT,
                         beta_carries=True))
 @register_mid_level_loss
-class ExactATLoss(LossHooks):
+class ExactATLoss(PairedFeatureLoss):
     """Attention transfer as the CRD benchmark's ``distiller_zoo/AT.py`` computes it, over the feature pairs
     ``at_pairs`` in their mapping's order:
 
@@ -78,26 +76,15 @@ class ExactATLoss(LossHooks):
     """
 
     def __init__(self, at_pairs: dict, p: float = 2.0) -> None:
-        super().__init__()
-        self.pairs = checked_pairs('ExactATLoss: at_pairs', at_pairs)
+        super().__init__('ExactATLoss: at_pairs', at_pairs)
         self.p = number('p', p, 'a finite number > 0 (the benchmark uses 2)', lambda v: v > 0, 'ExactATLoss')
-        self.diagnostic_names = tuple(pair.name for pair in self.pairs)
-        self._last: Tensor | None = None
 
-    def forward(self, student_io_dict: dict, teacher_io_dict: dict, *args, **kwargs) -> Tensor:
-        terms = []
-        for pair in self.pairs:
-            f_s, f_t = pair.student(student_io_dict), pair.teacher(teacher_io_dict)
-            try:
-                terms.extend(F.at_terms([f_s], [f_t], self.p))
-            except ValueError as exc:
-                raise ValueError(f'{pair.owner}: {exc}') from None
-        self._last = torch.stack([term.detach() for term in terms])
-        return weighted_sum(self.pairs, terms)
-
-    def diagnostics(self) -> Tensor | None:
-        """The last forward's per-pair terms (unweighted), in ``at_pairs`` order; None before the first forward."""
-        return self._last
+    def term(self, pair: FeaturePair, student_io_dict: dict, teacher_io_dict: dict) -> Tensor:
+        f_s, f_t = pair.student(student_io_dict), pair.teacher(teacher_io_dict)
+        try:
+            return F.at_terms([f_s], [f_t], self.p)[0]
+        except ValueError as exc:
+            raise ValueError(f'{pair.owner}: {exc}') from None
 
     def extra_repr(self) -> str:
         return f'pairs={len(self.pairs)}, p={self.p:g}'

@@ -1,15 +1,18 @@
 """The feature pairs of the AT and VID losses, in torchdistill's ``at_pairs`` / ``feature_pairs`` schema
-(``{pair name: {student: {io, path}, teacher: {io, path}, weight}}``), checked once and read from the I/O dicts."""
+(``{pair name: {student: {io, path}, teacher: {io, path}, weight}}``), checked once and read from the I/O dicts, and
+the losses' common part (:class:`PairedFeatureLoss`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
+from ..methods import LossHooks
 from .checks import number
 
-__all__ = ['FeaturePair', 'checked_pairs', 'weighted_sum']
+__all__ = ['FeaturePair', 'PairedFeatureLoss', 'checked_pairs', 'weighted_sum']
 
 _IO = ('input', 'output')
 _SCHEMA = "{pair name: {student: {io: 'input' or 'output', path: module path}, teacher: {io, path}, weight: >= 0}}"
@@ -74,3 +77,27 @@ def weighted_sum(pairs: tuple[FeaturePair, ...], terms: list[Tensor]) -> Tensor:
     for pair, term in zip(pairs[1:], terms[1:], strict=True):
         total = total + pair.weight * term
     return total
+
+
+class PairedFeatureLoss(LossHooks):
+    """A loss summed over feature pairs (AT's, VID's): the weighted sum of :meth:`term` over the pairs, in order;
+    :meth:`diagnostics` reports each pair's unweighted term, named by the pair."""
+
+    def __init__(self, owner: str, pairs: object) -> None:
+        super().__init__()
+        self.pairs = checked_pairs(owner, pairs)
+        self.diagnostic_names = tuple(pair.name for pair in self.pairs)
+        self._last: Tensor | None = None
+
+    def term(self, pair: FeaturePair, student_io_dict: dict, teacher_io_dict: dict) -> Tensor:
+        """The loss of one pair (unweighted)."""
+        raise NotImplementedError
+
+    def forward(self, student_io_dict: dict, teacher_io_dict: dict, *args, **kwargs) -> Tensor:
+        terms = [self.term(pair, student_io_dict, teacher_io_dict) for pair in self.pairs]
+        self._last = torch.stack([term.detach() for term in terms])
+        return weighted_sum(self.pairs, terms)
+
+    def diagnostics(self) -> Tensor | None:
+        """The last forward's per-pair terms (unweighted), in the pairs' order; None before the first forward."""
+        return self._last

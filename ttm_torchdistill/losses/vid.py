@@ -14,7 +14,6 @@ from .. import functional as F
 from ..methods import (
     FEATURE_WEIGHT,
     FeatureRecipe,
-    LossHooks,
     Method,
     ModelFeatures,
     paired_maps,
@@ -22,7 +21,7 @@ from ..methods import (
     tap_pairs,
 )
 from .checks import count, number
-from .pairs import FeaturePair, checked_pairs, weighted_sum
+from .pairs import FeaturePair, PairedFeatureLoss
 
 __all__ = ['ExactVIDLoss', 'Regressors4ExactVID', 'VIDRegressor']
 
@@ -164,7 +163,7 @@ def _recipe(teacher: ModelFeatures, student: ModelFeatures) -> FeatureRecipe:
                         weight_name='beta', beta=FEATURE_WEIGHT,
                         beta_carries=True))
 @register_mid_level_loss
-class ExactVIDLoss(LossHooks):
+class ExactVIDLoss(PairedFeatureLoss):
     """Variational information distillation as the CRD benchmark's ``distiller_zoo/VID.py`` computes it: over the
     feature pairs in their mapping's order,
 
@@ -210,13 +209,10 @@ class ExactVIDLoss(LossHooks):
     """
 
     def __init__(self, feature_pairs: dict, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.pairs = checked_pairs('ExactVIDLoss: feature_pairs', feature_pairs)
+        super().__init__('ExactVIDLoss: feature_pairs', feature_pairs)
         self.eps = number('eps', eps, 'a finite number > 0 (the benchmark uses 1e-5)', lambda v: v > 0, 'ExactVIDLoss')
-        self.diagnostic_names = tuple(pair.name for pair in self.pairs)
-        self._last: Tensor | None = None
 
-    def _term(self, pair: FeaturePair, student_io_dict: dict, teacher_io_dict: dict) -> Tensor:
+    def term(self, pair: FeaturePair, student_io_dict: dict, teacher_io_dict: dict) -> Tensor:
         prediction, target = pair.student(student_io_dict), pair.teacher(teacher_io_dict)
         if not isinstance(prediction, (tuple, list)) or len(prediction) != 2:
             raise ValueError(f"{pair.owner}: the student's {pair.student_path!r} ({pair.student_io}) is not a "
@@ -232,15 +228,6 @@ class ExactVIDLoss(LossHooks):
             return F.vid_loss(mean, log_scale, target, self.eps)
         except ValueError as exc:
             raise ValueError(f'{pair.owner}: {exc}') from None
-
-    def forward(self, student_io_dict: dict, teacher_io_dict: dict, *args, **kwargs) -> Tensor:
-        terms = [self._term(pair, student_io_dict, teacher_io_dict) for pair in self.pairs]
-        self._last = torch.stack([term.detach() for term in terms])
-        return weighted_sum(self.pairs, terms)
-
-    def diagnostics(self) -> Tensor | None:
-        """The last forward's per-pair terms (unweighted), in ``feature_pairs`` order; None before the first forward."""
-        return self._last
 
     def extra_repr(self) -> str:
         return f'pairs={len(self.pairs)}, eps={self.eps:g}'
