@@ -252,7 +252,8 @@ def _refused(capsys, args, fragments):
 
 def test_short_names_need_exactly_one_distillation_term(tmp_path, capsys):
     _refused(capsys, ['sweep', 'demo/ce', '--grid', 'beta=1,2', '-o', str(tmp_path / 'a')],
-             ['has no TTMLoss, WTTMLoss, KDLoss, ExactDISTLoss or DKDLoss term', 'give the full key'])
+             ['has no TTMLoss, WTTMLoss, KDLoss, ExactDISTLoss, DKDLoss, HintLoss, ExactATLoss, ExactVIDLoss, '
+              'RKDLoss or PKTLoss term', 'give the full key'])
     _refused(capsys, ['sweep', str(_ambiguous_recipe(tmp_path)), '--grid', 'alpha=1,2', '-o', str(tmp_path / 'b')],
              ['several loss terms', 'wttm (WTTMLoss), kd (KDLoss)', 'sub_terms.wttm.criterion.kwargs.alpha'])
     _refused(capsys, ['sweep', 'no/such/recipe', '--grid', 'gamma=1', '-o', str(tmp_path / 'c')],

@@ -199,14 +199,12 @@ class RecipeDocument:
         def walk(node: yaml.Node, parts: list[str], path: str) -> Iterator[tuple[str, yaml.Node]]:
             if not parts:
                 yield path, node
-            elif isinstance(node, yaml.MappingNode):
-                for k, v in node.value:
-                    if isinstance(k, yaml.ScalarNode) and fnmatch.fnmatchcase(k.value, parts[0]):
-                        yield from walk(v, parts[1:], f'{path}.{k.value}' if path else k.value)
-            elif isinstance(node, yaml.SequenceNode):
-                for index, item in enumerate(node.value):
-                    if fnmatch.fnmatchcase(str(index), parts[0]):
-                        yield from walk(item, parts[1:], f'{path}.{index}')
+            elif isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+                children = ([(k.value, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+                            if isinstance(node, yaml.MappingNode) else [(str(i), v) for i, v in enumerate(node.value)])
+                for key, value in children:
+                    if fnmatch.fnmatchcase(key, parts[0]):
+                        yield from walk(value, parts[1:], f'{path}.{key}' if path else key)
 
         yield from walk(self.root, pattern.split('.'), '')
 
