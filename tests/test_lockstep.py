@@ -54,6 +54,23 @@ def test_each_point_of_a_lockstep_grid_is_bit_identical_to_training_ittrain_alon
         assert not same_values(aux[0]['loss.crd'], aux[3]['loss.crd'])  # each point's own memory bank
 
 
+def test_a_feature_methods_grid_trains_each_point_with_its_own_regressors_bit_identical_to_alone(
+        tmp_path, cifar100_env, teacher_ckpts, one_thread):
+    """VID's regressors and log-scales live in each point's student wrapper: a grid over the term's weight (`beta`)
+    in one lockstep group equals each point trained alone, and the points' regressors differ."""
+    sets = [*FAST, 'train.num_epochs=2', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}']
+    args = ['sweep', 'cifar100/vid/resnet20_from_resnet56', '--grid', 'beta=1,4', '--seeds', '0', '-o', 'out',
+            '--lockstep', *_sets(sets)]
+    ok(cli(args, tmp_path))
+    manifest = json.loads((tmp_path / 'out/sweep.json').read_text())
+    assert [(e['state'], e['group']) for e in manifest['runs']] == [('finished', 'seed0')] * 2
+    for entry in manifest['runs']:
+        assert_same_run(tmp_path / 'out' / entry['dir'], train_alone(entry, tmp_path / 'alone'), entry['ckpt'])
+    aux = [torch.load(tmp_path / 'out' / e['dir'] / last_ckpt_path(e['ckpt']), weights_only=False)['aux']
+           for e in manifest['runs']]
+    assert not same_values(aux[0]['student_wrapper'], aux[1]['student_wrapper'])
+
+
 def test_a_student_with_dropout_is_bit_identical_too(tmp_path, one_thread):
     """The demo's digits CNN (dropout 0.2) as the student: each point's step draws its masks from the generator
     state it would have alone."""
