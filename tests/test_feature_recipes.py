@@ -11,6 +11,7 @@ from conftest import (
     RECIPES,
     ROOT,
     assert_same_state,
+    cli,
     cli_env,
     ok,
     run_cli,
@@ -327,3 +328,21 @@ def test_readme_table_shows_the_five_methods_on_every_pair():
     for (t, s), top1 in ROWS.items():
         (line,) = [x for x in lines if x.startswith(f'| `{s}_from_{t}` |') and x.count('|') == 3]
         assert line.endswith(' | ' + ' · '.join(f'{top1[m]:.2f}' for m in METHODS) + ' |')
+
+
+@pytest.mark.parametrize('role, io, paths, named', [
+    ('teacher', 'output', "['layer1','layer2','layr3']", "'layr3' names no module of the teacher (ResNet4Cifar, whose "
+                                                          'modules are avgpool, bn1, conv1, fc, layer1, layer2'),
+    ('student', 'output', "['model.layer1','model.layer2','model.layer3','regressors.0','regressors.1','regressors.3']",
+     "'regressors.3' names no module of the student (Regressors4ExactVID, whose modules are model, regressors)"),
+])
+def test_a_hook_path_that_names_no_module_is_one_line(role, io, paths, named, tmp_path, cifar100_env, teacher_ckpts):
+    """A tired user's typo in a feature recipe's hooks: one line naming the key, the path and the modules there are
+    (torchdistill itself would hook None and fail in a traceback)."""
+    method = 'at' if role == 'teacher' else 'vid'
+    result = cli(['train', f'cifar100/{method}/resnet20_from_resnet56', '--device', 'cpu', '--check',
+                  *[a for o in FAST for a in ('--set', o)], '--set', f'train.{role}.forward_hook.{io}={paths}',
+                  '--set', f'models.teacher_model.src_ckpt={teacher_ckpts("resnet56")}'], tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert f'train.{role}.forward_hook.{io}: {named}' in lines[0]

@@ -89,7 +89,45 @@ class _DistillationBox(_NamedParts, DistillationBox):
 
     def setup_teacher_student_models(self, teacher_config: dict, student_config: dict) -> None:
         with recipe_part(self.source, 'train.teacher / train.student'):
-            super().setup_teacher_student_models(teacher_config, student_config)
+            for role, config in (('teacher', teacher_config), ('student', student_config)):
+                if not config.get('auxiliary_model_wrapper') and not config.get('sequential'):  # hooks the model
+                    _check_hooks(self.source, role, config, getattr(self, f'org_{role}_model', None))
+            try:
+                super().setup_teacher_student_models(teacher_config, student_config)
+            except (AttributeError, IndexError):  # torchdistill's lookup of a forward_hook path that names no module
+                for role, config in (('teacher', teacher_config), ('student', student_config)):
+                    _check_hooks(self.source, role, config, getattr(self, f'{role}_model', None))
+                raise
+
+
+def _reaches(model: nn.Module, path: str) -> bool:
+    """Whether ``path`` names a module of ``model`` (inside DDP too; list indices as torchdistill reads them)."""
+    module = model
+    for name in path.split('.'):
+        inner = module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+        if hasattr(module, name):
+            module = getattr(module, name)
+        elif hasattr(inner, name):
+            module = getattr(inner, name)
+        elif isinstance(inner, (nn.Sequential, nn.ModuleList)) and name.lstrip('-').isdigit() and \
+                -len(inner) <= int(name) < len(inner):
+            module = inner[int(name)]
+        else:
+            return False
+    return isinstance(module, nn.Module)
+
+
+def _check_hooks(source: Path, role: str, config: dict, model: nn.Module | None) -> None:
+    """One line for a ``train.<role>.forward_hook`` path that names no module of the model as the box holds it
+    (inside its auxiliary wrapper: the model is ``model.``)."""
+    if model is None:
+        return
+    for io, paths in (config.get('forward_hook') or {}).items():
+        for path in paths or []:
+            if isinstance(path, str) and not _reaches(model, path.removeprefix('+')):
+                names = sorted({n.split('.')[0] for n, _ in model.named_modules() if n})
+                raise UsageError(f'{source}: train.{role}.forward_hook.{io}: {path!r} names no module of the '
+                                 f'{role} ({type(model).__name__}, whose modules are {", ".join(names)})')
 
     def get_teacher_output(self, sample_batch, targets, supp_dict, **kwargs):
         """torchdistill's, except that outputs given as ``supp_dict['cached_data']`` stand for the teacher's forward:
