@@ -5,11 +5,16 @@
 * ``<!-- include: FILE -->``: FILE of the repository (e.g. BENCHMARKS.md) without its title (the page has its own);
 * ``<!-- table: NAME -->``: a table of ``tables.TABLES``, made from ``ttm_torchdistill.paper`` at build time.
 
+On an API page (one with ``::: MODULE`` blocks) every name of each MODULE's ``__all__`` must have its anchor in the
+built page, or the build warns (and a strict build fails): a public name without a docstring is not rendered.
+
 ``<!-- runs: NAME -->`` markers (a command block the test suite runs, tests/doc_blocks.py) stay as they are. Any other
 marker of these kinds that names nothing known stops the build.
 """
 from __future__ import annotations
 
+import ast
+import logging
 import re
 from pathlib import Path
 
@@ -17,6 +22,8 @@ from mkdocs.exceptions import PluginError
 from tables import TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger('mkdocs.hooks.pages')
+_DOCUMENTED = re.compile(r'^::: ([\w.]+)$', re.M)
 _MARKER = re.compile(r'^<!-- (?P<kind>readme|include|table):?\s*(?P<name>\S*) -->$', re.M)
 _SITE_LINKS = {'docs/': '', 'BENCHMARKS.md': 'benchmarks.md'}
 """README link prefixes and where they point on the site"""
@@ -54,5 +61,28 @@ def filled(markdown: str, where: str) -> str:
     return _MARKER.sub(fill, markdown)
 
 
+def exports(module: str) -> list[str]:
+    """The names in ``module``'s ``__all__`` (read from its source under the repository, not imported)."""
+    path = ROOT.joinpath(*module.split('.'))
+    path = path / '__init__.py' if path.is_dir() else path.with_suffix('.py')
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == '__all__' for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    return []
+
+
+def undocumented(html: str, modules: list[str]) -> list[str]:
+    """The public names of ``modules`` that have no anchor (``id="MODULE.NAME"``) in ``html``."""
+    return [f'{m}.{name}' for m in modules for name in exports(m) if f'id="{m}.{name}"' not in html]
+
+
 def on_page_markdown(markdown: str, page, **kwargs) -> str:
+    page.meta['documents'] = _DOCUMENTED.findall(markdown)
     return filled(markdown, page.file.src_uri)
+
+
+def on_page_content(html: str, page, **kwargs) -> str:
+    missing = undocumented(html, page.meta.get('documents', []))
+    if missing:
+        log.warning(f'{page.file.src_uri}: public names not documented (no docstring?): {", ".join(missing)}')
+    return html

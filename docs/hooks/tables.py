@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from ttm_torchdistill.paper import cifar100_table, deit, imagenet, imagenet_rivals
 
-__all__ = ['TABLES', 'cifar100', 'cifar100_ce', 'cifar100_feature', 'deit_table', 'imagenet_table']
+__all__ = ['CIFAR100_RIVALS', 'CIFAR100_TOP1', 'TABLES', 'cifar100', 'cifar100_ce', 'cifar100_feature',
+           'cifar100_rivals', 'cifar100_top1', 'deit_table', 'imagenet_table']
 
 _LABELS = {'kd': 'KD', 'ttm': 'TTM', 'wttm': 'WTTM', 'dist': 'DIST', 'dkd': 'DKD', 'crd': 'CRD', 'reviewkd': 'ReviewKD',
            'itrd': 'ITRD'}
@@ -29,35 +30,55 @@ def _gb(values: tuple[float, float]) -> str:
     return f'{_g(values[0])} / {_g(values[1])}'
 
 
+def _pair(pair: cifar100_table.Pair) -> str:
+    return f'`{pair.student}_from_{pair.teacher}`'
+
+
 def cifar100() -> str:
-    """One row per pair of :data:`~ttm_torchdistill.paper.cifar100_table.PAIRS`: each method's (gamma, beta) and the
-    paper's top-1 of KD, TTM, WTTM, WTTM+CRD, w/o CE, CRD, ITRD, WTTM+ITRD, DIST and DKD (with DKD's beta)."""
+    """One row per pair of :data:`~ttm_torchdistill.paper.cifar100_table.PAIRS`: each method's values (Tables 8 and 9,
+    ITRD's beta_mi, DKD's beta of its authors' config)."""
     header = ('student `_from_` teacher', 'TTM γ / β', 'WTTM γ / β', 'WTTM+CRD γ / β', 'w/o CE γ',
-              'WTTM+ITRD γ / β; β_mi', 'paper top-1: KD · TTM · WTTM · WTTM+CRD · w/o CE',
-              'paper top-1: CRD · ITRD · WTTM+ITRD', 'paper top-1: DIST · DKD (DKD β)')
-    rows = []
-    for pair in cifar100_table.PAIRS:
-        top1 = pair.top1
-        logit = ' · '.join(f'{top1[m]:.2f}' if m in top1 else '—' for m in ('kd', 'ttm', 'wttm', 'wttm_crd',
-                                                                              'wttm_wo_ce'))
-        dkd = f"{top1['dkd']:.2f} ({_g(pair.dkd_beta)})" if 'dkd' in top1 else 'n/a'
-        rows.append((f'`{pair.student}_from_{pair.teacher}`', _gb(pair.ttm), _gb(pair.wttm), _gb(pair.wttm_crd),
-                     _g(pair.wo_ce_gamma) if pair.same_arch else '—',
-                     f'{_gb(pair.wttm_itrd)}; {_g(pair.itrd_beta_mi)}', logit,
-                     f"{top1['crd']:.2f} · {top1['itrd']:.2f} · {top1['wttm_itrd']:.2f}",
-                     f"{top1['dist']:.2f} · {dkd}"))
+              'WTTM+ITRD γ / β; β_mi', 'DKD β')
+    rows = [(_pair(pair), _gb(pair.ttm), _gb(pair.wttm), _gb(pair.wttm_crd),
+             _g(pair.wo_ce_gamma) if pair.same_arch else '—', f'{_gb(pair.wttm_itrd)}; {_g(pair.itrd_beta_mi)}',
+             _g(pair.dkd_beta) if pair.dkd_beta is not None else 'n/a')
+            for pair in cifar100_table.PAIRS]
     return _rows(header, rows)
+
+
+CIFAR100_TOP1 = {'kd': 'KD', 'ttm': 'TTM', 'wttm': 'WTTM', 'wttm_crd': 'WTTM+CRD', 'wttm_wo_ce': 'w/o CE',
+                 'wttm_itrd': 'WTTM+ITRD'}
+"""the paper's own methods (and KD) in the TTM/WTTM top-1 table, in its column order, with their column titles"""
+CIFAR100_RIVALS = {'crd': 'CRD', 'itrd': 'ITRD', 'dist': 'DIST', 'dkd': 'DKD'}
+"""the rivals of the rivals' top-1 table (the feature methods have theirs: :func:`cifar100_feature`)"""
+
+
+def _top1(methods: dict[str, str]) -> str:
+    """One row per pair: the paper's top-1 of ``methods`` ('—': no recipe for the pair, 'n/a': the paper has no
+    number)."""
+    rows = [(_pair(pair), *(f'{pair.top1[m]:.2f}' if m in pair.top1 else 'n/a' if m == 'dkd' else '—'
+                            for m in methods))
+            for pair in cifar100_table.PAIRS]
+    return _rows(('student `_from_` teacher', *methods.values()), rows)
+
+
+def cifar100_top1() -> str:
+    """The paper's top-1 of KD, TTM, WTTM and WTTM's combinations on every pair (:data:`CIFAR100_TOP1`)."""
+    return _top1(CIFAR100_TOP1)
+
+
+def cifar100_rivals() -> str:
+    """The paper's top-1 of CRD, ITRD, DIST and DKD on every pair (:data:`CIFAR100_RIVALS`)."""
+    return _top1(CIFAR100_RIVALS)
 
 
 def cifar100_feature() -> str:
     """One row per pair: the paper's top-1 of the CRD benchmark's feature methods
     (:data:`~ttm_torchdistill.paper.cifar100_table.FEATURE_TOP1`)."""
     methods = cifar100_table.FEATURE_METHODS
-    header = ('student `_from_` teacher', 'paper top-1: FitNet · AT · VID · RKD · PKT')
-    rows = [(f'`{pair.student}_from_{pair.teacher}`',
-             ' · '.join(f'{cifar100_table.FEATURE_TOP1[m][k]:.2f}' for m in methods))
+    rows = [(_pair(pair), *(f'{cifar100_table.FEATURE_TOP1[m][k]:.2f}' for m in methods))
             for k, pair in enumerate(cifar100_table.PAIRS)]
-    return _rows(header, rows)
+    return _rows(('student `_from_` teacher', 'FitNet', 'AT', 'VID', 'RKD', 'PKT'), rows)
 
 
 def cifar100_ce() -> str:
@@ -83,10 +104,9 @@ def _imagenet_loss(exp: imagenet.Experiment) -> tuple[str, str]:
         return ('CE + DKDLoss', f"α {_g(values['alpha'])}, β {_g(values['beta'])}, T {_g(values['temperature'])}, "
                                 f'{warmup}')
     if exp.method == 'crd':
-        return 'CE + CRDLoss', "weight 0.8; CRD's own settings: 16384 negatives, dim 128, τ 0.07, momentum 0.5"
+        return 'CE + CRDLoss', "weight 0.8 (CRD's own settings)"
     if exp.method == 'reviewkd':
-        return ('CE + 5 × HierarchicalContextLoss', f"weight {_g(values['weight'])} each; Student4KnowledgeReview, "
-                                                    f"mid {values['mid_channels']}")
+        return 'CE + 5 × HierarchicalContextLoss', f"weight {_g(values['weight'])} each, mid {values['mid_channels']}"
     return 'CE + ITRDLoss', f"β_corr {_g(values['beta_corr'])}, β_mi {_g(values['beta_mi'])}, α_it " \
                             f"{_g(values['alpha_it'])}"
 
@@ -106,14 +126,15 @@ def imagenet_table() -> str:
     for exp in sorted(experiments, key=order):
         loss, values = _imagenet_loss(exp)
         if exp.top1 is None:
-            top1, source = '—', exp.source
+            top1, source = '—', 'not reported'
         elif exp.method in ('kd', 'ttm', 'wttm'):
             top1, source = f'{exp.top1:.2f}', exp.source
-        else:
-            origin = imagenet_rivals.ORIGINS.get((exp.method, exp.teacher), f'the {_LABELS[exp.method]} paper')
-            top1, source = f'{exp.top1:.2f}', f'{exp.source}, copied from {origin}'
+        else:  # a number the paper copies from another paper: the rival's own, or (CRD on MobileNet) ReviewKD's
+            paper = 'ReviewKD' if 'ReviewKD' in imagenet_rivals.ORIGINS.get((exp.method, exp.teacher), '') \
+                else _LABELS[exp.method]
+            top1, source = f'{exp.top1:.2f}', f'{exp.source} ({paper})'
         rows.append((f'`{exp.name}`', loss, values, top1, source))
-    return _rows(('recipe', 'loss', 'values', 'paper top-1', 'where the number comes from'), rows)
+    return _rows(('recipe', 'loss', 'values', 'paper top-1', 'reported in'), rows)
 
 
 def deit_table() -> str:
@@ -132,6 +153,7 @@ def deit_table() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
-    'cifar100': cifar100, 'cifar100_feature': cifar100_feature, 'cifar100_ce': cifar100_ce,
+    'cifar100': cifar100, 'cifar100_top1': cifar100_top1, 'cifar100_rivals': cifar100_rivals,
+    'cifar100_feature': cifar100_feature, 'cifar100_ce': cifar100_ce,
     'imagenet': imagenet_table, 'deit': deit_table}
 """marker name -> the function that makes its table"""
