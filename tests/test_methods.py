@@ -42,8 +42,8 @@ def test_the_runner_asks_every_loss_through_one_protocol():
     assert hooked(torch.nn.CrossEntropyLoss()) == [] and not isinstance(torch.nn.MSELoss(), LossHooks)
 
 
-def test_the_readme_short_name_table_is_the_registry():
-    text = (ROOT / 'README.md').read_text()
+def test_the_sweeps_page_short_name_table_is_the_registry():
+    text = (ROOT / 'docs' / 'sweeps.md').read_text()
     table = text[text.index('| short name | reaches the parameter of |'):]
     rows = {}
     for line in table.splitlines()[2:]:

@@ -3,7 +3,7 @@
 * ``<!-- readme -->``: the repository's README.md (the front page), its links into ``docs/`` made relative to the
   site (``docs/recipes/cifar100.md`` -> ``recipes/cifar100.md``) and ``BENCHMARKS.md`` pointed at its page;
 * ``<!-- include: FILE -->``: FILE of the repository (e.g. BENCHMARKS.md) without its title (the page has its own);
-* ``<!-- table: NAME -->``: a table of ``tables.TABLES``, made from ``ttm_torchdistill.paper`` at build time.
+* ``<!-- table: NAME -->``: a table of ``paper_tables.TABLES``, made from ``ttm_torchdistill.paper`` at build time.
 
 On an API page (one with ``::: MODULE`` blocks) every name of each MODULE's ``__all__`` must have its anchor in the
 built page, or the build warns (and a strict build fails): a public name without a docstring is not rendered.
@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
-from tables import TABLES
+from paper_tables import TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger('mkdocs.hooks.pages')

@@ -80,6 +80,8 @@ def fields_last(text: str) -> str:
         elif in_field and not (line.startswith(' ') or not line.strip() and i + 1 < len(lines)
                                and lines[i + 1].startswith(' ')):
             in_field = False
+            if not line.strip() and rest and not rest[-1].strip():
+                continue  # the blank lines before and after the fields: one is enough
         (fields if in_field else rest).append(line)
     while rest and not rest[-1].strip():
         rest.pop()
