@@ -1,5 +1,5 @@
 """The method registry: each method declared once, next to its loss; the command line, the sweep's short names,
-`new-recipe`, `calibrate` and the README's tables derive from it, and a new logit method (tests/toy_method.py: a loss
+`new-recipe`, `calibrate` and the docs' tables derive from it, and a new logit method (tests/toy_method.py: a loss
 class and its declaration) is usable by every command without editing any other file of the package."""
 import json
 import re
