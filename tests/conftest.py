@@ -49,9 +49,9 @@ def make_image_folder(root: Path, classes=('a', 'b'), per_split=None, size=(40, 
     return root
 
 
-SLOW_FIRST = ('test_readme.py', 'test_slurm_cluster.py', 'test_slurm_train.py', 'test_sweep_slurm.py', 'test_sweep.py',
-              'test_sweep_safety.py', 'test_lockstep.py', 'test_gpu_check_script.py', 'test_cifar_recipes.py',
-              'test_demo.py')
+SLOW_FIRST = ('test_doc_commands.py', 'test_slurm_cluster.py', 'test_slurm_train.py', 'test_sweep_slurm.py',
+              'test_sweep.py', 'test_sweep_safety.py', 'test_lockstep.py', 'test_gpu_check_script.py',
+              'test_cifar_recipes.py', 'test_demo.py')
 """the files with the longest tests, started first so that the workers finish together (the cluster's own tests
 before the sweeps that use it: they look at idle nodes)"""
 

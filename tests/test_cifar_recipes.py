@@ -9,7 +9,6 @@ import torch
 from conftest import (
     FAST,
     RECIPES,
-    ROOT,
     assert_same_state,
     cli,
     cli_env,
@@ -18,6 +17,8 @@ from conftest import (
     straight_and_resumed,
     torchdistill_runner_models,
 )
+from doc_blocks import block as doc_block
+from doc_blocks import hook
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
 from torchdistill.core.training import get_training_box
@@ -150,16 +151,28 @@ def test_the_suite_has_every_pair_method_and_architecture():
                                                                       'vgg8_cifar_from_resnet50_cifar' in n)]
 
 
-def test_readme_table_shows_the_itrd_crd_dist_and_dkd_columns_of_every_pair():
-    lines = (ROOT / 'README.md').read_text().splitlines()
+def _cells(table: str, teacher: str, student: str) -> list[str]:
+    (line,) = [x for x in table.splitlines() if x.startswith(f'| `{student}_from_{teacher}` |')]
+    return [cell.strip() for cell in line.strip('|').split('|')[1:]]
+
+
+def test_the_docs_tables_show_every_pairs_values_and_top1():
+    """The CIFAR-100 page's three tables, made from the recipes' table, against the transcription above."""
+    tables = hook('paper_tables')
+    values, top1s, rivals = tables.cifar100(), tables.cifar100_top1(), tables.cifar100_rivals()
+    for table in (values, top1s, rivals):
+        assert len(table.splitlines()) == 2 + len(PAPER)
     for (t, s), row in PAPER.items():
-        (line,) = [x for x in lines if x.startswith(f'| `{s}_from_{t}` |') and x.count('|') > 3]  # not the rivals'
-        gamma, beta = row['wttm_itrd']
         top1 = row['top1']
-        assert f" | {gamma:g} / {beta:g}; {row['beta_mi']:g} | " in line
-        dkd = f"{top1['dkd']:.2f} ({row['dkd_beta']:g})" if 'dkd' in top1 else 'n/a'
-        assert line.endswith(f" | {top1['crd']:.2f} · {top1['itrd']:.2f} · {top1['wttm_itrd']:.2f} | "
-                             f"{top1['dist']:.2f} · {dkd} |")
+        assert _cells(values, t, s) == [
+            *(f'{row[m][0]:g} / {row[m][1]:g}' for m in ('ttm', 'wttm', 'wttm_crd')),
+            f"{row['wo_ce_gamma']:g}" if row['wo_ce_gamma'] else '—',
+            f"{row['wttm_itrd'][0]:g} / {row['wttm_itrd'][1]:g}; {row['beta_mi']:g}",
+            f"{row['dkd_beta']:g}" if row['dkd_beta'] else 'n/a']
+        assert _cells(top1s, t, s) == [f'{top1[m]:.2f}' if m in top1 else '—'
+                                       for m in ('kd', 'ttm', 'wttm', 'wttm_crd', 'wttm_wo_ce', 'wttm_itrd')]
+        assert _cells(rivals, t, s) == [f'{top1[m]:.2f}' if m in top1 else 'n/a'
+                                        for m in ('crd', 'itrd', 'dist', 'dkd')]
 
 
 def _terms(config):
@@ -434,12 +447,12 @@ def test_wttm_crd_resume_restores_the_embeddings_and_memory_bank(tmp_path, cifar
         assert torch.equal(value, resumed['model'][key]), key
 
 
-def test_the_readmes_held_out_validation_split_builds_and_trains(tmp_path, monkeypatch, cifar100_env, teacher_ckpts):
-    """README, "Tuning a new pair": the datasets block that validates on held-out training images (sizes scaled
-    down to the generated 8 training images: 6 train, 2 held out)."""
-    readme = (ROOT / 'README.md').read_text()
-    block = readme[readme.index('```yaml\ndatasets:\n  &cifar100_train cifar100/train: !import_call\n    _name'):]
-    block = block[len('```yaml\n'):block.index('# ... models as in the recipe ...')]
+def test_the_docs_held_out_validation_split_builds_and_trains(tmp_path, monkeypatch, cifar100_env, teacher_ckpts):
+    """Tuning a new pair: the datasets block that validates on held-out training images (sizes scaled down to the
+    generated 8 training images: 6 train, 2 held out)."""
+    block = doc_block('heldout_validation')
+    assert block.startswith('datasets:\n  &cifar100_train cifar100/train: !import_call\n    _name')
+    block = block[:block.index('# ... models as in the recipe ...')]
     block = block.replace('[0, 45000]', '[0, 6]').replace('[45000, 50000]', '[6, 8]')
     recipe = (RECIPES / 'cifar100/wttm/resnet20_from_resnet56.yaml').read_text()
     recipe = recipe[:recipe.index('datasets:')] + block + recipe[recipe.index('\nmodels:') + 1:]

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision  # noqa: F401  (torchdistill's registries read torchvision.datasets when imported)
 from conftest import RECIPES, ROOT, assert_same_state, ckpt_weights, straight_and_resumed, torchdistill_runner_models
+from doc_blocks import hook
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
@@ -188,12 +189,14 @@ def test_recipe_settings(image_root, monkeypatch):
         assert resize.size == 256 and 'bicubic' in str(resize.interpolation).lower() and center.size == (224, 224)
 
 
-def test_readme_lists_the_vision_transformer_recipes():
-    readme = (ROOT / 'README.md').read_text()
-    section = readme[readme.index('## Vision transformers'):]
-    section = section[:section.index('\n## ', 1)]
+def test_the_docs_page_lists_the_vision_transformer_recipes():
+    """The vision-transformer page: its table (made from the recipes' table) and the commands it shows."""
+    section = (ROOT / 'docs' / 'recipes' / 'deit.md').read_text()
+    assert '<!-- table: deit -->' in section
+    table = hook('paper_tables').deit_table()
     for name, top1 in PAPER.items():
-        assert f'`{name}`' in section and f'{top1:.2f}' in section
+        (row,) = [line for line in table.splitlines() if line.startswith(f'| `{name}` |')]
+        assert row.endswith(f' | {top1:.2f} |')
     assert "pip install 'ttm-torchdistill[timm]'" in section and 'torchrun --nproc_per_node=8' in section
     assert 'models.teacher_model.kwargs.checkpoint=' in section and 'ttm-distill sweep' in section
 

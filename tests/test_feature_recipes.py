@@ -9,7 +9,6 @@ import torch
 from conftest import (
     FAST,
     RECIPES,
-    ROOT,
     assert_same_state,
     cli,
     cli_env,
@@ -18,6 +17,7 @@ from conftest import (
     straight_and_resumed,
     torchdistill_runner_models,
 )
+from doc_blocks import hook
 from torchdistill.common.yaml_util import load_yaml_file
 from torchdistill.core.distillation import get_distillation_box
 
@@ -323,11 +323,13 @@ def test_new_recipe_refuses_a_feature_method_it_cannot_write(args, message, tmp_
     assert not list(tmp_path.glob('*.yaml'))
 
 
-def test_readme_table_shows_the_five_methods_on_every_pair():
-    lines = (ROOT / 'README.md').read_text().splitlines()
+def test_the_docs_table_shows_the_five_methods_on_every_pair():
+    """The CIFAR-100 page's feature-method table, made from the recipes' table, against the transcription above."""
+    lines = hook('paper_tables').cifar100_feature().splitlines()
+    assert lines[0] == '| student `_from_` teacher | FitNet | AT | VID | RKD | PKT |' and len(lines) == 2 + len(ROWS)
     for (t, s), top1 in ROWS.items():
-        (line,) = [x for x in lines if x.startswith(f'| `{s}_from_{t}` |') and x.count('|') == 3]
-        assert line.endswith(' | ' + ' · '.join(f'{top1[m]:.2f}' for m in METHODS) + ' |')
+        (line,) = [x for x in lines if x.startswith(f'| `{s}_from_{t}` |')]
+        assert line.endswith(' | ' + ' | '.join(f'{top1[m]:.2f}' for m in METHODS) + ' |')
 
 
 @pytest.mark.parametrize('role, io, paths, named', [

@@ -1,5 +1,5 @@
 """The method registry: each method declared once, next to its loss; the command line, the sweep's short names,
-`new-recipe`, `calibrate` and the README's tables derive from it, and a new logit method (tests/toy_method.py: a loss
+`new-recipe`, `calibrate` and the docs' tables derive from it, and a new logit method (tests/toy_method.py: a loss
 class and its declaration) is usable by every command without editing any other file of the package."""
 import json
 import re
@@ -42,8 +42,8 @@ def test_the_runner_asks_every_loss_through_one_protocol():
     assert hooked(torch.nn.CrossEntropyLoss()) == [] and not isinstance(torch.nn.MSELoss(), LossHooks)
 
 
-def test_the_readme_short_name_table_is_the_registry():
-    text = (ROOT / 'README.md').read_text()
+def test_the_sweeps_page_short_name_table_is_the_registry():
+    text = (ROOT / 'docs' / 'sweeps.md').read_text()
     table = text[text.index('| short name | reaches the parameter of |'):]
     rows = {}
     for line in table.splitlines()[2:]:

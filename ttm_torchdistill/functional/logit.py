@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 REDUCTIONS = ('batchmean', 'sum', 'none')
+"""the values of ``reduction`` the losses take: the mean over samples, the sum, or the per-sample values"""
 
 
 def power_transform(logits: Tensor, gamma: float) -> Tensor:

@@ -1,9 +1,10 @@
-"""The README's walkthroughs run as written: only data roots (environment variables), epochs and batch sizes change.
+"""The documentation's walkthroughs run as written: only data roots (environment variables), epochs and batch sizes
+change.
 
-Each test takes the command blocks of one README section, appends the short-run overrides to every
-`ttm-distill train/test/sweep/calibrate` command, runs the block with bash in a fresh folder on generated
-data, and checks what the section says comes out. When the README's commands change, these tests run the
-new ones, and their checks fail where the outputs no longer match.
+Each test takes the command blocks that its page marks for it (``<!-- runs: NAME -->``, tests/doc_blocks.py), appends
+the short-run overrides to every `ttm-distill train/test/sweep/calibrate` command, runs the blocks with bash in a fresh
+folder on generated data, and checks what the page says comes out. A marked block that changes fails until its test
+is looked at (tests/test_docs.py checks the registry of their hashes).
 """
 import json
 import os
@@ -15,33 +16,12 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, ROOT, cli_env
+from doc_blocks import block
 
-README = (ROOT / 'README.md').read_text()
 BIN = Path(sys.executable).parent
 SHORT = {  # per command: the overrides that make a run one short epoch on tiny data
     'train': FAST, 'test': [o for o in FAST if o.startswith('test.')]}
 SHORT['sweep'] = SHORT['calibrate'] = SHORT['train']
-
-def section(title: str) -> str:
-    """The README's text under the heading that starts with ``title`` (any level), up to the next heading of that
-    level or above."""
-    match = re.search(rf'^(#+) {re.escape(title)}\b.*$', README, re.M)
-    assert match, f'README has no section {title!r}'
-    level = len(match.group(1))
-    end = re.search(rf'^#{{1,{level}}} ', README[match.end():], re.M)
-    return README[match.end():match.end() + end.start() if end else len(README)]
-
-
-def blocks(text: str) -> list[str]:
-    """Shell blocks: fenced ```bash / ``` blocks and indented blocks, in order; YAML and output blocks are left out."""
-    found = []
-    for match in re.finditer(r'^```(\w*)\n(.*?)^```|((?:^ {4}\S[^\n]*\n(?:^ {4,}[^\n]*\n)*)+)', text, re.M | re.S):
-        lang, fenced, indented = match.groups()
-        body = fenced if fenced is not None else re.sub(r'^ {4}', '', indented, flags=re.M)
-        command = re.search(r'^\s*(ttm-distill|for |make |[A-Z0-9_]+=\S* ttm-distill)', body, re.M)
-        if (lang or '') in ('', 'bash', 'sh') and command:
-            found.append(body)
-    return found
 
 
 def runnable(block: str) -> str:
@@ -65,8 +45,8 @@ def runnable(block: str) -> str:
 
 def run_blocks(texts: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
     script = 'set -euo pipefail\n' + ''.join(runnable(t) for t in texts)
-    (cwd / 'readme.sh').write_text(script)
-    result = subprocess.run(['bash', 'readme.sh'], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    (cwd / 'blocks.sh').write_text(script)
+    result = subprocess.run(['bash', 'blocks.sh'], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check:
         assert result.returncode == 0, f'{script}\n--- out\n{result.stdout[-3000:]}\n--- err\n{result.stderr[-3000:]}'
     return result
@@ -80,17 +60,17 @@ def shell_env(tmp_path, cifar100_root, image_root, torch_home) -> dict:
     return env
 
 
-def test_quick_start_is_the_makefiles_demo_and_test(tmp_path):
-    lines = [line.split('#')[0].strip() for b in blocks(section('Quick start')) for line in b.splitlines()]
-    assert [line for line in lines if line] == ['make demo', 'make test']
+def test_quick_start_is_the_makefiles_demo_and_test():
+    for name in ('readme_quick_start', 'quick_start'):
+        lines = [line.split('#')[0].strip() for line in block(name).splitlines()]
+        assert [line for line in lines if line] == ['make demo', 'make test'], name
     makefile = (ROOT / 'Makefile').read_text()
     assert '\t$(VENV)/bin/ttm-distill demo $(DEMO_ARGS)\n' in makefile  # test_demo runs it with fewer seeds/epochs
-    assert re.search(r'^test: \$\(STAMP\) lint\n\t\$\(PY\) -m pytest', makefile, re.M)
+    assert re.search(r'^test: \$\(STAMP\) lint docs\n\t\$\(PY\) -m pytest', makefile, re.M)
+    assert re.search(r'^docs: \$\(STAMP\)\n\t.*mkdocs build --strict ', makefile, re.M)  # the site, strictly
 
 
-def test_the_blocks_are_found_and_made_short():
-    tuning = blocks(section('Tuning a new pair'))
-    assert any('new-recipe' in b for b in tuning) and any('--launcher slurm' in b for b in tuning)
+def test_a_block_is_made_short():
     line = runnable('ttm-distill sweep r.yaml --grid gamma=1 --set train.num_epochs=30 \\\n'
                     '    -o d [--parallel N] [--dry-run]   # note\n')
     assert '[' not in line.split('#')[0] and line.count('--set') == len(SHORT['sweep']) and '# note' in line
@@ -98,12 +78,11 @@ def test_the_blocks_are_found_and_made_short():
 
 
 def test_cifar100_teacher_then_five_seeds_then_the_table(tmp_path, shell_env):
-    text = section('CIFAR-100 recipes')
-    teacher = [b for b in blocks(text) if 'cifar100/ce/' in b]
-    loop = [b for b in blocks(text) if b.lstrip().startswith('for seed')]
-    assert len(teacher) == 1 and len(loop) == 1
+    """The CIFAR-100 page's teacher and five seeds; the README's recipe example is the same two blocks."""
+    teacher, loop = block('cifar100_teacher'), block('cifar100_five_seeds')
+    assert block('readme_one_recipe') == teacher + loop
     work = tmp_path / 'work'
-    result = run_blocks([*teacher, *loop], work, shell_env)
+    result = run_blocks([teacher, loop], work, shell_env)
     summaries = sorted(work.glob('runs/wttm-r8x4/seed*/summary.json'))
     assert len(summaries) == 5
     assert {json.loads(p.read_text())['kind'] for p in summaries} == {'train'}
@@ -113,14 +92,10 @@ def test_cifar100_teacher_then_five_seeds_then_the_table(tmp_path, shell_env):
 
 
 def test_a_table_row_of_one_pair_is_one_sweep(tmp_path, shell_env):
-    """The CIFAR-100 section's row of five recipes with three seeds, after the teacher block: one lockstep group per
+    """The sweeps page's row of five recipes with three seeds, after the CIFAR-100 teacher block: one lockstep group per
     seed (the recipes differ only in their loss), and the table beside each recipe's paper number."""
-    text = section('CIFAR-100 recipes')
-    teacher = [b for b in blocks(text) if 'cifar100/ce/' in b]
-    row = [b for b in blocks(text) if re.search(r'ttm-distill sweep \S+\{', b)]
-    assert len(teacher) == 1 and len(row) == 1
     work = tmp_path / 'work'
-    result = run_blocks([*teacher, *row], work, shell_env)
+    result = run_blocks([block('cifar100_teacher'), block('table_row_sweep')], work, shell_env)
     manifest = json.loads((work / 'row' / 'sweep.json').read_text())
     assert [r['label'] for r in manifest['recipes']] == ['kd', 'ttm', 'wttm', 'dist', 'dkd']
     assert len(manifest['runs']) == 15 and all(r['state'] == 'finished' for r in manifest['runs'])
@@ -132,9 +107,8 @@ def test_a_table_row_of_one_pair_is_one_sweep(tmp_path, shell_env):
 
 
 def test_tuning_a_new_pair_locally(tmp_path, shell_env):
-    steps = [b for b in blocks(section('Tuning a new pair')) if '--launcher slurm' not in b]
-    assert [next(w for w in shlex.split(b.split('#')[0]) if not w.startswith('[')) for b in steps] == \
-        ['ttm-distill'] * len(steps)
+    steps = [block(f'tuning_{step}') for step in ('new_recipe', 'sweep', 'table', 'train')]
+    assert [shlex.split(b.split('#')[0])[0] for b in steps] == ['ttm-distill'] * len(steps)
     work = tmp_path / 'work'
     result = run_blocks(steps, work, shell_env)
     manifest = json.loads(next(work.glob('sweeps/*/sweep.json')).read_text())
@@ -152,22 +126,19 @@ def test_tuning_a_new_pair_locally(tmp_path, shell_env):
 
 
 def test_when_something_goes_wrong_examples(tmp_path, shell_env):
-    examples = blocks(section('When something goes wrong'))
-    assert examples
     work = tmp_path / 'work'
-    for block in examples:
-        for command in runnable(block).splitlines():
-            if not command.strip() or command.lstrip().startswith('#'):
-                continue
-            expected = re.search(r'#\s*exit (\d+)', command)
-            result = subprocess.run(['bash', '-c', command], cwd=work, env=shell_env, capture_output=True,
-                                    text=True, timeout=600)
-            assert expected, f'README example without "# exit N": {command}'
-            assert result.returncode == int(expected.group(1)), (command, result.stdout[-2000:], result.stderr)
-            assert 'Traceback' not in result.stderr
-            if result.returncode:
-                errors = [line for line in result.stderr.splitlines() if line.startswith('ttm-distill')]
-                assert len(errors) == 1, result.stderr
+    for command in runnable(block('error_examples')).splitlines():
+        if not command.strip() or command.lstrip().startswith('#'):
+            continue
+        expected = re.search(r'#\s*exit (\d+)', command)
+        result = subprocess.run(['bash', '-c', command], cwd=work, env=shell_env, capture_output=True,
+                                text=True, timeout=600)
+        assert expected, f'an example without "# exit N": {command}'
+        assert result.returncode == int(expected.group(1)), (command, result.stdout[-2000:], result.stderr)
+        assert 'Traceback' not in result.stderr
+        if result.returncode:
+            errors = [line for line in result.stderr.splitlines() if line.startswith('ttm-distill')]
+            assert len(errors) == 1, result.stderr
 
 
 def _fast(command: str) -> str:
@@ -181,14 +152,14 @@ def _fast(command: str) -> str:
 
 
 def test_the_sbatch_script_and_the_two_node_torchrun_run_on_the_test_cluster(tmp_path, shell_env, slurm_cluster):
-    """"Single GPU, multi-GPU, multi-node, SLURM" on the test cluster's two nodes, as written but for one CPU task a
+    """Distributed and SLURM's blocks on the test cluster's two nodes, as written but for one CPU task a
     node instead of 4 GPUs, the data root, batch size, epochs, the interpreter and (torchrun) a free port instead of
     29500: the sbatch script, and the two-node torchrun command started on each node of a job (NODE_RANK from SLURM,
     HEAD_NODE the batch host). Each run trains on 2 ranks over the 2 nodes."""
     from slurm_cluster import _free_ports
 
-    text = section('Single GPU, multi-GPU, multi-node, SLURM')
-    script = re.search(r'```bash\n(#!/bin/bash\n.*?)```', text, re.S).group(1)
+    script = block('sbatch_script')
+    assert script.startswith('#!/bin/bash\n')
     assert 'export MASTER_ADDR=$(hostname)' in script and '#SBATCH --signal=USR2@90' in script
     script = re.sub(r'#SBATCH --gpus-per-node=\d+\n', '', script)
     for old, new in (('--ntasks-per-node=4', '--ntasks-per-node=1'), ('--cpus-per-task=8', '--cpus-per-task=1'),
@@ -198,7 +169,8 @@ def test_the_sbatch_script_and_the_two_node_torchrun_run_on_the_test_cluster(tmp
         script = script.replace(old, new)
     srun = re.search(r'^srun .*?(?<!\\)\n', script, re.M | re.S).group(0)
     script = script.replace(srun, _fast(srun.replace('\\\n', ' ')) + '\n')
-    torchrun = re.search(r'^ {4}(torchrun --nnodes=2 (?:.*\\\n)*.*)$', text, re.M).group(1).replace('\\\n', ' ')
+    torchrun = re.search(r'^(torchrun --nnodes=2 (?:.*\\\n)*.*)$', block('torchrun_two_nodes'), re.M).group(1)
+    torchrun = torchrun.replace('\\\n', ' ')
     for old, new in (('torchrun ', f'{sys.executable} -m torch.distributed.run '),
                      ('--nproc_per_node=4', '--nproc_per_node=1'), (':29500', f':{_free_ports(1)[0]}')):
         assert old in torchrun, old
