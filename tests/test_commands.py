@@ -268,7 +268,7 @@ def test_a_wrong_cifar_root_is_one_line_also_with_check(tmp_path, monkeypatch):
     monkeypatch.setenv('CIFAR100_ROOT', str(tmp_path / 'nowhere'))
     for extra in ([], ['--check']):
         result = cli(['train', 'cifar100/ce/resnet8x4', *extra], tmp_path)
-        one_error_line(result, 2, f"under '{tmp_path / 'nowhere'}'", 'README', 'Data')
+        one_error_line(result, 2, f"under '{tmp_path / 'nowhere'}'", 'docs/recipes/cifar100.md', 'Data')
 
 
 def test_under_torchrun_a_rank_that_cannot_read_an_image_is_the_only_error(tmp_path, image_root):

@@ -26,7 +26,7 @@ def test_digits_splits_are_fixed_disjoint_and_stratified():
 
 
 def test_fast_demo_learns_and_reports(tmp_path):
-    """The quick start (README, Getting started), `make demo`, with fewer seeds and epochs."""
+    """The quick start (docs/getting-started.md), `make demo`, with fewer seeds and epochs."""
     out = tmp_path / 'runs'
     result = subprocess.run(['make', '-C', str(ROOT), 'demo', f'DEMO_ARGS=--out {out} --seeds 0 --epochs 6'],
                             cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=900)

@@ -166,7 +166,7 @@ def test_parameters_are_checked_by_what_they_mean_for_the_method(imagenet, metho
 
 
 def test_dist_gamma_zero_is_a_weight_of_zero_and_trains(imagenet):
-    """DIST's gamma weighs its intra-class term: 0 leaves the inter-class term alone (README: beta, gamma >= 0)."""
+    """DIST's gamma weighs its intra-class term: 0 leaves the inter-class term alone (docs: beta, gamma >= 0)."""
     result = cli(['new-recipe', '--from', BASE, '--teacher', 'resnet50', '--student', 'resnet18', '--method', 'dist',
                   '--gamma', '0', '-o', 'dist.yaml'], imagenet)
     assert result.returncode == 0, result.stderr

@@ -124,7 +124,7 @@ def test_plot_of_a_folder_of_several_runs_draws_each(tmp_path):
 
 def test_a_missing_timm_teacher_offline_is_one_line_at_once(tmp_path, image_root):
     """No weights file and an empty Hub cache, on a machine that cannot reach the Hub: one line naming both ways the
-    README gives, before any retry (huggingface_hub's retries take a minute and print pages)."""
+    docs give, before any retry (huggingface_hub's retries take a minute and print pages)."""
     pytest.importorskip('timm')
     env = cli_env(ILSVRC2012_ROOT=image_root, HF_HOME=tmp_path / 'hf', HF_HUB_DISABLE_TELEMETRY=1)
     env.pop('HTTPS_PROXY', None), env.pop('https_proxy', None)

@@ -87,7 +87,7 @@ def test_a_wrong_data_root_of_a_shipped_recipe_is_one_line_before_any_run(tmp_pa
                      tmp_path, env=env)
     errors = [line for line in result.stderr.splitlines() if line.startswith('ttm-distill')]
     assert result.returncode == 2 and len(errors) == 1, result.stderr
-    assert str(tmp_path / 'nowhere') in errors[0] and 'README' in errors[0]
+    assert str(tmp_path / 'nowhere') in errors[0] and 'docs/recipes/cifar100.md' in errors[0]
     assert not (tmp_path / 'out').exists()
 
 

@@ -200,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument('--no-test', action='store_true', help='skip the test pass (searches choose on validation)')
     train.add_argument('--tensorboard', metavar='DIR', help='write per-epoch curves for TensorBoard here')
     train.add_argument('--error-record', metavar='PATH', help=argparse.SUPPRESS)  # a sweep run's error.txt
-    _add_launch_arguments(train, 'the run as one SLURM job through submitit, one rank per task (README, "Single GPU, '
-                                 'multi-GPU, multi-node, SLURM")')
+    _add_launch_arguments(train, 'the run as one SLURM job through submitit, one rank per task (docs/distributed.md, '
+                                 '"One command, one SLURM job")')
     train.add_argument('--dry-run', action='store_true',
                        help='slurm: print the job\'s parameters and the command each rank runs; submit nothing')
     train.set_defaults(func=_train)

@@ -86,7 +86,8 @@ def _offline_message(name: str, why: str) -> str:
     repo = f'models--timm--{name}'
     return (f"timm_model {name!r}: cannot get timm's pretrained weights ({why}): give a weights file as "
             'kwargs.checkpoint (e.g. --set models.teacher_model.kwargs.checkpoint=PATH), or copy the Hub cache folder '
-            f'{repo} into ~/.cache/huggingface/hub/ and set HF_HUB_OFFLINE=1 (README, "Vision transformers")')
+            f'{repo} into ~/.cache/huggingface/hub/ and set HF_HUB_OFFLINE=1 (docs/recipes/deit.md, "The teacher\'s '
+            'weights, offline")')
 
 
 def weights_unavailable(timm, name: str) -> str | None:

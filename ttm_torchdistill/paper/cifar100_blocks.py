@@ -145,7 +145,7 @@ PROTOCOL = """\
 # RandomCrop(32, padding 4) + horizontal flip, CIFAR-100 mean/std normalisation.
 # Validation and test loaders are both the CIFAR-100 TEST set, as in the benchmark: the paper reports
 # the best test top-1 over epochs, which is this runner's best validation top-1. Model selection on
-# these numbers therefore sees the test set (see README, "Tuning a new pair", for a held-out split).
+# these numbers therefore sees the test set (docs/tuning.md shows a held-out split instead).
 #
 # Data: torchvision's CIFAR100 files (cifar-100-python/) under $CIFAR100_ROOT (default ~/datasets/cifar100).
 """

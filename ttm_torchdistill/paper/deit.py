@@ -69,8 +69,8 @@ def _header(run: DeitRun) -> str:
     teacher_line = '' if run.method == 'ce' else (
         f"# Teacher: timm's {TEACHER[0]} ({TEACHER[2]:.2f} top-1 in the paper),\n"
         "# frozen, in eval mode. `pretrained: True` gets timm's weights from the Hugging Face Hub (or its cache);\n"
-        '# offline, give the weights file: --set models.teacher_model.kwargs.checkpoint=PATH (README, "Vision\n'
-        '# transformers", says how to fetch it).\n')
+        '# offline, give the weights file: --set models.teacher_model.kwargs.checkpoint=PATH (docs/recipes/deit.md,\n'
+        '# "The teacher\'s weights, offline", says how to fetch it).\n')
     log = run.name.replace('/', '-')
     return _intro(run) + f"""\
 #

@@ -353,7 +353,7 @@ class RecipeDocument:
 
     def _build_datasets(self) -> None:
         """Construct each entry of ``datasets`` (torchdistill's tags build it); a failure names the dataset, and a
-        missing or incomplete data root says where the README tells how to get the files."""
+        missing or incomplete data root says which page of the docs tells how to get the files."""
         for name in self.keys('datasets'):
             label = f'datasets.{name}'
             class_key = self.node(f'datasets.{name}.key')
@@ -372,8 +372,8 @@ class RecipeDocument:
     def _data_hint(self, name: str) -> str:
         root = self._data_root(name)
         where = f' under {str(root)!r}' if root is not None else ''
-        return (f'; the data files{where} are missing, incomplete or fail their checksum: README, "CIFAR-100 '
-                'recipes" / "ImageNet recipes", Data, says where to get them and which variable sets the root')
+        return (f'; the data files{where} are missing, incomplete or fail their checksum: docs/recipes/cifar100.md '
+                'and docs/recipes/imagenet.md ("Data") say where to get them and which variable sets the root')
 
     def build(self, on_valid: Callable[[dict[str, object]], None] | None = None) -> dict:
         """Import ``dependencies``, validate, then construct (torchdistill's tags run here). ``on_valid`` gets the

@@ -41,7 +41,8 @@ def _launch_env() -> tuple[int, int, int]:
     if 'SLURM_PROCID' in env and int(env.get('SLURM_NTASKS', 1)) > 1:
         for name in ('MASTER_ADDR', 'MASTER_PORT'):
             if name not in env:
-                raise UsageError(f'running under srun with several tasks but {name} is not set (see README, SLURM)')
+                raise UsageError(f'running under srun with several tasks but {name} is not set '
+                                 '(see docs/distributed.md)')
         return int(env['SLURM_PROCID']), int(env['SLURM_NTASKS']), int(env.get('SLURM_LOCALID', 0))
     return 0, 1, 0
 

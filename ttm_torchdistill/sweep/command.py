@@ -35,7 +35,8 @@ def _warn(sweep: Sweep) -> None:
         which = (f'{on_test[0]} validates on its test set' if len(on_test) == 1 else
                  f'{", ".join(on_test)} validate on their test set')
         print(f'warning: {which}, so choosing a point on validation sees the test set; validate on a held-out part of '
-              'the training set instead (README, "Tuning a new pair")', file=sys.stderr, flush=True)
+              'the training set instead (docs/tuning.md, "Validate on held-out training images")', file=sys.stderr,
+              flush=True)
     if not tensorboard.available():
         print(f'note: no TensorBoard curves: the tensorboard package is not installed ({tensorboard.INSTALL})',
               flush=True)

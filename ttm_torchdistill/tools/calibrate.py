@@ -51,7 +51,8 @@ def _warn_if_test(run: Run, split: str) -> None:
     test = run.view.dataset_id('test')
     if split == 'test' or run.view.val_is_test:
         logger.warning('warning: calibrating on %s, the recipe\'s test set: a gamma chosen from it has seen the test '
-                       'set; calibrate on a held-out part of the training set instead (README, "Tuning a new pair")',
+                       'set; calibrate on a held-out part of the training set instead (docs/tuning.md, "Validate '
+                       'on held-out training images")',
                        f'{run.view.loader_path(split)} ({test})')
 
 

@@ -27,7 +27,7 @@ __all__ = ['GRID', 'METHODS', 'run_demo', 'run_grid']
 METHODS = ('ce', 'kd', 'ttm', 'wttm')
 LABELS = {'ce': 'student alone (CE)', 'kd': 'KD', 'ttm': 'TTM', 'wttm': 'WTTM'}
 COLORS = {'ce': '#999999', 'kd': '#4c72b0', 'ttm': '#dd8452', 'wttm': '#55a868'}
-# The validation-split grid behind the demo recipes' hyperparameters (README, "Demo").
+# The validation-split grid behind the demo recipes' hyperparameters (docs/getting-started.md).
 GRID = {
     'kd': {'temperature': (1.0, 2.0, 4.0, 8.0), 'alpha': (0.1, 0.5, 0.9)},
     'ttm': {'gamma': (0.25, 0.5, 0.8), 'beta': (0.5, 1.0, 2.0, 4.0)},
