@@ -29,7 +29,7 @@ REGISTRY = {  # name -> SHA-256 of the block's text (between its fences), under 
     'cifar100_teacher': '9ab9597aa96f42bf2eeb356000bc641ed3caea1bb622f57fbe47cef1fa3e09c4',
     'cifar100_five_seeds': 'af0c8e6d6ebe63cfe3d14e12b6a8fa97d7c8cbd039584d1056b05c6100d8e5c5',
     # test_doc_commands.py::test_a_table_row_of_one_pair_is_one_sweep (after cifar100_teacher)
-    'table_row_sweep': '8ddb3dd05d076fc90722c92f96dba81b20e2bbcb6462a1f1a6d24a9095d5007c',
+    'table_row_sweep': '38de518129aaaeba55d855d73608dff3132fd799f6f50f384dbd8b7824bfc5c9',
     # test_doc_commands.py::test_tuning_a_new_pair_locally
     'tuning_new_recipe': '70dc8a1197fe454514e9af0a54a086946e1ed2b4583f7c62bf0a5548d7ed9532',
     'tuning_sweep': '7ed0d8a1e793df05f080377e2103a8b1b801da9f1378af6321ee176103330650',
