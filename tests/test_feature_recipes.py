@@ -348,3 +348,37 @@ def test_a_hook_path_that_names_no_module_is_one_line(role, io, paths, named, tm
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert f'train.{role}.forward_hook.{io}: {named}' in lines[0]
+
+
+def test_new_recipe_writes_crd_and_itrd_from_a_base_of_their_own(tmp_path, cifar100_env, teacher_ckpts):
+    """CRD's and ITRD's wrappers and sizes depend on more than a feature list: their recipes come from a base of the
+    same method, whose terms are kept and resized; a base with other terms is refused in one line."""
+    teacher = teacher_ckpts('wrn_40_2')
+    for method in ('crd', 'itrd'):
+        out = tmp_path / f'{method}.yaml'
+        ok(cli(['new-recipe', '--from', f'cifar100/{method}/resnet20_from_resnet56', '--teacher',
+                f'wrn_40_2:{teacher}', '--student', 'wrn_16_2', '--method', method, '-o', out], tmp_path))
+        written, shipped = (load_yaml_file(str(p))['train'] for p in (
+            out, RECIPES / f'cifar100/{method}/wrn_16_2_from_wrn_40_2.yaml'))
+        assert written['criterion'] == shipped['criterion'] and written['student'] == shipped['student']
+        assert f"'./resource/ckpt/cifar100/{method}/'" in out.read_text()
+    refused = cli(['new-recipe', '--from', 'cifar100/wttm_crd/resnet20_from_resnet56', '--teacher',
+                   f'wrn_40_2:{teacher}', '--student', 'wrn_16_2', '--method', 'crd', '-o', tmp_path / 'x.yaml'],
+                  tmp_path)
+    assert refused.returncode == 2 and 'has wttm (WTTMLoss), crd (CRDLoss)' in refused.stderr
+    assert not (tmp_path / 'x.yaml').exists()
+
+
+@pytest.mark.parametrize('recipe, grid, key', [
+    ('cifar100/wttm_crd/resnet20_from_resnet56', 'mu=0.4,0.8', 'train.criterion.kwargs.sub_terms.crd.weight'),
+    ('cifar100/wttm_crd/resnet20_from_resnet56', 'nce_temperature=0.05,0.1',
+     'train.criterion.kwargs.sub_terms.crd.criterion.kwargs.temperature'),
+    ('cifar100/wttm_itrd/resnet20_from_resnet56', 'mu=0.5,1', 'train.criterion.kwargs.sub_terms.itrd.weight'),
+    ('cifar100/wttm_crd/resnet20_from_resnet56', 'beta=1,2',
+     'train.criterion.kwargs.sub_terms.wttm.criterion.kwargs.beta'),
+])
+def test_sweep_short_names_reach_crd_and_itrd_and_leave_beta_to_wttm(recipe, grid, key, tmp_path, cifar100_env):
+    from ttm_torchdistill.sweep.plan import plan_sweep
+    sweep = plan_sweep([recipe], [grid], [0], [], tmp_path / 'sweep')
+    values = grid.split('=')[1].split(',')
+    assert [o.value for run in sweep.runs for o in run.description.overrides if o.key == key] == values

@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument('--method', required=True, metavar='METHOD',
                      help=f'{", ".join(m.name for m in logit_methods())}; a feature method '
                           f'({", ".join(m.name for m in feature_methods())}: a CIFAR-100 base and pair, cross entropy '
-                          "plus its term); or a method that a plugin of the base recipe's dependencies registers")
+                          'plus its term); crd, itrd, reviewkd from a base of the same method; or a method that a '
+                          "plugin of the base recipe's dependencies registers")
     new.add_argument('--gamma', type=float, help=f'{_meanings("gamma")}; default: the base recipe\'s where it means '
                                                  "the same, else the method's own")
     carries = ', '.join(m.name for m in logit_methods() + feature_methods() if m.beta_carries)

@@ -175,7 +175,10 @@ class Method:
     """`sweep --grid` short names -> what each parameter of the loss means"""
     weight_name: str | None = None
     """the `sweep --grid` short name of the term's ``weight`` (the feature methods' ``beta``: the CRD benchmark's
-    ``-b``), None: the weight has no short name"""
+    ``-b``; CRD's and ITRD's ``mu``, Eq. 23), None: the weight has no short name"""
+    aliases: dict[str, str] = field(default_factory=dict)
+    """`sweep --grid` short names of loss parameters whose own names mean something else in other methods: short
+    name -> the parameter (CRD's ``nce_temperature`` -> ``temperature``)"""
     logit: bool = True
     """a loss on both models' logits: the term `new-recipe` writes and replaces"""
     separate_ce: bool = False
@@ -205,7 +208,11 @@ class Method:
     def sets(self, name: str, kwargs: dict) -> bool:
         """Whether a term of this method whose loss has ``kwargs`` sets the short name ``name`` (a loss parameter it
         gives, or its weight)."""
-        return name in kwargs or name == self.weight_name
+        return self.aliases.get(name, name) in kwargs or name == self.weight_name
+
+    def param(self, name: str) -> str | None:
+        """The loss parameter short name ``name`` reaches (None: the term's weight)."""
+        return None if name == self.weight_name else self.aliases.get(name, name)
 
     def lines(self, values: dict[str, object]) -> list[str]:
         """The method's term, ``values`` as its kwargs, as the lines of a ``sub_terms`` entry."""
@@ -261,7 +268,7 @@ def short_names() -> dict[str, tuple[str, ...]]:
     that sets it), names in the order methods declare them."""
     names: dict[str, list[str]] = {}
     for method in _METHODS.values():
-        for name in (*method.short_names, *([method.weight_name] if method.weight_name else [])):
+        for name in (*method.short_names, *method.aliases, *([method.weight_name] if method.weight_name else [])):
             names.setdefault(name, []).append(method.loss_key)
     return {name: tuple(keys) for name, keys in names.items()}
 

@@ -55,8 +55,9 @@ class Linear4ITRD(AuxiliaryModelWrapper):
 
 
 @register_method(Method(
-    'itrd', 'ITRDLoss', logit=False, short_names={'beta_corr': 'the weight of L_corr', 'beta_mi': 'the weight of L_mi',
-                                                   'alpha_it': "the order alpha of ITRD's information terms"}))
+    'itrd', 'ITRDLoss', logit=False, weight_name='mu',
+    short_names={'beta_corr': 'the weight of L_corr', 'beta_mi': 'the weight of L_mi',
+                 'alpha_it': "the order alpha of ITRD's information terms"}))
 @register_mid_level_loss
 class ITRDLoss(LossHooks):
     """Information theoretic representation distillation (Miles et al., BMVC 2022) as the paper uses it (Eq. 24).

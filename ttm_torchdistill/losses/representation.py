@@ -23,9 +23,10 @@ with the teacher's F_t:
 
 (P_s: adaptive average pooling to s x s, for each s of 4, 2, 1 below the level's size; k counts them). The recipes
 ``recipes/ilsvrc2012/crd/*``, ``recipes/cifar100/crd/*`` and ``recipes/ilsvrc2012/reviewkd/*`` use them.
-Neither method has `sweep --grid` short names: CRD's NCE ``temperature`` would share its name with KD's, DKD's and
-TTM's temperatures in recipes that hold both terms (WTTM + CRD), and the knowledge-review loss has no weight of its
-own (each level's term ``weight`` is the recipe's; sweep it by its full key).
+`sweep --grid` short names: CRD's term weight is ``mu`` (Eq. 23), its NCE temperature and memory momentum are
+``nce_temperature`` and ``nce_momentum`` (``temperature`` is KD's, DKD's and TTM's in recipes that hold both terms,
+WTTM + CRD). Knowledge review has none: each of its five levels is a term with a weight of its own (sweep them by
+their full keys).
 """
 from __future__ import annotations
 
@@ -33,5 +34,6 @@ from ..methods import Method, register_method
 
 __all__: list[str] = []
 
-register_method(Method('crd', 'CRDLoss', logit=False))(None)  # torchdistill's CRDLoss
+register_method(Method('crd', 'CRDLoss', logit=False, weight_name='mu', aliases={  # torchdistill's CRDLoss
+    'nce_temperature': 'temperature', 'nce_momentum': 'momentum'}))(None)
 register_method(Method('reviewkd', 'HierarchicalContextLoss', logit=False))(None)  # torchdistill's

@@ -111,7 +111,8 @@ def _resolve_key(name: str, doc: RecipeDocument) -> str:
 
 def _term_key(term: LossTerm, name: str) -> str:
     """The full key that short name ``name`` reaches in ``term``: its weight or a parameter of its loss."""
-    return f'{term.path}.weight' if name == method_by_loss(term.key).weight_name else term.param_path(name)
+    param = method_by_loss(term.key).param(name)
+    return f'{term.path}.weight' if param is None else term.param_path(param)
 
 
 def parse_grid(specs: list[str], required: bool = True) -> list[Axis]:

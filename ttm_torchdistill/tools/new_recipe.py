@@ -49,7 +49,7 @@ from ..recipe import (
     resolve_recipe,
 )
 from .new_recipe_check import TIMM_KEY, check_recipe, feature_edits, timm_kwargs
-from .new_recipe_feature import base_feature_term, feature_method_edits, plain_roles
+from .new_recipe_feature import base_feature_term, check_kept_method, feature_method_edits, kept_methods, plain_roles
 
 __all__ = ['new_recipe']
 
@@ -159,8 +159,8 @@ def _method(name: str, gamma: float | None, beta: float | None) -> Method:
     """The logit method ``name`` (a recipe's dependency may register more), its --gamma and --beta checked by what
     they mean for it."""
     method = method_named(name)
-    if method is None or not (method.logit or method.recipe is not None):
-        accepted = [m.name for m in logit_methods() + feature_methods()]
+    if method is None:
+        accepted = [m.name for m in logit_methods() + feature_methods() + kept_methods()]
         raise UsageError(f'--method {name!r}: accepted values are {", ".join(accepted)}')
     for flag, value, knob in (('--gamma', gamma, method.gamma), ('--beta', beta, method.beta)):
         if value is None:
@@ -287,7 +287,8 @@ def _header(choice: LossChoice, teacher: Model, student: Model, note: str, base:
     ce = ' beside cross entropy (weight 1)' if choice.method.separate_ce else ''
     lines = [f'# {choice.method.name.upper()}: {student.key} from {teacher.key} ({note}).',
              f'# Written by `ttm-distill new-recipe` on {datetime.date.today()} from {base}: same data, schedule,',
-             f'# optimizer and transforms; {choice.method.loss_key} with {choice.summary()}{ce}.',
+             f'# optimizer and transforms; {choice.method.loss_key} with {choice.summary()}{ce}.' if choice.params else
+             f'# optimizer, transforms and {choice.method.loss_key} terms, sized for this pair.',
              ("# The weight is the CRD benchmark's for its CIFAR-100 pairs, untuned for this one."
               if choice.method.recipe else
               '# These hyperparameters are an untuned starting point (see `ttm-distill calibrate`).'),
@@ -321,13 +322,16 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
         raise UsageError(f'{out} exists: choose another -o PATH or pass --force to overwrite it')
     base_term = BaseTerm(base_method, replaced.kwargs if base_method else {},
                          str(view.dataset_id('train')).startswith('cifar'))
-    if beta is None and not chosen.beta_carries and not base_term.same(chosen):
+    kept = not chosen.logit and chosen.recipe is None  # CRD, ITRD, ReviewKD: the base's own terms, resized
+    if kept:
+        check_kept_method(doc, chosen)
+    elif beta is None and not chosen.beta_carries and not base_term.same(chosen):
         uses = base_method.name if base_method else 'no TTM/WTTM/KD/DIST/DKD term'
         raise UsageError(f'--method {method}: the base recipe uses {uses}, whose beta does not carry over '
                          f'({method.upper()}\'s beta has another scale: it is tuned per method and pair); give --beta')
     _check_targets(doc, chosen)
     feature = chosen.recipe is not None
-    choice = (_feature_choice(chosen, beta) if feature
+    choice = (_feature_choice(chosen, beta) if feature else LossChoice(chosen, {}) if kept
               else LossChoice(chosen, chosen.recipe_kwargs(chosen, gamma, beta, base_term)))
 
     edits, dropped = RecipeEdits(doc), []
@@ -336,11 +340,11 @@ def new_recipe(base: str, teacher: str, student: str, method: str, gamma: float 
     if feature:
         feature_method_edits(doc, edits, chosen, choice.params['weight'], teacher_model.key, student_model.key,
                              base_term.cifar)
-    else:
+    elif not kept:
         if feature_term is not None:
             plain_roles(doc, edits)
         _loss_edits(doc, edits, replaced, choice)
-    _method_folder(doc, edits, base, base_method.name if base_method else None, method, feature)
+    _method_folder(doc, edits, base, base_method.name if base_method else None, method, feature or kept)
     text = re.sub(r'\A(?:#.*\n|\s*\n)*', '', edits.text())  # the base header describes the base pair
     text, features = feature_edits(text, {'teacher': teacher_model.flag, 'student': student_model.flag})
     new_text = _header(choice, teacher_model, student_model, note, base, dropped, features) + text

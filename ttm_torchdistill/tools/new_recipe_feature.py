@@ -5,16 +5,18 @@ The features are the CRD benchmark's feature lists (:mod:`ttm_torchdistill.model
 CIFAR-100 architectures at 32 x 32; a pair or a base outside them is refused in one line. The base keeps its data,
 schedule, optimizer and checkpoint layout; its loss terms, its ``train.teacher``/``train.student`` entries and a
 dataset wrapper (CRD's) give way to the method's. The other way round, a logit method's recipe from a feature
-method's base takes the place of its feature term, and the models lose their hooks and wrappers.
+method's base takes the place of its feature term, and the models lose their hooks and wrappers. CRD, ITRD and
+ReviewKD recipes (whose wrappers and sizes depend on more than a feature list) are written from a base of the same
+method: its terms are kept and resized to the new pair (:mod:`.new_recipe_check` measures the sizes).
 """
 from __future__ import annotations
 
 from ..errors import UsageError
-from ..methods import CROSS_ENTROPY_ENTRY, FeatureRecipe, Method, method_by_loss
+from ..methods import CROSS_ENTROPY_ENTRY, FeatureRecipe, Method, method_by_loss, methods
 from ..models.cifar import FEATURE_LISTS, model_features
 from ..recipe import SUB_TERMS, LossTerm, RecipeDocument, RecipeEdits
 
-__all__ = ['base_feature_term', 'feature_method_edits', 'plain_roles']
+__all__ = ['base_feature_term', 'check_kept_method', 'feature_method_edits', 'kept_methods', 'plain_roles']
 
 TRAIN_WRAPPER = 'train.train_data_loader.dataset_wrapper'
 
@@ -64,3 +66,18 @@ def plain_roles(doc: RecipeDocument, edits: RecipeEdits) -> None:
     for role, lines in (('teacher', plain.teacher_lines()), ('student', plain.student_lines())):
         if doc.has(f'train.{role}'):
             edits.set_entry('train', role, lines)
+
+
+def kept_methods() -> list[Method]:
+    """The methods new-recipe writes only from a base of their own (CRD, ITRD, ReviewKD)."""
+    return [m for m in methods() if not m.logit and m.recipe is None]
+
+
+def check_kept_method(doc: RecipeDocument, method: Method) -> None:
+    """Refuse a base whose terms are not the cross entropy and ``method``'s (a CRD recipe comes from a CRD base)."""
+    others = [t for t in doc.loss_terms() if t.key not in ('CrossEntropyLoss', method.loss_key)]
+    if others or not any(t.key == method.loss_key for t in doc.loss_terms()):
+        raise UsageError(f'--method {method.name}: new-recipe writes a {method.name} recipe from a base whose loss is '
+                         f'cross entropy plus {method.loss_key} (a shipped {method.name}/ recipe), keeping its terms '
+                         f'and resizing them for the new pair; {doc.source} has '
+                         f'{", ".join(f"{t.name} ({t.key})" for t in doc.loss_terms())}')
