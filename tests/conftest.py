@@ -50,8 +50,9 @@ def make_image_folder(root: Path, classes=('a', 'b'), per_split=None, size=(40, 
 
 
 SLOW_FIRST = ('test_doc_commands.py', 'test_slurm_cluster.py', 'test_slurm_train.py', 'test_sweep_slurm.py',
-              'test_sweep.py', 'test_sweep_safety.py', 'test_lockstep.py', 'test_gpu_check_script.py',
-              'test_cifar_recipes.py', 'test_demo.py')
+              'test_sweep_slurm_requeue.py', 'test_doc_cifar100.py', 'test_sweep.py', 'test_feature_recipes.py',
+              'test_sweep_safety.py', 'test_lockstep.py', 'test_gpu_check_script.py', 'test_cifar_recipes.py',
+              'test_demo.py')
 """the files with the longest tests, started first so that the workers finish together (the cluster's own tests
 before the sweeps that use it: they look at idle nodes)"""
 
@@ -392,3 +393,13 @@ def assert_same_run(lockstep, alone, ckpt: str) -> None:
     assert summaries[0]['best_val_top1'] == summaries[1]['best_val_top1']
     files = [{p.name for p in folder.iterdir()} - {'output.log', 'attempts'} for folder in (lockstep, alone)]
     assert files[0] == files[1]
+
+
+@pytest.fixture
+def shell_env(tmp_path, cifar100_root, image_root, torch_home) -> dict:
+    """The environment the docs' command blocks run in (tests/test_doc_*.py): this venv's commands first, the
+    generated data, a folder ``work``."""
+    env = cli_env(PATH=f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}', CIFAR100_ROOT=cifar100_root,
+                  ILSVRC2012_ROOT=image_root, TORCH_HOME=torch_home, TTM_TEST_OFFLINE_CIFAR=1)
+    (tmp_path / 'work').mkdir()
+    return env

@@ -24,11 +24,11 @@ REGISTRY = {  # name -> SHA-256 of the block's text (between its fences), under 
     # test_doc_commands.py::test_quick_start_is_the_makefiles_demo_and_test
     'readme_quick_start': '99e8af344586880ab21719581ad68d4c054e1577c884ae457c5895a7c2ae5b0e',
     'quick_start': '99e8af344586880ab21719581ad68d4c054e1577c884ae457c5895a7c2ae5b0e',
-    # test_doc_commands.py::test_cifar100_teacher_then_five_seeds_then_the_table (the README block is the two others)
+    # test_doc_cifar100.py::test_cifar100_teacher_then_five_seeds_then_the_table (the README block is the two others)
     'readme_one_recipe': 'bfbd890aac7016a8967a5dd85accbce31dfcce8f74f8a2e4c14e3db896af1488',
     'cifar100_teacher': '9ab9597aa96f42bf2eeb356000bc641ed3caea1bb622f57fbe47cef1fa3e09c4',
     'cifar100_five_seeds': 'af0c8e6d6ebe63cfe3d14e12b6a8fa97d7c8cbd039584d1056b05c6100d8e5c5',
-    # test_doc_commands.py::test_a_table_row_of_one_pair_is_one_sweep (after cifar100_teacher)
+    # test_doc_cifar100.py::test_a_table_row_of_one_pair_is_one_sweep (with a teacher where cifar100_teacher puts it)
     'table_row_sweep': '38de518129aaaeba55d855d73608dff3132fd799f6f50f384dbd8b7824bfc5c9',
     # test_doc_commands.py::test_tuning_a_new_pair_locally
     'tuning_new_recipe': '70dc8a1197fe454514e9af0a54a086946e1ed2b4583f7c62bf0a5548d7ed9532',
