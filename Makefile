@@ -29,8 +29,8 @@ docs: $(STAMP)
 docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
-# two pytest workers more than the cores: many tests wait on signals, timers, subprocesses and the SLURM queue
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
+# one pytest worker more than the cores: several tests wait on signals, timers and the SLURM queue
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 
 test: $(STAMP) lint docs
 	$(PY) -m pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile
