@@ -32,7 +32,7 @@ def test_wheel_installs_recipes_and_entry_point(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert 'ttm_torchdistill/recipes/ilsvrc2012/wttm/resnet18_from_resnet34.yaml' in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith('entry_points.txt'))).decode()
-    assert 'ttm-distill = ttm_torchdistill.cli:main' in entry_points
+    assert 'ttm-distill = ttm_torchdistill.cli:command' in entry_points
     target = tmp_path / 'site'
     subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(target), str(wheel)],
                    check=True, capture_output=True)

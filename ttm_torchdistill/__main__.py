@@ -1,6 +1,4 @@
 """`python -m ttm_torchdistill ...` runs the `ttm-distill` command (also under torchrun)."""
-import sys
+from .cli import command
 
-from .cli import main
-
-sys.exit(main())
+command()
