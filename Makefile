@@ -29,11 +29,12 @@ docs: $(STAMP)
 docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
-# one pytest worker more than the cores: several tests wait on signals, timers and the SLURM queue
+# one pytest worker more than the cores: several tests wait on signals, timers and the SLURM queue; the files start
+# in tests/conftest.py's order (SLOW_FIRST), longest first
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 
 test: $(STAMP) lint docs
-	$(PY) -m pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .ruff_cache .pytest_cache

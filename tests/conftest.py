@@ -49,12 +49,14 @@ def make_image_folder(root: Path, classes=('a', 'b'), per_split=None, size=(40, 
     return root
 
 
-SLOW_FIRST = ('test_doc_commands.py', 'test_slurm_cluster.py', 'test_slurm_train.py', 'test_sweep_slurm.py',
-              'test_sweep_slurm_requeue.py', 'test_doc_cifar100.py', 'test_sweep.py', 'test_feature_recipes.py',
-              'test_sweep_safety.py', 'test_lockstep.py', 'test_gpu_check_script.py', 'test_cifar_recipes.py',
-              'test_demo.py')
-"""the files with the longest tests, started first so that the workers finish together (the cluster's own tests
-before the sweeps that use it: they look at idle nodes)"""
+SLOW_FIRST = ('test_slurm_train.py', 'test_doc_commands.py', 'test_cifar_recipes.py', 'test_feature_recipes.py',
+              'test_sweep_slurm.py', 'test_new_recipe_bases.py', 'test_lockstep.py', 'test_sweep_safety.py',
+              'test_sweep_slurm_requeue.py', 'test_stop.py', 'test_sweep.py', 'test_user_errors.py',
+              'test_doc_cifar100.py', 'test_recipes.py', 'test_dist_dkd_recipes.py', 'test_demo.py', 'test_commands.py',
+              'test_gpu_check_script.py', 'test_methods.py')
+"""the files with the longest tests, longest first (seconds under `make test` on 2 cores), so that the workers finish
+together: `make test` runs `pytest -n N --dist loadfile --no-loadscope-reorder`, which keeps this order (xdist's
+own would put the files with the most tests first)"""
 
 if os.environ.get('PYTEST_XDIST_WORKER'):  # `make test`: the workers share the cores, one thread each (and children)
     os.environ['OMP_NUM_THREADS'] = '1'

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FAST, ROOT
+from conftest import FAST, ROOT, make_image_folder
 from doc_blocks import block
 
 SHORT = {  # per command: the overrides that make a run one short epoch on tiny data
@@ -70,7 +70,9 @@ def test_tuning_a_new_pair_locally(tmp_path, shell_env):
     steps = [block(f'tuning_{step}') for step in ('new_recipe', 'sweep', 'table', 'train')]
     assert [shlex.split(b.split('#')[0])[0] for b in steps] == ['ttm-distill'] * len(steps)
     work = tmp_path / 'work'
-    result = run_blocks(steps, work, shell_env)
+    # 4 training images (one batch of the tests' size) and 2 validation images: 9 runs of a ResNet-50 teacher at 224 px
+    images = make_image_folder(tmp_path / 'ilsvrc2012', per_split={'train': 2, 'val': 1})
+    result = run_blocks(steps, work, dict(shell_env, ILSVRC2012_ROOT=str(images)))
     manifest = json.loads(next(work.glob('sweeps/*/sweep.json')).read_text())
     assert manifest['runs'] and all(r['state'] == 'finished' for r in manifest['runs'])
     assert {r['group'] for r in manifest['runs']} == {f'seed{s}' for s in manifest['seeds']}  # --lockstep
