@@ -3,6 +3,7 @@ no run can clobber another."""
 import hashlib
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from conftest import FAST, TINY, cli, cli_env, one_error_line, one_per_family, r
 from ttm_torchdistill import recipe as recipes
 from ttm_torchdistill.cli import main
 from ttm_torchdistill.errors import UsageError
-from ttm_torchdistill.runner.checkpoint import last_ckpt_path
+from ttm_torchdistill.runner.checkpoint import last_ckpt_path, load_checkpoint
 from ttm_torchdistill.runner.lock import RunLock, lock_path
 
 BEST = Path('ckpt/tiny/wttm/student.pt')
@@ -59,6 +60,18 @@ def test_resume_from_a_damaged_checkpoint_names_the_file_and_keeps_it(run_dir, d
     result = cli(['train', TINY, '--device', 'cpu', '--resume', '--set', 'train.num_epochs=2'], run_dir)
     one_error_line(result, 2, str(LAST), 'unreadable')
     assert _snapshot(run_dir) == before
+
+
+def test_any_garbage_in_a_checkpoint_file_is_unreadable_not_a_traceback(tmp_path):
+    """Thousands of random files (unpickling random bytes sometimes raises MemoryError, OverflowError or TypeError:
+    a length too big to allocate, an opcode given the wrong type): each is the one 'unreadable' error."""
+    rng, path, kinds = random.Random(0), tmp_path / 'x.last.pt', set()
+    for _ in range(4000):
+        path.write_bytes(rng.randbytes(rng.choice((16, 256, 4096))))
+        with pytest.raises(UsageError, match=r'--resume: checkpoint .*x\.last\.pt is unreadable') as caught:
+            load_checkpoint(path, '--resume')
+        kinds.add(str(caught.value).split('corrupt: ')[1].split(':')[0])
+    assert {'UnpicklingError', 'MemoryError', 'OverflowError'} <= kinds, kinds
 
 
 def test_resume_with_another_student_architecture_says_so(run_dir):

@@ -62,7 +62,9 @@ def load_checkpoint(path: str | os.PathLike, what: str) -> object:
     try:
         return torch.load(path, map_location='cpu', weights_only=False)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
-            IndexError, AttributeError, ImportError, UnicodeDecodeError) as exc:
+            IndexError, AttributeError, ImportError, UnicodeDecodeError,
+            MemoryError, OverflowError, TypeError) as exc:  # what unpickling random bytes raises: a length too big
+        # to allocate or represent, an opcode's argument of the wrong type
         raise UsageError(f'{what}: checkpoint {path} is unreadable (truncated or corrupt: '
                          f'{type(exc).__name__}: {one_line(exc)[:200]}); it was left as it is') from None
 
