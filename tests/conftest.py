@@ -106,6 +106,16 @@ def torch_home(tmp_path_factory) -> Path:
     return home
 
 
+@pytest.fixture
+def imagenet(monkeypatch, tmp_path, image_root, torch_home) -> Path:
+    """The generated ImageNet tree as $ILSVRC2012_ROOT, the offline torchvision weights as $TORCH_HOME, and the
+    test's folder (returned) as the working directory."""
+    monkeypatch.setenv('ILSVRC2012_ROOT', str(image_root))
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(scope='session')
 def slurm_cluster(tmp_path_factory):
     """A real SLURM cluster of two nodes, ttmnode1 and ttmnode2, on this host (tests/slurm_cluster.py) for the session;

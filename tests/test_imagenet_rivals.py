@@ -40,14 +40,6 @@ SMALL_REVIEW = f'{REVIEW_SIZES}=[1, 1, 2, 4, 8]'
 """knowledge review's level sizes at 32 px (stage outputs 8, 4, 2, 1 and the pooled 1), deepest first"""
 
 
-@pytest.fixture
-def imagenet(monkeypatch, tmp_path, image_root, torch_home):
-    monkeypatch.setenv('ILSVRC2012_ROOT', str(image_root))
-    monkeypatch.setenv('TORCH_HOME', str(torch_home))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 @pytest.fixture(scope='module')
 def shifted_torch_home(tmp_path_factory) -> Path:
     """A TORCH_HOME whose ResNet-34 (ITRD's teacher) has batch-norm shifts 0.5 and statistics estimated on random

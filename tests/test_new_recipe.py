@@ -12,14 +12,6 @@ from ttm_torchdistill.tools.new_recipe import new_recipe
 BASE = 'ilsvrc2012/wttm/resnet18_from_resnet34'
 
 
-@pytest.fixture
-def imagenet(monkeypatch, tmp_path, image_root, torch_home):
-    monkeypatch.setenv('ILSVRC2012_ROOT', str(image_root))
-    monkeypatch.setenv('TORCH_HOME', str(torch_home))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 @pytest.mark.parametrize('teacher, student, method, beta, loss', [
     ('resnet50:IMAGENET1K_V1', 'resnet18', 'wttm', None, 'WTTMLoss'),
     ('resnet34:IMAGENET1K_V1', 'efficientnet_b0', 'ttm', 2.0, 'TTMLoss'),
